@@ -1,0 +1,243 @@
+//! Configuration: the file shape (`raw`), its validation into one typed, immutable [`Config`]
+//! (`validate`), and the diagnostics that point at `FILE:LINE:COL` (`diag`). Everything that can
+//! be wrong with a config file is found here, before anything runs on it.
+
+pub mod diag;
+pub mod raw;
+pub mod snapshot;
+pub mod units;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::HeaderValue;
+use rustls::sign::CertifiedKey;
+
+pub use diag::{Diagnostic, Diagnostics, Severity};
+
+/// The default config path (relative to the working directory).
+pub const DEFAULT_PATH: &str = "conf/gateway.toml";
+
+/// A validated config, with the warnings found while validating it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Arc<Config>,
+    pub warnings: Diagnostics,
+}
+
+/// Reads and validates a config file.
+pub fn load(path: &Path) -> Result<Loaded, Diagnostics> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => parse(path, &text),
+        Err(e) => {
+            let mut d = Diagnostics::new(path, "");
+            d.error(None, format!("cannot read config file: {e}"));
+            Err(d)
+        }
+    }
+}
+
+/// Validates config text; `path` names the file in messages. Relative paths inside the config
+/// (roots, certificates, databases) are taken relative to the working directory, as the default
+/// `conf/gateway.toml` expects when run from the repository.
+pub fn parse(path: &Path, text: &str) -> Result<Loaded, Diagnostics> {
+    validate::parse(path, text)
+}
+
+/// The whole running configuration. Immutable once built; a reload builds a new one.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub server: ServerSettings,
+    pub tls: TlsSettings,
+    pub upstreams: Vec<UpstreamSpec>,
+    pub routes: Vec<RouteSpec>,
+    pub log: LogSettings,
+    pub api: Option<ApiSettings>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSettings {
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub redirect_to_https: bool,
+    /// Runtime worker threads; 0 = one per CPU core.
+    pub workers: usize,
+    pub max_body_size: u64,
+    pub max_header_size: usize,
+    pub header_read_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub max_connections: usize,
+    pub shutdown_grace: Duration,
+    pub server_header: bool,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            https: Some(SocketAddr::from(([127, 0, 0, 1], 8443))),
+            redirect_to_https: true,
+            workers: 0,
+            max_body_size: 20 << 20,
+            max_header_size: 16 << 10,
+            header_read_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
+            max_connections: 10_000,
+            shutdown_grace: Duration::from_secs(30),
+            server_header: false,
+        }
+    }
+}
+
+/// Lowest TLS protocol version accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+#[derive(Clone)]
+pub struct TlsSettings {
+    pub source: CertSource,
+    pub min_version: TlsVersion,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("source", &self.source)
+            .field("min_version", &self.min_version)
+            .finish()
+    }
+}
+
+/// Where the HTTPS listener's certificates come from.
+#[derive(Clone)]
+pub enum CertSource {
+    /// A local CA and a certificate for the route hosts, generated and cached in `dir`.
+    SelfSigned { dir: PathBuf, hosts: Vec<String> },
+    /// PEM files, loaded and checked at validation; chosen by SNI, the first is the default.
+    Files(Vec<LoadedCert>),
+}
+
+impl std::fmt::Debug for CertSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CertSource::SelfSigned { dir, hosts } => f
+                .debug_struct("SelfSigned")
+                .field("dir", dir)
+                .field("hosts", hosts)
+                .finish(),
+            CertSource::Files(certs) => f.debug_list().entries(certs.iter().map(|c| &c.cert_path)).finish(),
+        }
+    }
+}
+
+/// A certificate chain and key read from files.
+#[derive(Clone)]
+pub struct LoadedCert {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    pub key: Arc<CertifiedKey>,
+}
+
+/// How an upstream spreads requests over its servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConn,
+    IpHash,
+}
+
+/// One upstream server address as written: an IP, or a name resolved when connecting.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ServerAddr {
+    Ip(SocketAddr),
+    Name(String, u16),
+}
+
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerAddr::Ip(a) => write!(f, "{a}"),
+            ServerAddr::Name(h, p) => write!(f, "{h}:{p}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamSpec {
+    pub name: String,
+    pub servers: Vec<ServerAddr>,
+    pub balance: Balance,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub retries: u32,
+    pub health: Option<HealthSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSpec {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fails: u32,
+    pub passes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    /// Lower-cased host names; empty means any host.
+    pub hosts: Vec<String>,
+    /// Path prefix, starting with `/`.
+    pub path: String,
+    pub action: RouteAction,
+    /// 1-based line of the route in the file, to name it in logs and metrics.
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RouteAction {
+    /// Proxy to the named upstream.
+    Upstream(String),
+    /// Serve files from a directory.
+    Static {
+        root: PathBuf,
+        index: Option<String>,
+        cache_control: Option<HeaderValue>,
+    },
+    /// 301 to this base URL, keeping path and query.
+    Redirect(String),
+}
+
+/// Lowest level of the error log on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogSettings {
+    pub level: LogLevel,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiSettings {
+    pub replicas: Vec<SocketAddr>,
+    pub database: Option<PathBuf>,
+}

@@ -1,0 +1,65 @@
+//! The running snapshot: a validated [`Config`] compiled into what requests need (the router
+//! with resolved handlers), tied to the long-lived upstreams. Requests load it once and keep it
+//! to the end; a reload builds a new one and swaps it in whole. Upstreams whose config did not
+//! change are carried over from the previous snapshot, health and pools included.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::{Config, RouteSpec};
+use crate::handler::Handler;
+use crate::router::{RoutePrefix, Router};
+use crate::upstream::Upstream;
+
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub generation: u64,
+    pub router: Router<Route>,
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+}
+
+/// A compiled route.
+pub struct Route {
+    pub prefix: String,
+    /// A short name for logs and metrics: the path prefix and the route's line in the file.
+    pub name: String,
+    pub handler: Handler,
+}
+
+impl RoutePrefix for Route {
+    fn prefix(&self) -> &str {
+        &self.prefix
+    }
+}
+
+impl Snapshot {
+    /// Compiles `config`; reuses the upstreams of `previous` whose spec is unchanged. Must run
+    /// inside the runtime (new upstreams start their health checks).
+    pub fn build(config: Arc<Config>, previous: Option<&Snapshot>, generation: u64) -> Self {
+        let mut upstreams = HashMap::new();
+        for spec in &config.upstreams {
+            let reused = previous
+                .and_then(|p| p.upstreams.get(&spec.name))
+                .filter(|u| u.spec == *spec)
+                .cloned();
+            let up = reused.unwrap_or_else(|| Upstream::start(spec.clone()));
+            upstreams.insert(spec.name.clone(), up);
+        }
+        let routes = config.routes.iter().filter_map(|r: &RouteSpec| {
+            let handler = Handler::new(&r.action, |name| upstreams.get(name).cloned())?;
+            let route = Route {
+                prefix: r.path.clone(),
+                name: format!("{}@{}", r.path, r.line),
+                handler,
+            };
+            Some((r.hosts.clone(), Arc::new(route)))
+        });
+        let router = Router::new(routes.collect::<Vec<_>>());
+        Self {
+            config,
+            generation,
+            router,
+            upstreams,
+        }
+    }
+}

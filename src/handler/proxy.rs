@@ -1,0 +1,287 @@
+//! The reverse proxy: forwards a request to a server of an upstream over a pooled HTTP/1.1
+//! connection, streaming bodies both ways. Hop-by-hop headers are dropped, forwarding headers
+//! added. A server that cannot be reached is skipped for another (any method); an idempotent
+//! request without a body is also retried elsewhere when its connection breaks before an answer.
+//! WebSocket upgrades are joined into a byte tunnel.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::{Body as _, Incoming};
+use hyper_util::rt::TokioIo;
+
+use crate::http::body::{self, Body};
+use crate::http::context::RequestCtx;
+use crate::http::error::HttpError;
+use crate::upstream::pool::{self, ConnectError, PooledBody, Sender};
+use crate::upstream::{Server, Upstream};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Forwards `req` to `upstream`. `max_body` caps a streamed request body (413 past it).
+pub async fn forward(
+    upstream: &Arc<Upstream>,
+    ctx: &RequestCtx<'_>,
+    mut req: Request<Incoming>,
+    max_body: u64,
+) -> Result<Response<Body>, HttpError> {
+    let upgrade = is_upgrade(&req);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, incoming) = req.into_parts();
+    prepare_request(&mut parts, ctx, upgrade);
+    let body = if incoming.is_end_stream() {
+        Body::Empty
+    } else {
+        Body::limited(incoming, max_body)
+    };
+    // an idempotent request without a body can be sent again if its connection breaks
+    let replay = (upstream.spec.retries > 0 && is_idempotent(&parts.method) && body.is_end_stream())
+        .then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+    let mut req = Request::from_parts(parts, body);
+
+    let spec = &upstream.spec;
+    let max_fails = spec.health.as_ref().map_or(1, |h| h.fails);
+    let mut tried: Vec<usize> = Vec::with_capacity(2);
+    let mut last_error = "No upstream server is available.";
+    for _attempt in 0..=spec.retries {
+        let Some(i) = upstream.pick(ctx.client_ip, &tried) else {
+            break;
+        };
+        tried.push(i);
+        let server = &upstream.servers[i];
+        match send(server, req, spec.connect_timeout, spec.read_timeout).await {
+            Outcome::Response(resp, tx) => {
+                server.record_success();
+                return Ok(response(resp, tx, server, client_upgrade));
+            }
+            Outcome::NotSent(back, err) => {
+                tracing::warn!(server = %server.label, "upstream {err}; trying another server");
+                server.record_failure(max_fails);
+                last_error = "No upstream server could be reached.";
+                req = back;
+            }
+            Outcome::TimedOut => return Err(HttpError::GatewayTimeout),
+            Outcome::Failed(err) => {
+                if body::is_body_too_large(&err) {
+                    return Err(HttpError::PayloadTooLarge);
+                }
+                tracing::warn!(server = %server.label, "upstream request failed: {err}");
+                server.record_failure(max_fails);
+                last_error = "The upstream server closed the connection.";
+                match &replay {
+                    Some((method, uri, headers)) => {
+                        let mut again = Request::new(Body::Empty);
+                        *again.method_mut() = method.clone();
+                        *again.uri_mut() = uri.clone();
+                        *again.headers_mut() = headers.clone();
+                        req = again;
+                    }
+                    None => return Err(HttpError::BadGateway(last_error)),
+                }
+            }
+        }
+    }
+    Err(HttpError::BadGateway(last_error))
+}
+
+enum Outcome {
+    Response(Response<Incoming>, Sender),
+    /// The request never left: it can go to another server whatever its method.
+    NotSent(Request<Body>, ConnectError),
+    /// Sent, then the connection failed before a response.
+    Failed(hyper::Error),
+    TimedOut,
+}
+
+/// Sends on a pooled connection (skipping stale ones) or a new one.
+async fn send(
+    server: &Arc<Server>,
+    mut req: Request<Body>,
+    connect_timeout: std::time::Duration,
+    read_timeout: std::time::Duration,
+) -> Outcome {
+    let mut fresh = false;
+    loop {
+        let tx = match server.pool.take() {
+            Some(tx) => tx,
+            None => {
+                fresh = true;
+                match pool::connect(&server.addr, connect_timeout).await {
+                    Ok(tx) => tx,
+                    Err(e) => return Outcome::NotSent(req, e),
+                }
+            }
+        };
+        let mut tx = tx;
+        if tx.ready().await.is_err() {
+            if fresh {
+                return Outcome::NotSent(req, ConnectError::Closed);
+            }
+            continue;
+        }
+        match tokio::time::timeout(read_timeout, tx.try_send_request(req)).await {
+            Err(_) => return Outcome::TimedOut,
+            Ok(Ok(resp)) => return Outcome::Response(resp, tx),
+            Ok(Err(mut e)) => match e.take_message() {
+                // not sent (the pooled connection was closing): try the next connection
+                Some(back) if !fresh => req = back,
+                Some(back) => return Outcome::NotSent(back, ConnectError::Closed),
+                None => return Outcome::Failed(e.into_error()),
+            },
+        }
+    }
+}
+
+/// Rewrites the request head for the upstream: origin-form URI, HTTP/1.1, `Host` kept,
+/// hop-by-hop headers out, forwarding headers in.
+fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) {
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts.uri.path_and_query().cloned();
+        parts.uri = pq.map_or_else(|| Uri::from_static("/"), Uri::from);
+    }
+    parts.version = Version::HTTP_11;
+    let h = &mut parts.headers;
+    remove_hop_by_hop(h);
+    if upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        h.remove(header::UPGRADE);
+    }
+    if let Some(host) = &ctx.host_header {
+        if !h.contains_key(header::HOST) {
+            h.insert(header::HOST, host.clone());
+        }
+        h.insert(X_FORWARDED_HOST.clone(), host.clone());
+    }
+    let ip = ip_value(ctx.client_ip);
+    let xff = match h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()) {
+        Some(prev) if !prev.is_empty() => {
+            let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+            v.extend_from_slice(prev);
+            v.extend_from_slice(b", ");
+            v.extend_from_slice(ip.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| ip.clone())
+        }
+        _ => ip.clone(),
+    };
+    h.insert(X_FORWARDED_FOR.clone(), xff);
+    h.insert(X_REAL_IP.clone(), ip);
+    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(ctx.scheme()));
+    h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+}
+
+/// The upstream's response for the client: hop-by-hop headers and `X-Powered-By` out, the body
+/// streamed and its connection pooled at the end; a 101 joins the two upgraded connections.
+fn response(
+    mut resp: Response<Incoming>,
+    tx: Sender,
+    server: &Arc<Server>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+) -> Response<Body> {
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client) = client_upgrade {
+            let upstream = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                if let (Ok(c), Ok(u)) = tokio::join!(client, upstream) {
+                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
+                }
+                drop(tx);
+            });
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, Body::Empty);
+        }
+    }
+    let (mut parts, incoming) = resp.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    parts.headers.remove(header::UPGRADE);
+    parts.headers.remove(&X_POWERED_BY);
+    Response::from_parts(parts, Body::Upstream(PooledBody::new(incoming, tx, server.begin())))
+}
+
+/// Removes the hop-by-hop headers of RFC 9110 §7.6.1 and those named in `Connection`
+/// (except `Upgrade`, which the caller decides on).
+pub fn remove_hop_by_hop(h: &mut HeaderMap) {
+    if let Some(conn) = h.get(header::CONNECTION) {
+        let named: Vec<HeaderName> = conn
+            .to_str()
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|n| *n != header::UPGRADE)
+            .collect();
+        for n in named {
+            h.remove(n);
+        }
+    }
+    for n in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHORIZATION,
+        &header::PROXY_AUTHENTICATE,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+    ] {
+        h.remove(n);
+    }
+}
+
+/// An HTTP/1.1 request asking for a protocol upgrade (WebSocket).
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    // an IP address is always a valid header value
+    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret, upgrade"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        remove_hop_by_hop(&mut h);
+        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(names, vec!["accept", "upgrade"]);
+    }
+}

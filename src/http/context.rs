@@ -1,0 +1,31 @@
+//! What a handler knows about the request beyond its head: the connection it came on, the
+//! client's address, the request id.
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::HeaderValue;
+
+/// Facts about one client connection, fixed for its lifetime.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// Accepted on the TLS listener.
+    pub tls: bool,
+}
+
+/// Per-request facts shared by the router, handlers and filters.
+#[derive(Debug)]
+pub struct RequestCtx<'a> {
+    pub conn: &'a ConnInfo,
+    pub client_ip: IpAddr,
+    pub request_id: HeaderValue,
+    /// The request's `Host` (or `:authority`) as sent, port included.
+    pub host_header: Option<HeaderValue>,
+}
+
+impl RequestCtx<'_> {
+    pub fn scheme(&self) -> &'static str {
+        if self.conn.tls { "https" } else { "http" }
+    }
+}

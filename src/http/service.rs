@@ -1,0 +1,173 @@
+//! The request path, in one direction: snapshot → request id → host and path checks → plain
+//! listener's HTTPS redirect → router → handler → response headers. Every outcome, errors
+//! included, leaves here as a response; nothing on this path panics on client input.
+
+use std::borrow::Cow;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+
+use super::body::Body;
+use super::context::{ConnInfo, RequestCtx};
+use super::error::{HttpError, wants_json};
+use crate::config::snapshot::Snapshot;
+use crate::handler::proxy::X_REQUEST_ID;
+use crate::handler::{Handler, proxy, redirect};
+use crate::router::{PathError, normalize_path};
+use crate::state::State;
+
+const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// Handles one request from a client connection.
+pub async fn handle(state: &State, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+    let snap = state.snapshot();
+    let request_id = request_id(req.headers().get(&X_REQUEST_ID));
+    let ctx = RequestCtx {
+        conn,
+        client_ip: conn.peer.ip(),
+        request_id,
+        host_header: host_header(&req),
+    };
+    let accept = req.headers().get(header::ACCEPT).cloned();
+    let mut resp = match route(state, &snap, &ctx, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(wants_json(accept.as_ref())),
+    };
+    let h = resp.headers_mut();
+    h.insert(X_REQUEST_ID.clone(), ctx.request_id);
+    if snap.config.server.server_header {
+        h.insert(header::SERVER, HeaderValue::from_static("orta-gateway"));
+    }
+    resp
+}
+
+async fn route(
+    state: &State,
+    snap: &Snapshot,
+    ctx: &RequestCtx<'_>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, HttpError> {
+    let host = match &ctx.host_header {
+        Some(v) => host_name(v).ok_or(HttpError::BadRequest("The Host header is not a valid host name."))?,
+        None if req.version() == Version::HTTP_11 => {
+            return Err(HttpError::BadRequest("HTTP/1.1 requests need a Host header."));
+        }
+        None => Cow::Borrowed(""),
+    };
+    let server = &snap.config.server;
+    if !ctx.conn.tls && server.redirect_to_https && !req.uri().path().starts_with(ACME_CHALLENGE_PREFIX) {
+        if let Some(port) = state.https_port() {
+            if host.is_empty() {
+                return Err(HttpError::BadRequest("A Host header is needed to redirect to HTTPS."));
+            }
+            return redirect::to_https(&host_for_url(&host), port, req.uri());
+        }
+    }
+    let path = normalize_path(req.uri().path()).map_err(|e| match e {
+        PathError::Escapes => HttpError::BadRequest("The path climbs above the root."),
+        PathError::Malformed => HttpError::BadRequest("The path is not valid."),
+    })?;
+    if let Some(len) = content_length(&req) {
+        if len > server.max_body_size {
+            return Err(HttpError::PayloadTooLarge);
+        }
+    }
+    let route = snap.router.lookup(&host, &path).ok_or(HttpError::NotFound)?;
+    match &route.handler {
+        Handler::Proxy(upstream) => proxy::forward(upstream, ctx, req, server.max_body_size).await,
+        Handler::Redirect(base) => redirect::to_base(base, req.uri()),
+        Handler::Static => Err(HttpError::NotFound),
+    }
+}
+
+/// The request's `Host`, or its `:authority` for HTTP/2.
+fn host_header(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if let Some(h) = req.headers().get(header::HOST) {
+        return Some(h.clone());
+    }
+    req.uri()
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+}
+
+/// The lower-cased host name of a `Host` value, port removed; `None` when it is not a host.
+fn host_name(v: &HeaderValue) -> Option<Cow<'_, str>> {
+    let s = v.to_str().ok()?;
+    let authority: http::uri::Authority = s.parse().ok()?;
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let host = authority.host();
+    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+    let host = host.strip_suffix('.').unwrap_or(host);
+    // borrow from the header value itself, not the parsed authority
+    let start = s.find(host)?;
+    let host = &s[start..start + host.len()];
+    Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(host)
+    })
+}
+
+/// A host as it goes back into a URL (IPv6 in brackets).
+fn host_for_url(host: &str) -> Cow<'_, str> {
+    if host.contains(':') {
+        Cow::Owned(format!("[{host}]"))
+    } else {
+        Cow::Borrowed(host)
+    }
+}
+
+fn content_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The client's `X-Request-Id` when it is sane (1-128 visible ASCII characters), else a new
+/// 128-bit random id in hex.
+fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
+    if let Some(v) = given {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+            return v.clone();
+        }
+    }
+    let mut buf = [0u8; 32];
+    let mut n = fastrand::u128(..);
+    for slot in buf.iter_mut().rev() {
+        *slot = b"0123456789abcdef"[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names() {
+        let v = |s: &'static str| HeaderValue::from_static(s);
+        assert_eq!(host_name(&v("example.com")).unwrap(), "example.com");
+        assert_eq!(host_name(&v("Example.COM:8080")).unwrap(), "example.com");
+        assert_eq!(host_name(&v("127.0.0.1:8443")).unwrap(), "127.0.0.1");
+        assert_eq!(host_name(&v("[::1]:8443")).unwrap(), "::1");
+        assert_eq!(host_name(&v("example.com.")).unwrap(), "example.com");
+        assert!(host_name(&v("user@evil.com")).is_none());
+        assert!(host_name(&v("a b")).is_none());
+        assert!(matches!(host_name(&v("example.com")), Some(Cow::Borrowed(_))));
+    }
+
+    #[test]
+    fn request_ids() {
+        let given = HeaderValue::from_static("abc-123");
+        assert_eq!(request_id(Some(&given)), given);
+        let fresh = request_id(Some(&HeaderValue::from_static("has space")));
+        assert_eq!(fresh.len(), 32);
+        assert_ne!(request_id(None), request_id(None));
+    }
+}

@@ -1,0 +1,148 @@
+//! The command line: parses arguments and calls the library.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use orta_gateway::config::{self, LogFormat, LogLevel, LogSettings};
+
+#[derive(Parser)]
+#[command(
+    name = "orta-gateway",
+    version,
+    about = "An edge gateway that replaces nginx and certbot in one binary"
+)]
+struct Cli {
+    /// Config file
+    #[arg(long, short, global = true, env = "ORTA_GATEWAY_CONFIG", default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default)
+    Run,
+    /// Validate the config: prints `ok`, or every problem as FILE:LINE:COL: message
+    Check,
+    /// List the managed certificates
+    Certs,
+    /// Run one replica of the bundled API alone
+    Api {
+        /// Address to listen on, e.g. 127.0.0.1:8001
+        #[arg(long)]
+        listen: SocketAddr,
+        /// SQLite database file
+        #[arg(long)]
+        database: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => check(&cli.config),
+        Command::Run => run(&cli.config),
+        Command::Certs => certs(&cli.config),
+        Command::Api { listen, database: _ } => {
+            orta_gateway::telemetry::init(&LogSettings {
+                level: LogLevel::Info,
+                format: LogFormat::Text,
+            });
+            finish(runtime(0).and_then(|rt| rt.block_on(orta_gateway::api::run_standalone(listen))))
+        }
+    }
+}
+
+fn check(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(loaded) => {
+            for w in loaded.warnings.warning_lines() {
+                eprintln!("{w}");
+            }
+            println!("ok");
+            ExitCode::SUCCESS
+        }
+        Err(diags) => {
+            for w in diags.warning_lines() {
+                eprintln!("{w}");
+            }
+            for e in diags.error_lines() {
+                println!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(path: &Path) -> ExitCode {
+    let loaded = match config::load(path) {
+        Ok(l) => l,
+        Err(diags) => {
+            for e in diags.error_lines() {
+                eprintln!("{e}");
+            }
+            eprintln!("orta-gateway: not started: fix the config (`orta-gateway check` lists the same problems)");
+            return ExitCode::FAILURE;
+        }
+    };
+    orta_gateway::telemetry::init(&loaded.config.log);
+    for w in loaded.warnings.warning_lines() {
+        tracing_warn(&w);
+    }
+    let workers = loaded.config.server.workers;
+    finish(runtime(workers).and_then(|rt| rt.block_on(orta_gateway::server::run(path.to_path_buf(), loaded))))
+}
+
+fn certs(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(loaded) => {
+            match &loaded.config.tls.source {
+                config::CertSource::SelfSigned { dir, hosts } => {
+                    println!(
+                        "self-signed certificate in {} for localhost, 127.0.0.1, ::1 {}",
+                        dir.display(),
+                        hosts.join(" ")
+                    );
+                }
+                config::CertSource::Files(files) => {
+                    for f in files {
+                        println!("files: {} (key {})", f.cert_path.display(), f.key_path.display());
+                    }
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(diags) => {
+            for e in diags.error_lines() {
+                eprintln!("{e}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn tracing_warn(line: &str) {
+    orta_gateway::telemetry::warn(line);
+}
+
+fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, String> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all();
+    if workers > 0 {
+        b.worker_threads(workers);
+    }
+    b.build().map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+fn finish(result: Result<(), String>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("orta-gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! One client connection: optional TLS handshake, HTTP/1.1 or HTTP/2 by ALPN, and the timers
+//! that keep slow or idle clients from holding it: the request head must arrive within
+//! `header_read_timeout` (counted from the connection's start, or from the first byte of a later
+//! request), and an idle keep-alive connection closes after `keepalive_timeout`. On shutdown the
+//! connection finishes its in-flight requests and closes.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+
+use super::ConnSlot;
+use crate::http::body::{Body, BoxError};
+use crate::http::context::ConnInfo;
+use crate::http::service;
+use crate::state::State;
+
+const IDLE: u8 = 0;
+const READING_HEAD: u8 = 1;
+const ACTIVE: u8 = 2;
+const NO_DEADLINE: u64 = u64::MAX;
+
+/// Where a connection is in its life, and when it must have moved on.
+struct Timers {
+    born: Instant,
+    phase: AtomicU8,
+    inflight: AtomicU32,
+    /// Milliseconds since `born`.
+    deadline_ms: AtomicU64,
+    header_ms: u64,
+    keepalive_ms: u64,
+    /// HTTP/2 reads include control frames: they don't start a request head.
+    h2: bool,
+}
+
+impl Timers {
+    fn new(header: Duration, keepalive: Duration, h2: bool) -> Self {
+        let t = Self {
+            born: Instant::now(),
+            phase: AtomicU8::new(READING_HEAD),
+            inflight: AtomicU32::new(0),
+            deadline_ms: AtomicU64::new(NO_DEADLINE),
+            header_ms: header.as_millis() as u64,
+            keepalive_ms: keepalive.as_millis() as u64,
+            h2,
+        };
+        t.deadline_ms.store(t.header_ms, Relaxed);
+        t
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.born.elapsed().as_millis() as u64
+    }
+
+    fn request_started(&self) {
+        self.inflight.fetch_add(1, Relaxed);
+        self.phase.store(ACTIVE, Relaxed);
+        self.deadline_ms.store(NO_DEADLINE, Relaxed);
+    }
+
+    fn request_finished(&self) {
+        if self.inflight.fetch_sub(1, Relaxed) == 1 {
+            self.phase.store(IDLE, Relaxed);
+            self.deadline_ms.store(self.now_ms() + self.keepalive_ms, Relaxed);
+        }
+    }
+
+    /// Bytes arrived: on an idle HTTP/1.1 connection that is the start of the next request head.
+    fn bytes_read(&self) {
+        if !self.h2
+            && self.phase.load(Relaxed) == IDLE
+            && self
+                .phase
+                .compare_exchange(IDLE, READING_HEAD, Relaxed, Relaxed)
+                .is_ok()
+        {
+            self.deadline_ms.store(self.now_ms() + self.header_ms, Relaxed);
+        }
+    }
+
+    /// `None` when the deadline has passed, else when to look again.
+    fn next_check(&self) -> Option<Instant> {
+        let deadline = self.deadline_ms.load(Relaxed);
+        if deadline == NO_DEADLINE {
+            // a request is in flight: look again after a while
+            return Some(Instant::now() + Duration::from_millis(self.keepalive_ms.max(1000)));
+        }
+        let now = self.now_ms();
+        if now >= deadline && self.phase.load(Relaxed) != ACTIVE {
+            None
+        } else {
+            Some(self.born + Duration::from_millis(deadline.max(now + 1)))
+        }
+    }
+}
+
+/// What the service needs from its connection, shared by all its requests.
+struct ConnCtx {
+    state: Arc<State>,
+    info: ConnInfo,
+    timers: Timers,
+}
+
+/// Serves one accepted connection to its end.
+pub(super) async fn serve(
+    state: Arc<State>,
+    stream: TcpStream,
+    info: ConnInfo,
+    tls: Option<TlsAcceptor>,
+    shutdown: watch::Receiver<bool>,
+    _slot: ConnSlot,
+) {
+    let server = state.snapshot().config.server.clone();
+    match tls {
+        None => {
+            let ctx = Arc::new(ConnCtx {
+                state,
+                info,
+                timers: Timers::new(server.header_read_timeout, server.keepalive_timeout, false),
+            });
+            let io = TokioIo::new(Monitored {
+                inner: stream,
+                ctx: ctx.clone(),
+            });
+            serve_h1(ctx, io, server.max_header_size, shutdown).await;
+        }
+        Some(acceptor) => {
+            // the handshake is part of the time allowed to send the first request head
+            let Ok(Ok(stream)) = tokio::time::timeout(server.header_read_timeout, acceptor.accept(stream)).await else {
+                return;
+            };
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let ctx = Arc::new(ConnCtx {
+                state,
+                info,
+                timers: Timers::new(server.header_read_timeout, server.keepalive_timeout, h2),
+            });
+            let io = TokioIo::new(Monitored {
+                inner: stream,
+                ctx: ctx.clone(),
+            });
+            if h2 {
+                let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                b.timer(TokioTimer::new())
+                    .max_header_list_size(server.max_header_size as u32)
+                    .max_concurrent_streams(256)
+                    .keep_alive_interval(Some(Duration::from_secs(30)))
+                    .keep_alive_timeout(Duration::from_secs(20));
+                let conn = b.serve_connection(io, service(ctx.clone()));
+                drive(conn, &ctx.timers, true, shutdown).await;
+            } else {
+                serve_h1(ctx, io, server.max_header_size, shutdown).await;
+            }
+        }
+    }
+}
+
+async fn serve_h1<T>(ctx: Arc<ConnCtx>, io: TokioIo<Monitored<T>>, max_header: usize, shutdown: watch::Receiver<bool>)
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
+        // our own timers cover the head and idle time (hyper's would cut idle keep-alive too soon)
+        .header_read_timeout(None)
+        .keep_alive(true)
+        .max_header_size(max_header)
+        .max_buf_size(max_header.max(8192) + 8192);
+    let conn = b.serve_connection(io, service(ctx.clone())).with_upgrades();
+    drive(conn, &ctx.timers, false, shutdown).await;
+}
+
+/// A hyper connection that can be asked to finish its requests and close.
+trait Graceful: Future {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+type BoxErr = Box<dyn std::error::Error + Send + Sync>;
+
+impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxErr>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    B: HttpBody + 'static,
+    B::Error: Into<BoxErr>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self)
+    }
+}
+
+impl<I, S, B, E> Graceful for hyper::server::conn::http2::Connection<I, S, E>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxErr>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: HttpBody + 'static,
+    B::Error: Into<BoxErr>,
+    E: hyper::rt::bounds::Http2ServerConnExec<S::Future, B>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        hyper::server::conn::http2::Connection::graceful_shutdown(self)
+    }
+}
+
+/// Runs a connection until it ends, its deadline passes, or the gateway shuts down.
+async fn drive<C: Graceful>(conn: C, timers: &Timers, h2: bool, mut shutdown: watch::Receiver<bool>) {
+    tokio::pin!(conn);
+    let first = timers.next_check().unwrap_or_else(Instant::now);
+    let sleep = tokio::time::sleep_until(first);
+    tokio::pin!(sleep);
+    let mut closing = *shutdown.borrow();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = sleep.as_mut(), if !closing => match timers.next_check() {
+                Some(at) => sleep.as_mut().reset(at),
+                // HTTP/1.1: idle, or too slow with a request head: just close
+                None if !h2 => return,
+                None => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            },
+            changed = shutdown.changed(), if !closing => {
+                if changed.is_err() || *shutdown.borrow() {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+            }
+        }
+    }
+}
+
+fn service(
+    ctx: Arc<ConnCtx>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<TrackedBody>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<TrackedBody>, Infallible>> + Send,
+> + Clone {
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        let ctx = ctx.clone();
+        async move {
+            ctx.timers.request_started();
+            // marks the request finished even if this future is dropped (client went away)
+            let finished = Finished(ctx);
+            let resp = service::handle(&finished.0.state, &finished.0.info, req).await;
+            Ok(resp.map(|inner| TrackedBody {
+                inner,
+                _finished: finished,
+            }))
+        }
+    })
+}
+
+/// Marks a request finished when dropped.
+struct Finished(Arc<ConnCtx>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.timers.request_finished();
+    }
+}
+
+/// A response body that marks its request finished when it is dropped (fully written, or the
+/// client went away).
+pub struct TrackedBody {
+    inner: Body,
+    _finished: Finished,
+}
+
+impl HttpBody for TrackedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The connection's byte stream, watched for the first byte of each request head.
+struct Monitored<T> {
+    inner: T,
+    ctx: Arc<ConnCtx>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Monitored<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.ctx.timers.bytes_read();
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Monitored<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}

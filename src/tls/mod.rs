@@ -1,0 +1,79 @@
+//! TLS termination: the rustls server config (TLS 1.2+, forward-secret AEAD suites only, ALPN h2
+//! and http/1.1), the certificate store that picks a certificate by SNI, and the self-signed
+//! certificate source. One crypto provider, aws-lc-rs, is used for the whole process.
+
+pub mod selfsigned;
+pub mod store;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::SigningKey;
+use rustls::{ServerConfig, SupportedProtocolVersion};
+
+use crate::config::TlsVersion;
+pub use store::CertStore;
+
+/// The process-wide crypto provider: aws-lc-rs with its default suites, which are all
+/// forward-secret (ECDHE) AEAD suites (AES-GCM, ChaCha20-Poly1305). Installed as the default
+/// once, so every rustls user in the process (clients in tests included) agrees.
+pub fn provider() -> Arc<CryptoProvider> {
+    if let Some(p) = CryptoProvider::get_default() {
+        return p.clone();
+    }
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+}
+
+/// The protocol versions accepted from `min_version` upwards.
+pub fn versions(min: TlsVersion) -> &'static [&'static SupportedProtocolVersion] {
+    static BOTH: [&SupportedProtocolVersion; 2] = [&rustls::version::TLS13, &rustls::version::TLS12];
+    static ONLY13: [&SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+    match min {
+        TlsVersion::Tls12 => &BOTH,
+        TlsVersion::Tls13 => &ONLY13,
+    }
+}
+
+/// Builds the listener's rustls config over a certificate store.
+pub fn server_config(store: Arc<CertStore>, min: TlsVersion) -> Result<Arc<ServerConfig>, String> {
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions(min))
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_no_client_auth()
+        .with_cert_resolver(store);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    // the server's suite order (strongest first) wins over the client's
+    cfg.ignore_client_order = true;
+    // stateless resumption: a returning client skips the full handshake
+    cfg.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
+    Ok(Arc::new(cfg))
+}
+
+/// Reads a PEM certificate chain (leaf first).
+pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read certificate {}: {e}", path.display()))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("certificate {} is not valid PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1) into a signing key.
+pub fn load_key(path: &Path) -> Result<Arc<dyn SigningKey>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read private key {}: {e}", path.display()))?;
+    let der = PrivateKeyDer::from_pem_slice(&bytes)
+        .map_err(|e| format!("{} holds no usable PEM private key: {e}", path.display()))?;
+    provider()
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| format!("private key {} is not supported: {e}", path.display()))
+}

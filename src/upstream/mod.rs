@@ -1,0 +1,299 @@
+//! Upstreams: the servers behind a name, their health (active checks and passive failures),
+//! their connection pools, and the choice of a server per request (round robin, least
+//! connections, or a sticky hash of the client IP). An upstream is long-lived state: a reload
+//! that leaves its config unchanged keeps it, with its health and pools.
+
+pub mod health;
+pub mod pool;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use crate::config::{Balance, ServerAddr, UpstreamSpec};
+use pool::Pool;
+
+/// Without active health checks, a server taken out by failed requests is tried again after this.
+const PASSIVE_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+pub struct Upstream {
+    pub spec: UpstreamSpec,
+    pub servers: Vec<Arc<Server>>,
+    rr: AtomicUsize,
+}
+
+impl Upstream {
+    /// Creates the upstream and starts its health checks (which stop when it is dropped).
+    pub fn start(spec: UpstreamSpec) -> Arc<Self> {
+        let servers = spec
+            .servers
+            .iter()
+            .map(|addr| Arc::new(Server::new(addr.clone(), spec.health.is_some())))
+            .collect();
+        let up = Arc::new(Self {
+            spec,
+            servers,
+            rr: AtomicUsize::new(0),
+        });
+        health::spawn(&up);
+        up
+    }
+
+    /// Picks a server for a request from `client`, skipping the ones already `tried` and those
+    /// that are down; `None` when no server is left.
+    pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Option<usize> {
+        let n = self.servers.len();
+        let candidate = |i: &usize| !tried.contains(i) && self.servers[*i].available();
+        match self.spec.balance {
+            Balance::RoundRobin => {
+                let start = self.rr.fetch_add(1, Relaxed);
+                (0..n).map(|k| (start + k) % n).find(candidate)
+            }
+            Balance::LeastConn => {
+                // ties go round robin, so equal servers share the load
+                let start = self.rr.fetch_add(1, Relaxed);
+                (0..n)
+                    .map(|k| (start + k) % n)
+                    .filter(candidate)
+                    .min_by_key(|i| self.servers[*i].inflight())
+            }
+            Balance::IpHash => {
+                // rendezvous hashing: a client keeps its server while that server is up, and
+                // only the clients of a server that goes down move
+                let key = ip_key(client);
+                (0..n)
+                    .filter(candidate)
+                    .max_by_key(|i| mix(key ^ self.servers[*i].hash))
+            }
+        }
+    }
+
+    /// True when at least one server is taking traffic.
+    pub fn any_available(&self) -> bool {
+        self.servers.iter().any(|s| s.available())
+    }
+}
+
+/// One upstream server: address, pool, health and load.
+pub struct Server {
+    pub addr: ServerAddr,
+    pub label: String,
+    pub pool: Arc<Pool>,
+    hash: u64,
+    active_checks: bool,
+    up: AtomicBool,
+    fails: AtomicU32,
+    passes: AtomicU32,
+    /// When it was taken out, in ms since `epoch`.
+    down_at_ms: AtomicU64,
+    epoch: Instant,
+    inflight: AtomicUsize,
+}
+
+impl Server {
+    fn new(addr: ServerAddr, active_checks: bool) -> Self {
+        let label = addr.to_string();
+        Self {
+            hash: label.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+            }),
+            addr,
+            label,
+            pool: Arc::new(Pool::default()),
+            active_checks,
+            up: AtomicBool::new(true),
+            fails: AtomicU32::new(0),
+            passes: AtomicU32::new(0),
+            down_at_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+            inflight: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Relaxed)
+    }
+
+    /// Up, or (without active checks) down long enough to deserve another try.
+    fn available(&self) -> bool {
+        self.is_up()
+            || (!self.active_checks
+                && self.epoch.elapsed().as_millis() as u64
+                    >= self.down_at_ms.load(Relaxed) + PASSIVE_RETRY_AFTER.as_millis() as u64)
+    }
+
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Relaxed)
+    }
+
+    /// Counts a request in flight until the guard drops.
+    pub fn begin(self: &Arc<Self>) -> InflightGuard {
+        self.inflight.fetch_add(1, Relaxed);
+        InflightGuard(self.clone())
+    }
+
+    /// A request got a response from this server.
+    pub fn record_success(&self) {
+        self.fails.store(0, Relaxed);
+        if !self.active_checks && !self.is_up() {
+            self.set_up(true, "a request succeeded");
+        }
+    }
+
+    /// A request could not connect, or the connection broke before a response.
+    pub fn record_failure(&self, max_fails: u32) {
+        self.passes.store(0, Relaxed);
+        let fails = self.fails.fetch_add(1, Relaxed) + 1;
+        if fails >= max_fails && self.is_up() {
+            self.set_up(false, &format!("{fails} failed requests"));
+        } else if !self.active_checks && !self.is_up() {
+            // a retry after PASSIVE_RETRY_AFTER failed: wait again
+            self.down_at_ms.store(self.epoch.elapsed().as_millis() as u64, Relaxed);
+        }
+    }
+
+    /// The result of an active health check.
+    pub fn record_check(&self, ok: bool, fails: u32, passes: u32) {
+        if ok {
+            self.fails.store(0, Relaxed);
+            let n = self.passes.fetch_add(1, Relaxed) + 1;
+            if !self.is_up() && n >= passes {
+                self.set_up(true, &format!("{n} passed health checks"));
+            }
+        } else {
+            self.passes.store(0, Relaxed);
+            let n = self.fails.fetch_add(1, Relaxed) + 1;
+            if self.is_up() && n >= fails {
+                self.set_up(false, &format!("{n} failed health checks"));
+            }
+        }
+    }
+
+    fn set_up(&self, up: bool, why: &str) {
+        if self.up.swap(up, Relaxed) == up {
+            return;
+        }
+        if up {
+            self.passes.store(0, Relaxed);
+            tracing::info!(server = %self.label, "upstream server is up again: {why}");
+        } else {
+            self.down_at_ms.store(self.epoch.elapsed().as_millis() as u64, Relaxed);
+            self.pool.clear();
+            tracing::warn!(server = %self.label, "upstream server is down: {why}");
+        }
+    }
+}
+
+/// Decrements a server's in-flight count when dropped (at the end of the response body).
+pub struct InflightGuard(Arc<Server>);
+
+impl InflightGuard {
+    pub fn server(&self) -> &Arc<Server> {
+        &self.0
+    }
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Relaxed);
+    }
+}
+
+fn ip_key(ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(v4) => u32::from(v4) as u64,
+        IpAddr::V6(v6) => {
+            let x = u128::from(v6);
+            (x as u64) ^ ((x >> 64) as u64).rotate_left(17)
+        }
+    }
+}
+
+/// splitmix64's finaliser: a cheap, well-spread 64-bit mix.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    fn spec(balance: Balance, n: u16) -> UpstreamSpec {
+        UpstreamSpec {
+            name: "u".into(),
+            servers: (0..n)
+                .map(|i| ServerAddr::Ip(SocketAddr::from(([127, 0, 0, 1], 9000 + i))))
+                .collect(),
+            balance,
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            retries: 1,
+            health: None,
+        }
+    }
+
+    fn upstream(balance: Balance, n: u16) -> Upstream {
+        let spec = spec(balance, n);
+        Upstream {
+            servers: spec
+                .servers
+                .iter()
+                .map(|a| Arc::new(Server::new(a.clone(), false)))
+                .collect(),
+            spec,
+            rr: AtomicUsize::new(0),
+        }
+    }
+
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn round_robin_cycles_and_skips_down_and_tried() {
+        let u = upstream(Balance::RoundRobin, 3);
+        let picks: Vec<usize> = (0..6).map(|_| u.pick(IP, &[]).unwrap()).collect();
+        assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
+        u.servers[1].record_failure(1);
+        let picks: Vec<usize> = (0..4).map(|_| u.pick(IP, &[]).unwrap()).collect();
+        assert!(!picks.contains(&1), "{picks:?}");
+        assert_eq!(u.pick(IP, &[0, 2]), None);
+    }
+
+    #[test]
+    fn least_conn_prefers_the_idle_server() {
+        let u = upstream(Balance::LeastConn, 2);
+        let _busy = u.servers[0].begin();
+        for _ in 0..4 {
+            assert_eq!(u.pick(IP, &[]), Some(1));
+        }
+    }
+
+    #[test]
+    fn ip_hash_is_sticky_and_spreads() {
+        let u = upstream(Balance::IpHash, 4);
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..64u8 {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, i));
+            let first = u.pick(ip, &[]).unwrap();
+            assert_eq!(u.pick(ip, &[]), Some(first));
+            seen.insert(first);
+        }
+        assert_eq!(seen.len(), 4);
+    }
+
+    #[test]
+    fn active_checks_take_out_and_bring_back() {
+        let s = Server::new(ServerAddr::Ip(SocketAddr::from(([127, 0, 0, 1], 1))), true);
+        s.record_check(false, 2, 2);
+        assert!(s.is_up());
+        s.record_check(false, 2, 2);
+        assert!(!s.is_up());
+        s.record_check(true, 2, 2);
+        assert!(!s.is_up());
+        s.record_check(true, 2, 2);
+        assert!(s.is_up());
+    }
+}
