@@ -58,6 +58,12 @@ impl Diagnostics {
         self.items.iter().any(|d| d.severity == Severity::Error)
     }
 
+    /// True when an error already points inside `span`.
+    pub fn has_error_within(&self, span: &Range<usize>) -> bool {
+        self.errors()
+            .any(|d| d.span.as_ref().is_some_and(|s| span.contains(&s.start)))
+    }
+
     pub fn items(&self) -> &[Diagnostic] {
         &self.items
     }

@@ -90,22 +90,59 @@ fn read_sections(d: &mut Diagnostics, root: DeTable<'_>) -> RawConfig {
     raw
 }
 
+/// Deserializes one table. A bad key does not hide the others: the key at fault is dropped
+/// and the rest read again, so every mistake in the table is reported. The section comes back
+/// (without its bad keys) so the rest can still be checked; its errors are already recorded.
 fn section<T: DeserializeOwned>(d: &mut Diagnostics, value: Spanned<DeValue<'_>>) -> Option<(Range<usize>, T)> {
-    let span = value.span();
-    if !value.get_ref().is_table() {
-        d.error(
-            Some(span),
-            format!("expected a table, found {}", value.get_ref().type_str()),
-        );
+    let header = value.span();
+    let DeValue::Table(mut table) = value.into_inner() else {
+        d.error(Some(header), "expected a table");
         return None;
-    }
-    match T::deserialize(ValueDeserializer::from(value)) {
-        Ok(v) => Some((span, v)),
-        Err(e) => {
-            d.error(e.span().or(Some(span)), e.message().to_string());
-            None
+    };
+    // a table written with a [header] may span only its header: widen it to its keys
+    let span = extent(&table, header);
+    loop {
+        let attempt = Spanned::new(span.clone(), DeValue::Table(table.clone()));
+        let e = match T::deserialize(ValueDeserializer::from(attempt)) {
+            Ok(v) => return Some((span, v)),
+            Err(e) => e,
+        };
+        d.error(e.span().or(Some(span.clone())), e.message().to_string());
+        // the key whose name or value holds the error
+        // (sub-tables written as [a.b] headers may not span their keys: take the last key
+        // that starts before the error)
+        let at = e.span().map(|s| s.start);
+        let bad = at.and_then(|at| {
+            table
+                .iter()
+                .find(|(k, v)| k.span().contains(&at) || v.span().contains(&at))
+                .or_else(|| {
+                    table
+                        .iter()
+                        .filter(|(k, _)| k.span().start <= at)
+                        .max_by_key(|(k, _)| k.span().start)
+                })
+                .map(|(k, _)| k.clone())
+        });
+        match bad {
+            Some(k) => {
+                table.remove(&k);
+            }
+            None => return None,
         }
     }
+}
+
+/// The byte range covering a table and everything in it.
+fn extent(table: &DeTable<'_>, mut span: Range<usize>) -> Range<usize> {
+    for (k, v) in table.iter() {
+        span.start = span.start.min(k.span().start);
+        span.end = span.end.max(k.span().end).max(v.span().end);
+        if let DeValue::Table(t) = v.get_ref() {
+            span = extent(t, span);
+        }
+    }
+    span
 }
 
 /// Reads an array of tables element by element, so a mistake in one `[[route]]` does not hide
@@ -144,6 +181,14 @@ type Claims = HashMap<SocketAddr, (String, Range<usize>)>;
 impl Validator<'_> {
     fn err(&mut self, span: Range<usize>, msg: impl Into<String>) {
         self.d.error(Some(span), msg);
+    }
+
+    /// A required key is missing: reported unless the table already has an error (the key may
+    /// be there, misspelt or mistyped, and that error says more).
+    fn missing(&mut self, span: Range<usize>, msg: impl Into<String>) {
+        if !self.d.has_error_within(&span) {
+            self.d.error(Some(span), msg);
+        }
     }
 
     fn warn(&mut self, span: Range<usize>, msg: impl Into<String>) {
@@ -326,7 +371,7 @@ impl Validator<'_> {
             Some(_) => self.optional_listener(r.https.as_ref(), "server.https", claims),
         };
         if s.http.is_none() && s.https.is_none() {
-            self.err(span.clone(), "[server] needs at least one listener: `http` or `https`");
+            self.missing(span.clone(), "[server] needs at least one listener: `http` or `https`");
         }
         s.redirect_to_https = r.redirect_to_https.unwrap_or(s.redirect_to_https);
         s.workers = self.count(r.workers.as_ref(), 0, 0, 1024) as usize;
@@ -416,7 +461,7 @@ impl Validator<'_> {
                     (None, None) if r.certificates.is_some() => {}
                     (Some(c), None) => self.err(c.span(), "tls.cert needs tls.key beside it"),
                     (None, Some(k)) => self.err(k.span(), "tls.key needs tls.cert beside it"),
-                    (None, None) => self.err(span, "tls.source = \"files\" needs `cert` and `key`"),
+                    (None, None) => self.missing(span, "tls.source = \"files\" needs `cert` and `key`"),
                 }
                 for pair in r.certificates.iter().flatten() {
                     let p = pair.get_ref();
@@ -486,7 +531,7 @@ impl Validator<'_> {
         let mut seen: HashMap<String, Range<usize>> = HashMap::new();
         for (span, u) in raw {
             let Some(name) = &u.name else {
-                self.err(span.clone(), "[[upstream]] needs a `name`");
+                self.missing(span.clone(), "[[upstream]] needs a `name`");
                 continue;
             };
             if name.get_ref().is_empty() {
@@ -499,7 +544,7 @@ impl Validator<'_> {
             }
             let mut servers = Vec::new();
             match &u.servers {
-                None => self.err(span.clone(), format!("upstream `{}` needs `servers`", name.get_ref())),
+                None => self.missing(span.clone(), format!("upstream `{}` needs `servers`", name.get_ref())),
                 Some(list) if list.get_ref().is_empty() => {
                     self.err(list.span(), format!("upstream `{}` has no servers", name.get_ref()))
                 }
@@ -558,7 +603,7 @@ impl Validator<'_> {
                 "/".into()
             }
             None => {
-                self.err(h.span(), "[upstream.health] needs a `path`, e.g. \"/api/health\"");
+                self.missing(h.span(), "[upstream.health] needs a `path`, e.g. \"/api/health\"");
                 "/".into()
             }
         };
@@ -581,7 +626,7 @@ impl Validator<'_> {
         for (span, r) in &raw.routes {
             let line = self.d.line_col(span.start).0;
             let Some(path) = &r.path else {
-                self.err(span.clone(), "[[route]] needs a `path`, e.g. \"/\" or \"/api/\"");
+                self.missing(span.clone(), "[[route]] needs a `path`, e.g. \"/\" or \"/api/\"");
                 continue;
             };
             let p = path.get_ref();
@@ -624,7 +669,7 @@ impl Validator<'_> {
             let actions = [r.upstream.is_some(), r.root.is_some(), r.redirect.is_some()];
             match actions.iter().filter(|x| **x).count() {
                 0 => {
-                    self.err(span.clone(), "a route needs one of `upstream`, `root` or `redirect`");
+                    self.missing(span.clone(), "a route needs one of `upstream`, `root` or `redirect`");
                     continue;
                 }
                 1 => {}
@@ -766,10 +811,10 @@ impl Validator<'_> {
 
     fn zone(&mut self, span: Range<usize>, z: &RawRateLimit) {
         if z.name.is_none() {
-            self.err(span.clone(), "[[rate_limit]] needs a `name`");
+            self.missing(span.clone(), "[[rate_limit]] needs a `name`");
         }
         match &z.rate {
-            None => self.err(span, "[[rate_limit]] needs a `rate`, e.g. \"10/s\""),
+            None => self.missing(span, "[[rate_limit]] needs a `rate`, e.g. \"10/s\""),
             Some(r) => {
                 if let Err(e) = parse_rate(r.get_ref()) {
                     self.err(r.span(), e);
@@ -867,7 +912,7 @@ impl Validator<'_> {
                     }
                 }
             }
-            None => self.err(span.clone(), "[api] needs `replicas`, e.g. [\"127.0.0.1:8001\"]"),
+            None => self.missing(span.clone(), "[api] needs `replicas`, e.g. [\"127.0.0.1:8001\"]"),
         }
         let database = r.database.as_ref().map(|d| PathBuf::from(d.get_ref()));
         Some(ApiSettings { replicas, database })

@@ -17,7 +17,7 @@ use crate::http::body::{self, Body};
 use crate::http::context::RequestCtx;
 use crate::http::error::HttpError;
 use crate::upstream::pool::{self, ConnectError, PooledBody, Sender};
-use crate::upstream::{Server, Upstream};
+use crate::upstream::{InflightGuard, Server, Upstream};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -59,10 +59,12 @@ pub async fn forward(
         };
         tried.push(i);
         let server = &upstream.servers[i];
+        // counted in flight from now until the response body ends (least_conn reads this)
+        let inflight = server.begin();
         match send(server, req, spec.connect_timeout, spec.read_timeout).await {
             Outcome::Response(resp, tx) => {
                 server.record_success();
-                return Ok(response(resp, tx, server, client_upgrade));
+                return Ok(response(resp, tx, inflight, client_upgrade));
             }
             Outcome::NotSent(back, err) => {
                 tracing::warn!(server = %server.label, "upstream {err}; trying another server");
@@ -185,7 +187,7 @@ fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) {
 fn response(
     mut resp: Response<Incoming>,
     tx: Sender,
-    server: &Arc<Server>,
+    inflight: InflightGuard,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<Body> {
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -195,7 +197,7 @@ fn response(
                 if let (Ok(c), Ok(u)) = tokio::join!(client, upstream) {
                     let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
                 }
-                drop(tx);
+                drop((tx, inflight));
             });
             let (parts, _) = resp.into_parts();
             return Response::from_parts(parts, Body::Empty);
@@ -205,7 +207,7 @@ fn response(
     remove_hop_by_hop(&mut parts.headers);
     parts.headers.remove(header::UPGRADE);
     parts.headers.remove(&X_POWERED_BY);
-    Response::from_parts(parts, Body::Upstream(PooledBody::new(incoming, tx, server.begin())))
+    Response::from_parts(parts, Body::Upstream(PooledBody::new(incoming, tx, inflight)))
 }
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1 and those named in `Connection`

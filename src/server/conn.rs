@@ -44,6 +44,8 @@ struct Timers {
     keepalive_ms: u64,
     /// HTTP/2 reads include control frames: they don't start a request head.
     h2: bool,
+    /// Tells the driver a deadline moved earlier.
+    moved: tokio::sync::Notify,
 }
 
 impl Timers {
@@ -56,6 +58,7 @@ impl Timers {
             header_ms: header.as_millis() as u64,
             keepalive_ms: keepalive.as_millis() as u64,
             h2,
+            moved: tokio::sync::Notify::new(),
         };
         t.deadline_ms.store(t.header_ms, Relaxed);
         t
@@ -75,6 +78,7 @@ impl Timers {
         if self.inflight.fetch_sub(1, Relaxed) == 1 {
             self.phase.store(IDLE, Relaxed);
             self.deadline_ms.store(self.now_ms() + self.keepalive_ms, Relaxed);
+            self.moved.notify_one();
         }
     }
 
@@ -88,6 +92,7 @@ impl Timers {
                 .is_ok()
         {
             self.deadline_ms.store(self.now_ms() + self.header_ms, Relaxed);
+            self.moved.notify_one();
         }
     }
 
@@ -230,6 +235,9 @@ async fn drive<C: Graceful>(conn: C, timers: &Timers, h2: bool, mut shutdown: wa
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
+            _ = timers.moved.notified(), if !closing => {
+                sleep.as_mut().reset(timers.next_check().unwrap_or_else(Instant::now));
+            }
             _ = sleep.as_mut(), if !closing => match timers.next_check() {
                 Some(at) => sleep.as_mut().reset(at),
                 // HTTP/1.1: idle, or too slow with a request head: just close

@@ -83,8 +83,11 @@ pub struct Server {
     hash: u64,
     active_checks: bool,
     up: AtomicBool,
-    fails: AtomicU32,
-    passes: AtomicU32,
+    /// Consecutive failed requests (passive health).
+    req_fails: AtomicU32,
+    /// Consecutive failed / passed active checks.
+    check_fails: AtomicU32,
+    check_passes: AtomicU32,
     /// When it was taken out, in ms since `epoch`.
     down_at_ms: AtomicU64,
     epoch: Instant,
@@ -103,8 +106,9 @@ impl Server {
             pool: Arc::new(Pool::default()),
             active_checks,
             up: AtomicBool::new(true),
-            fails: AtomicU32::new(0),
-            passes: AtomicU32::new(0),
+            req_fails: AtomicU32::new(0),
+            check_fails: AtomicU32::new(0),
+            check_passes: AtomicU32::new(0),
             down_at_ms: AtomicU64::new(0),
             epoch: Instant::now(),
             inflight: AtomicUsize::new(0),
@@ -135,7 +139,7 @@ impl Server {
 
     /// A request got a response from this server.
     pub fn record_success(&self) {
-        self.fails.store(0, Relaxed);
+        self.req_fails.store(0, Relaxed);
         if !self.active_checks && !self.is_up() {
             self.set_up(true, "a request succeeded");
         }
@@ -143,8 +147,8 @@ impl Server {
 
     /// A request could not connect, or the connection broke before a response.
     pub fn record_failure(&self, max_fails: u32) {
-        self.passes.store(0, Relaxed);
-        let fails = self.fails.fetch_add(1, Relaxed) + 1;
+        self.check_passes.store(0, Relaxed);
+        let fails = self.req_fails.fetch_add(1, Relaxed) + 1;
         if fails >= max_fails && self.is_up() {
             self.set_up(false, &format!("{fails} failed requests"));
         } else if !self.active_checks && !self.is_up() {
@@ -156,14 +160,14 @@ impl Server {
     /// The result of an active health check.
     pub fn record_check(&self, ok: bool, fails: u32, passes: u32) {
         if ok {
-            self.fails.store(0, Relaxed);
-            let n = self.passes.fetch_add(1, Relaxed) + 1;
+            self.check_fails.store(0, Relaxed);
+            let n = self.check_passes.fetch_add(1, Relaxed) + 1;
             if !self.is_up() && n >= passes {
                 self.set_up(true, &format!("{n} passed health checks"));
             }
         } else {
-            self.passes.store(0, Relaxed);
-            let n = self.fails.fetch_add(1, Relaxed) + 1;
+            self.check_passes.store(0, Relaxed);
+            let n = self.check_fails.fetch_add(1, Relaxed) + 1;
             if self.is_up() && n >= fails {
                 self.set_up(false, &format!("{n} failed health checks"));
             }
@@ -175,7 +179,8 @@ impl Server {
             return;
         }
         if up {
-            self.passes.store(0, Relaxed);
+            self.check_passes.store(0, Relaxed);
+            self.req_fails.store(0, Relaxed);
             tracing::info!(server = %self.label, "upstream server is up again: {why}");
         } else {
             self.down_at_ms.store(self.epoch.elapsed().as_millis() as u64, Relaxed);
