@@ -424,3 +424,27 @@ async fn curl_speaks_http2_over_tls_to_the_gateway() {
     assert!(text.ends_with("\n2 200"), "{text}");
     assert!(text.contains("\"upstream\":\"curl-backend\""), "{text}");
 }
+
+#[tokio::test]
+async fn request_heads_over_max_header_size_get_431() {
+    let up = TestUpstream::start("u").await;
+    let toml = proxy_config(&[up.addr], "").replace(
+        "redirect_to_https = false",
+        "redirect_to_https = false\nmax_header_size = \"4KiB\"",
+    );
+    let gw = TestGateway::start(&toml).await;
+    let big = "a".repeat(6000);
+    let resp = raw(
+        gw.http(),
+        format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert!(
+        resp.starts_with("HTTP/1.1 431"),
+        "{}",
+        resp.lines().next().unwrap_or("")
+    );
+    let resp = raw(gw.http(), b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(up.hits(), 1);
+}
