@@ -1,7 +1,7 @@
 //! orta-gateway: an edge gateway that replaces nginx and certbot in one binary.
 //!
 //! A request flows one way: listener (`server`) → TLS (`tls`) → HTTP/1.1 or HTTP/2 (`server`,
-//! `http`) → `router` → handler (`handler`: proxy to an `upstream`, redirect) → response. The
+//! `http`) → `router` → handler (`handler`: proxy to an `upstream`, static files, redirect) → response filters (`middleware`) → response. The
 //! running config is one immutable snapshot (`config`, `state`) swapped whole on reload.
 
 pub mod api;
@@ -9,6 +9,7 @@ pub mod config;
 pub mod fs_atomic;
 pub mod handler;
 pub mod http;
+pub mod middleware;
 pub mod router;
 pub mod server;
 pub mod state;

@@ -16,6 +16,8 @@ use std::time::Duration;
 use http::HeaderValue;
 use rustls::sign::CertifiedKey;
 
+pub use crate::handler::files::cache::CacheSettings;
+pub use crate::middleware::compression::{CompressionSettings, Encoding};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 
 /// The default config path (relative to the working directory).
@@ -55,6 +57,8 @@ pub struct Config {
     pub tls: TlsSettings,
     pub upstreams: Vec<UpstreamSpec>,
     pub routes: Vec<RouteSpec>,
+    pub compression: CompressionSettings,
+    pub cache: CacheSettings,
     pub log: LogSettings,
     pub api: Option<ApiSettings>,
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::{Config, RouteSpec};
 use crate::handler::Handler;
+use crate::handler::files::cache::FileCache;
 use crate::router::{RoutePrefix, Router};
 use crate::upstream::Upstream;
 
@@ -16,6 +17,8 @@ pub struct Snapshot {
     pub generation: u64,
     pub router: Router<Route>,
     pub upstreams: HashMap<String, Arc<Upstream>>,
+    /// The file cache, shared by every static route; kept across reloads unless `[cache]` changed.
+    pub files: Arc<FileCache>,
 }
 
 /// A compiled route.
@@ -45,8 +48,12 @@ impl Snapshot {
             let up = reused.unwrap_or_else(|| Upstream::start(spec.clone()));
             upstreams.insert(spec.name.clone(), up);
         }
+        let files = previous
+            .map(|p| p.files.clone())
+            .filter(|f| f.settings == config.cache)
+            .unwrap_or_else(|| FileCache::new(config.cache));
         let routes = config.routes.iter().filter_map(|r: &RouteSpec| {
-            let handler = Handler::new(&r.action, |name| upstreams.get(name).cloned())?;
+            let handler = Handler::new(r, |name| upstreams.get(name).cloned())?;
             let route = Route {
                 prefix: r.path.clone(),
                 name: format!("{}@{}", r.path, r.line),
@@ -55,11 +62,20 @@ impl Snapshot {
             Some((r.hosts.clone(), Arc::new(route)))
         });
         let router = Router::new(routes.collect::<Vec<_>>());
+        let roots: Vec<_> = router
+            .routes()
+            .filter_map(|r| match &r.handler {
+                Handler::Static(s) => s.root.clone(),
+                _ => None,
+            })
+            .collect();
+        files.watch_roots(&roots);
         Self {
             config,
             generation,
             router,
             upstreams,
+            files,
         }
     }
 }

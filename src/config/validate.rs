@@ -217,14 +217,14 @@ impl Validator<'_> {
             raw.headers.as_ref().map(|(s, _)| s.clone()),
             "security headers",
         );
-        if let Some((span, c)) = &raw.compression {
-            self.compression(c);
-            self.not_yet_span(span.clone(), "compression", "compression");
-        }
-        if let Some((span, c)) = &raw.cache {
-            self.cache(c);
-            self.not_yet_span(span.clone(), "cache", "the file cache");
-        }
+        let compression = raw
+            .compression
+            .as_ref()
+            .map_or_else(CompressionSettings::default, |(_, c)| self.compression(c));
+        let cache = raw
+            .cache
+            .as_ref()
+            .map_or_else(CacheSettings::default, |(_, c)| self.cache(c));
         for (span, z) in &raw.rate_limits {
             self.zone(span.clone(), z);
         }
@@ -241,6 +241,8 @@ impl Validator<'_> {
             tls,
             upstreams,
             routes,
+            compression,
+            cache,
             log,
             api,
         })
@@ -790,23 +792,58 @@ impl Validator<'_> {
         }
     }
 
-    fn compression(&mut self, c: &RawCompression) {
+    fn compression(&mut self, c: &RawCompression) -> CompressionSettings {
+        let mut s = CompressionSettings::default();
         if let Some(list) = &c.algorithms {
+            s.algorithms.clear();
             for a in list.get_ref() {
-                if !matches!(a.get_ref().as_str(), "br" | "gzip") {
-                    self.err(
+                match Encoding::parse(a.get_ref()) {
+                    Some(e) if s.algorithms.contains(&e) => {
+                        self.err(a.span(), format!("`{}` is listed twice", a.get_ref()))
+                    }
+                    Some(e) => s.algorithms.push(e),
+                    None => self.err(
                         a.span(),
                         format!("compression algorithm `{}` is not one of \"br\", \"gzip\"", a.get_ref()),
-                    );
+                    ),
                 }
             }
         }
-        self.count(c.min_size.as_ref(), 0, 0, i64::MAX);
+        s.min_size = self.count(c.min_size.as_ref(), s.min_size, 0, i64::MAX);
+        if let Some(list) = &c.types {
+            s.types.clear();
+            for t in list.get_ref() {
+                let v = t.get_ref().trim().to_ascii_lowercase();
+                match v.split_once('/') {
+                    Some((a, b)) if !a.is_empty() && !b.is_empty() && !a.contains('*') => s.types.push(v),
+                    _ => self.err(
+                        t.span(),
+                        format!(
+                            "`{}` is not a media type like \"text/*\" or \"application/json\"",
+                            t.get_ref()
+                        ),
+                    ),
+                }
+            }
+        }
+        s
     }
 
-    fn cache(&mut self, c: &RawCache) {
-        self.size(c.max_size.as_ref(), 0);
-        self.size(c.max_file_size.as_ref(), 0);
+    fn cache(&mut self, c: &RawCache) -> CacheSettings {
+        let d = CacheSettings::default();
+        let max_size = self.size(c.max_size.as_ref(), d.max_size);
+        let max_file_size = self.size(c.max_file_size.as_ref(), d.max_file_size.min(max_size));
+        if let Some(v) = &c.max_file_size {
+            if max_file_size > max_size {
+                self.err(v.span(), "max_file_size must not be larger than max_size");
+            } else if max_file_size > 1 << 30 {
+                self.err(v.span(), "max_file_size must be at most 1GiB");
+            }
+        }
+        CacheSettings {
+            max_size,
+            max_file_size,
+        }
     }
 
     fn zone(&mut self, span: Range<usize>, z: &RawRateLimit) {

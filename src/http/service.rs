@@ -13,7 +13,8 @@ use super::context::{ConnInfo, RequestCtx};
 use super::error::{HttpError, wants_json};
 use crate::config::snapshot::Snapshot;
 use crate::handler::proxy::X_REQUEST_ID;
-use crate::handler::{Handler, proxy, redirect};
+use crate::handler::{Handler, files, proxy, redirect};
+use crate::middleware::compression;
 use crate::router::{PathError, normalize_path};
 use crate::state::State;
 
@@ -75,9 +76,19 @@ async fn route(
     }
     let route = snap.router.lookup(&host, &path).ok_or(HttpError::NotFound)?;
     match &route.handler {
-        Handler::Proxy(upstream) => proxy::forward(upstream, ctx, req, server.max_body_size).await,
+        Handler::Proxy(upstream) => {
+            let method = req.method().clone();
+            let accept_encoding = req.headers().get(header::ACCEPT_ENCODING).cloned();
+            let resp = proxy::forward(upstream, ctx, req, server.max_body_size).await?;
+            Ok(compression::compress_response(
+                &snap.config.compression,
+                &method,
+                accept_encoding.as_ref(),
+                resp,
+            ))
+        }
+        Handler::Static(files) => files::serve(files, &snap.files, &snap.config.compression, &req, &path).await,
         Handler::Redirect(base) => redirect::to_base(base, req.uri()),
-        Handler::Static => Err(HttpError::NotFound),
     }
 }
 

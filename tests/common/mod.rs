@@ -54,7 +54,11 @@ pub struct TestGateway {
 impl TestGateway {
     /// Starts a gateway on `toml`; `{dir}` in it is replaced by a fresh temporary directory.
     pub async fn start(toml: &str) -> TestGateway {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), toml).await
+    }
+
+    /// Like `start`, in a directory the test has already filled.
+    pub async fn start_in(dir: tempfile::TempDir, toml: &str) -> TestGateway {
         let text = toml.replace("{dir}", dir.path().to_str().unwrap());
         let loaded = match config::parse(Path::new("test.toml"), &text) {
             Ok(l) => l,

@@ -1,0 +1,455 @@
+//! Static files: the URL path below a route's prefix, mapped under its root, never a byte from
+//! outside it (paths are normalised before routing; symlinks are resolved and must stay inside).
+//! Directories serve their `index` file (a path without its trailing slash is redirected, like
+//! nginx), never a listing. Full HTTP caching semantics: strong `ETag` and `Last-Modified`, 304s,
+//! single ranges (206/416, `If-Range`), compressed variants computed once and cached, or
+//! precompressed siblings.
+
+pub mod cache;
+
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use tokio::io::{AsyncReadExt, Take};
+use tokio_util::io::ReaderStream;
+
+use crate::http::body::{Body, BoxError};
+use crate::http::error::HttpError;
+use crate::middleware::compression::{self, CompressionSettings, Encoding};
+use cache::{CachedFile, FileCache, FileMeta, Lookup};
+
+/// A route that serves files.
+#[derive(Debug)]
+pub struct StaticRoute {
+    pub prefix: String,
+    /// The canonical root; `None` when it could not be resolved (the route answers 404).
+    pub root: Option<PathBuf>,
+    pub index: Option<String>,
+    pub cache_control: Option<HeaderValue>,
+}
+
+impl StaticRoute {
+    pub fn new(prefix: &str, root: &Path, index: Option<String>, cache_control: Option<HeaderValue>) -> Self {
+        let canonical = std::fs::canonicalize(root)
+            .map_err(|e| tracing::error!(root = %root.display(), "static root unavailable: {e}"))
+            .ok();
+        Self {
+            prefix: prefix.to_string(),
+            root: canonical,
+            index,
+            cache_control,
+        }
+    }
+}
+
+/// Serves `path` (normalised, starting with the route's prefix) from the route's root.
+pub async fn serve(
+    route: &StaticRoute,
+    files: &Arc<FileCache>,
+    compression: &CompressionSettings,
+    req: &Request<Incoming>,
+    path: &str,
+) -> Result<Response<Body>, HttpError> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Err(HttpError::MethodNotAllowed { allow: "GET, HEAD" });
+    }
+    let root = route.root.as_ref().ok_or(HttpError::NotFound)?;
+    let rel = path.get(route.prefix.len()..).unwrap_or("").trim_start_matches('/');
+    let dir_request = rel.is_empty() || rel.ends_with('/');
+    let mut fs_path = root.join(rel);
+    if dir_request {
+        fs_path.push(route.index.as_deref().ok_or(HttpError::NotFound)?);
+    }
+    let lookup = match files.get(&fs_path) {
+        Some(hit) => Lookup::Cached(hit),
+        None => {
+            let (files, p, r) = (files.clone(), fs_path.clone(), root.clone());
+            tokio::task::spawn_blocking(move || files.load(&p, &r))
+                .await
+                .unwrap_or(Lookup::NotFound)
+        }
+    };
+    match lookup {
+        Lookup::NotFound => Err(HttpError::NotFound),
+        Lookup::Directory if !dir_request && route.index.is_some() => {
+            // `/docs` is a directory: send the browser to `/docs/` so relative links work
+            let q = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+            let location = HeaderValue::from_str(&format!("{path}/{q}")).map_err(|_| HttpError::NotFound)?;
+            let mut resp = Response::new(Body::Empty);
+            *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+            resp.headers_mut().insert(header::LOCATION, location);
+            Ok(resp)
+        }
+        Lookup::Directory => Err(HttpError::NotFound),
+        Lookup::Cached(entry) => Ok(from_cache(route, files, compression, req, &fs_path, entry).await),
+        Lookup::Large(file, meta) => Ok(from_disk(route, compression, req, file, meta)),
+    }
+}
+
+/// The representation chosen for a request.
+struct Choice {
+    encoding: Option<Encoding>,
+    /// The whole file, or one range of it.
+    range: Option<(u64, u64)>,
+}
+
+async fn from_cache(
+    route: &StaticRoute,
+    files: &FileCache,
+    compression: &CompressionSettings,
+    req: &Request<Incoming>,
+    key: &Path,
+    entry: Arc<CachedFile>,
+) -> Response<Body> {
+    let meta = &entry.meta;
+    let compressible = compressible(compression, meta);
+    let h = req.headers();
+    let wanted = if compressible && !h.contains_key(header::RANGE) {
+        compression.negotiate(h.get(header::ACCEPT_ENCODING))
+    } else {
+        None
+    };
+    let variant = match wanted {
+        Some(enc) => files.variant(key, &entry, enc).await.map(|b| (enc, b)),
+        None => None,
+    };
+    let encoding = variant.as_ref().map(|(e, _)| *e);
+    let etag = representation_etag(&meta.etag, encoding);
+    match precondition(h, &etag, meta, encoding.is_none()) {
+        Pre::NotModified => not_modified(route, meta, &etag, compressible),
+        Pre::Unsatisfiable => unsatisfiable(route, meta, compressible),
+        Pre::Serve(range) => {
+            let choice = Choice { encoding, range };
+            let body = match (&variant, choice.range) {
+                (Some((_, b)), _) => b.clone(),
+                (None, Some((start, end))) => entry.body.slice(start as usize..=end as usize),
+                (None, None) => entry.body.clone(),
+            };
+            let len = body.len() as u64;
+            let body = if req.method() == Method::HEAD {
+                Body::Empty
+            } else {
+                Body::full(body)
+            };
+            full_response(route, meta, &etag, compressible, &choice, len, body)
+        }
+    }
+}
+
+fn from_disk(
+    route: &StaticRoute,
+    compression: &CompressionSettings,
+    req: &Request<Incoming>,
+    mut file: std::fs::File,
+    meta: FileMeta,
+) -> Response<Body> {
+    let compressible = compressible(compression, &meta);
+    let h = req.headers();
+    let wanted = if compressible && !h.contains_key(header::RANGE) {
+        compression.negotiate(h.get(header::ACCEPT_ENCODING))
+    } else {
+        None
+    };
+    // compressed on the fly: a weak ETag, as the bytes may differ between runs
+    let etag = match wanted {
+        Some(_) => weak(&meta.etag),
+        None => meta.etag.clone(),
+    };
+    match precondition(h, &etag, &meta, wanted.is_none()) {
+        Pre::NotModified => not_modified(route, &meta, &etag, compressible),
+        Pre::Unsatisfiable => unsatisfiable(route, &meta, compressible),
+        Pre::Serve(range) => {
+            let (start, len) = match range {
+                Some((s, e)) => (s, e - s + 1),
+                None => (0, meta.len),
+            };
+            if start > 0 && file.seek(SeekFrom::Start(start)).is_err() {
+                return HttpError::NotFound.into_response(false);
+            }
+            let choice = Choice {
+                encoding: wanted,
+                range,
+            };
+            let body = if req.method() == Method::HEAD {
+                Body::Empty
+            } else {
+                let raw = Body::boxed(FileBody::new(file, len));
+                match wanted {
+                    Some(enc) => Body::boxed(compression::CompressedBody::new(raw, enc)),
+                    None => raw,
+                }
+            };
+            let mut resp = full_response(route, &meta, &etag, compressible, &choice, len, body);
+            if wanted.is_some() {
+                // the compressed length is not known in advance
+                resp.headers_mut().remove(header::CONTENT_LENGTH);
+            }
+            resp
+        }
+    }
+}
+
+fn compressible(compression: &CompressionSettings, meta: &FileMeta) -> bool {
+    meta.len >= compression.min_size && compression.compressible(Some(&meta.content_type))
+}
+
+/// The ETag of a representation: encoded variants get their own strong tag.
+fn representation_etag(base: &HeaderValue, enc: Option<Encoding>) -> HeaderValue {
+    let Some(enc) = enc else { return base.clone() };
+    let b = base.as_bytes();
+    let inner = &b[..b.len().saturating_sub(1)];
+    let mut v = inner.to_vec();
+    v.push(b'-');
+    v.extend_from_slice(enc.extension().as_bytes());
+    v.push(b'"');
+    HeaderValue::from_bytes(&v).unwrap_or_else(|_| base.clone())
+}
+
+fn weak(tag: &HeaderValue) -> HeaderValue {
+    let mut v = b"W/".to_vec();
+    v.extend_from_slice(tag.as_bytes());
+    HeaderValue::from_bytes(&v).unwrap_or_else(|_| tag.clone())
+}
+
+enum Pre {
+    NotModified,
+    Unsatisfiable,
+    /// Serve the whole representation, or this inclusive byte range of it.
+    Serve(Option<(u64, u64)>),
+}
+
+/// Conditional request and range handling (RFC 9110 §13, §14).
+fn precondition(h: &HeaderMap, etag: &HeaderValue, meta: &FileMeta, identity: bool) -> Pre {
+    if let Some(inm) = h.get(header::IF_NONE_MATCH) {
+        if etag_list_matches(inm, etag) {
+            return Pre::NotModified;
+        }
+    } else if let Some(ims) = h.get(header::IF_MODIFIED_SINCE).and_then(parse_date) {
+        if whole_seconds(meta.mtime) <= whole_seconds(ims) {
+            return Pre::NotModified;
+        }
+    }
+    if !identity {
+        return Pre::Serve(None);
+    }
+    let Some(range) = h.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return Pre::Serve(None);
+    };
+    if let Some(if_range) = h.get(header::IF_RANGE) {
+        let fresh = if if_range.as_bytes().starts_with(b"\"") {
+            // strong comparison only
+            if_range.as_bytes() == meta.etag.as_bytes()
+        } else {
+            parse_date(if_range).is_some_and(|d| whole_seconds(d) == whole_seconds(meta.mtime))
+        };
+        if !fresh {
+            return Pre::Serve(None);
+        }
+    }
+    match parse_range(range, meta.len) {
+        RangeSpec::One(s, e) => Pre::Serve(Some((s, e))),
+        RangeSpec::Unsatisfiable => Pre::Unsatisfiable,
+        RangeSpec::Ignore => Pre::Serve(None),
+    }
+}
+
+fn etag_list_matches(list: &HeaderValue, etag: &HeaderValue) -> bool {
+    let Ok(list) = list.to_str() else { return false };
+    let ours = etag.to_str().unwrap_or("");
+    let ours = ours.strip_prefix("W/").unwrap_or(ours);
+    list.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == ours)
+}
+
+fn parse_date(v: &HeaderValue) -> Option<SystemTime> {
+    httpdate::parse_http_date(v.to_str().ok()?).ok()
+}
+
+fn whole_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RangeSpec {
+    One(u64, u64),
+    Unsatisfiable,
+    /// Not a single byte range we serve (several ranges, another unit, malformed): send it all.
+    Ignore,
+}
+
+/// Parses a `Range` header for a representation of `len` bytes.
+fn parse_range(v: &str, len: u64) -> RangeSpec {
+    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+        return RangeSpec::Ignore;
+    };
+    if spec.contains(',') {
+        return RangeSpec::Ignore;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeSpec::Ignore;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let parse = |s: &str| s.parse::<u64>().ok();
+    match (a.is_empty(), b.is_empty()) {
+        // bytes=-N: the last N bytes
+        (true, false) => match parse(b) {
+            Some(0) => RangeSpec::Unsatisfiable,
+            Some(n) if len > 0 => RangeSpec::One(len.saturating_sub(n), len - 1),
+            Some(_) => RangeSpec::Unsatisfiable,
+            None => RangeSpec::Ignore,
+        },
+        // bytes=N-
+        (false, true) => match parse(a) {
+            Some(s) if s < len => RangeSpec::One(s, len - 1),
+            Some(_) => RangeSpec::Unsatisfiable,
+            None => RangeSpec::Ignore,
+        },
+        (false, false) => match (parse(a), parse(b)) {
+            (Some(s), Some(e)) if s <= e && s < len => RangeSpec::One(s, e.min(len - 1)),
+            (Some(s), Some(e)) if s <= e => RangeSpec::Unsatisfiable,
+            _ => RangeSpec::Ignore,
+        },
+        (true, true) => RangeSpec::Ignore,
+    }
+}
+
+fn common_headers(h: &mut HeaderMap, route: &StaticRoute, meta: &FileMeta, etag: &HeaderValue, compressible: bool) {
+    h.insert(header::ETAG, etag.clone());
+    h.insert(header::LAST_MODIFIED, meta.last_modified.clone());
+    if let Some(cc) = &route.cache_control {
+        h.insert(header::CACHE_CONTROL, cc.clone());
+    }
+    if compressible {
+        compression::add_vary(h);
+    }
+}
+
+fn full_response(
+    route: &StaticRoute,
+    meta: &FileMeta,
+    etag: &HeaderValue,
+    compressible: bool,
+    choice: &Choice,
+    len: u64,
+    body: Body,
+) -> Response<Body> {
+    let mut resp = Response::new(body);
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, meta.content_type.clone());
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    common_headers(h, route, meta, etag, compressible);
+    if let Some(enc) = choice.encoding {
+        h.insert(header::CONTENT_ENCODING, enc.header_value());
+    }
+    if let Some((s, e)) = choice.range {
+        *resp.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {s}-{e}/{}", meta.len)) {
+            resp.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    resp
+}
+
+fn not_modified(route: &StaticRoute, meta: &FileMeta, etag: &HeaderValue, compressible: bool) -> Response<Body> {
+    let mut resp = Response::new(Body::Empty);
+    *resp.status_mut() = StatusCode::NOT_MODIFIED;
+    common_headers(resp.headers_mut(), route, meta, etag, compressible);
+    resp
+}
+
+fn unsatisfiable(route: &StaticRoute, meta: &FileMeta, compressible: bool) -> Response<Body> {
+    let mut resp = Response::new(Body::Empty);
+    *resp.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", meta.len)) {
+        h.insert(header::CONTENT_RANGE, v);
+    }
+    common_headers(h, route, meta, &meta.etag, compressible);
+    resp
+}
+
+/// A file (or a range of it) streamed from disk in 64 KiB reads.
+struct FileBody {
+    stream: ReaderStream<Take<tokio::fs::File>>,
+    remaining: u64,
+}
+
+impl FileBody {
+    fn new(file: std::fs::File, len: u64) -> Self {
+        let file = tokio::fs::File::from_std(file).take(len);
+        Self {
+            stream: ReaderStream::with_capacity(file, 64 * 1024),
+            remaining: len,
+        }
+    }
+}
+
+impl HttpBody for FileBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        use futures_util::Stream;
+        match Pin::new(&mut self.stream).poll_next(cx) {
+            Poll::Ready(Some(Ok(b))) => {
+                self.remaining = self.remaining.saturating_sub(b.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(b))))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-99", 1000), RangeSpec::One(0, 99));
+        assert_eq!(parse_range("bytes=900-", 1000), RangeSpec::One(900, 999));
+        assert_eq!(parse_range("bytes=-100", 1000), RangeSpec::One(900, 999));
+        assert_eq!(parse_range("bytes=-5000", 1000), RangeSpec::One(0, 999));
+        assert_eq!(parse_range("bytes=990-2000", 1000), RangeSpec::One(990, 999));
+        assert_eq!(parse_range("bytes=1000-", 1000), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=1000-1001", 1000), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=-0", 1000), RangeSpec::Unsatisfiable);
+        assert_eq!(parse_range("bytes=0-1,5-6", 1000), RangeSpec::Ignore);
+        assert_eq!(parse_range("bytes=5-1", 1000), RangeSpec::Ignore);
+        assert_eq!(parse_range("items=0-1", 1000), RangeSpec::Ignore);
+        assert_eq!(parse_range("bytes=x-y", 1000), RangeSpec::Ignore);
+    }
+
+    #[test]
+    fn etags() {
+        let base = HeaderValue::from_static("\"abc-10\"");
+        assert_eq!(representation_etag(&base, Some(Encoding::Brotli)), "\"abc-10-br\"");
+        assert_eq!(representation_etag(&base, None), "\"abc-10\"");
+        assert!(etag_list_matches(
+            &HeaderValue::from_static("\"x\", W/\"abc-10\""),
+            &base
+        ));
+        assert!(etag_list_matches(&HeaderValue::from_static("*"), &base));
+        assert!(!etag_list_matches(&HeaderValue::from_static("\"abc-10-br\""), &base));
+    }
+}

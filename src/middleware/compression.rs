@@ -1,0 +1,391 @@
+//! Response compression: negotiates brotli or gzip from `Accept-Encoding` (q-values, then the
+//! configured preference order), decides what is worth compressing (`types`, `min_size`, not
+//! already encoded, not 206/304/HEAD), compresses streamed bodies as they flow (proxied
+//! responses, large files) and whole buffers once (cached files).
+
+use std::io::{self, Write};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_compression::Level;
+use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+use hyper::body::{Body as HttpBody, Frame};
+use tokio_util::io::{ReaderStream, StreamReader};
+
+use crate::http::body::{Body, BoxError};
+
+/// A content coding the gateway produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Encoding {
+    Brotli,
+    Gzip,
+}
+
+impl Encoding {
+    pub fn token(self) -> &'static str {
+        match self {
+            Encoding::Brotli => "br",
+            Encoding::Gzip => "gzip",
+        }
+    }
+
+    pub fn header_value(self) -> HeaderValue {
+        HeaderValue::from_static(self.token())
+    }
+
+    /// The file extension of a precompressed sibling (`app.css.br`, `app.css.gz`).
+    pub fn extension(self) -> &'static str {
+        match self {
+            Encoding::Brotli => "br",
+            Encoding::Gzip => "gz",
+        }
+    }
+
+    pub fn parse(token: &str) -> Option<Self> {
+        match token {
+            "br" => Some(Encoding::Brotli),
+            "gzip" => Some(Encoding::Gzip),
+            _ => None,
+        }
+    }
+}
+
+/// `[compression]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompressionSettings {
+    /// Preference order; empty turns compression off.
+    pub algorithms: Vec<Encoding>,
+    pub min_size: u64,
+    /// `type/subtype` or `type/*`, lower case.
+    pub types: Vec<String>,
+}
+
+impl Default for CompressionSettings {
+    fn default() -> Self {
+        Self {
+            algorithms: vec![Encoding::Brotli, Encoding::Gzip],
+            min_size: 1024,
+            types: [
+                "text/*",
+                "application/json",
+                "application/javascript",
+                "application/xml",
+                "image/svg+xml",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+impl CompressionSettings {
+    /// True when responses of this `Content-Type` are worth compressing.
+    pub fn compressible(&self, content_type: Option<&HeaderValue>) -> bool {
+        if self.algorithms.is_empty() {
+            return false;
+        }
+        let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        // streams that must reach the client as they are produced
+        if mime.eq_ignore_ascii_case("text/event-stream") {
+            return false;
+        }
+        self.types.iter().any(|t| match t.strip_suffix("/*") {
+            Some(prefix) => mime
+                .split_once('/')
+                .is_some_and(|(ty, _)| ty.eq_ignore_ascii_case(prefix)),
+            None => mime.eq_ignore_ascii_case(t),
+        })
+    }
+
+    /// The encoding to use for a request's `Accept-Encoding`: the highest q-value wins, ties go
+    /// to the configured order; `None` means identity.
+    pub fn negotiate(&self, accept_encoding: Option<&HeaderValue>) -> Option<Encoding> {
+        let accept = accept_encoding?.to_str().ok()?;
+        let mut best: Option<(u16, usize, Encoding)> = None;
+        for (rank, enc) in self.algorithms.iter().enumerate() {
+            let q = q_value(accept, enc.token());
+            if q == 0 {
+                continue;
+            }
+            let better = match best {
+                None => true,
+                Some((bq, _, _)) => q > bq,
+            };
+            if better {
+                best = Some((q, rank, *enc));
+            }
+        }
+        best.map(|(_, _, e)| e)
+    }
+}
+
+/// The q-value (0-1000) `accept` gives `token`, through `*` when not named; 0 when absent.
+fn q_value(accept: &str, token: &str) -> u16 {
+    let mut star = None;
+    for item in accept.split(',') {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or("").trim();
+        let q = parts
+            .find_map(|p| {
+                let (k, v) = p.split_once('=')?;
+                k.trim().eq_ignore_ascii_case("q").then(|| parse_q(v.trim()))
+            })
+            .unwrap_or(1000);
+        if name.eq_ignore_ascii_case(token) {
+            return q;
+        }
+        if name == "*" {
+            star = Some(q);
+        }
+    }
+    star.unwrap_or(0)
+}
+
+fn parse_q(v: &str) -> u16 {
+    let f: f32 = v.parse().unwrap_or(0.0);
+    (f.clamp(0.0, 1.0) * 1000.0).round() as u16
+}
+
+/// Appends `Accept-Encoding` to `Vary` unless it is already there.
+pub fn add_vary(headers: &mut HeaderMap) {
+    let present = headers.get_all(header::VARY).iter().any(|v| {
+        v.to_str()
+            .unwrap_or("")
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("accept-encoding") || t.trim() == "*")
+    });
+    if !present {
+        headers.append(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    }
+}
+
+/// Compresses a response on the fly when the request accepts it and it is worth it; sets
+/// `Content-Encoding`, drops `Content-Length` and any strong ETag's strength, adds `Vary`.
+pub fn compress_response(
+    settings: &CompressionSettings,
+    method: &Method,
+    accept_encoding: Option<&HeaderValue>,
+    resp: Response<Body>,
+) -> Response<Body> {
+    let status = resp.status();
+    let headers = resp.headers();
+    if !settings.compressible(headers.get(header::CONTENT_TYPE)) {
+        return resp;
+    }
+    if headers.contains_key(header::CONTENT_ENCODING) || headers.contains_key(header::CONTENT_RANGE) {
+        return resp;
+    }
+    let mut resp = resp;
+    add_vary(resp.headers_mut());
+    if status != StatusCode::OK || *method == Method::HEAD {
+        return resp;
+    }
+    if let Some(len) = resp.body().size_hint().exact() {
+        if len < settings.min_size {
+            return resp;
+        }
+    } else if let Some(len) = content_length(resp.headers()) {
+        if len < settings.min_size {
+            return resp;
+        }
+    }
+    // Cache-Control: no-transform forbids changing the representation
+    if resp
+        .headers()
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().contains("no-transform"))
+    {
+        return resp;
+    }
+    let Some(enc) = settings.negotiate(accept_encoding) else {
+        return resp;
+    };
+    let (mut parts, body) = resp.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_ENCODING, enc.header_value());
+    weaken_etag(&mut parts.headers);
+    Response::from_parts(parts, Body::boxed(CompressedBody::new(body, enc)))
+}
+
+fn content_length(h: &HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// A compressed body is another representation: a strong ETag of the original would lie.
+fn weaken_etag(h: &mut HeaderMap) {
+    if let Some(tag) = h.get(header::ETAG) {
+        if !tag.as_bytes().starts_with(b"W/") {
+            let mut v = b"W/".to_vec();
+            v.extend_from_slice(tag.as_bytes());
+            if let Ok(weak) = HeaderValue::from_bytes(&v) {
+                h.insert(header::ETAG, weak);
+            }
+        }
+    }
+}
+
+/// Compresses a whole buffer (cached files: done once, at a high level). Returns `None` when
+/// the result would not be smaller.
+pub fn compress_bytes(data: &[u8], enc: Encoding) -> Option<Bytes> {
+    let out = match enc {
+        Encoding::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 3), flate2::Compression::best());
+            e.write_all(data).ok()?;
+            e.finish().ok()?
+        }
+        Encoding::Brotli => {
+            // quality 11 is slow on large inputs; this runs once per file, off the async workers
+            let quality = if data.len() <= 1 << 20 { 11 } else { 7 };
+            let mut out = Vec::with_capacity(data.len() / 3);
+            {
+                let mut w = brotli::CompressorWriter::new(&mut out, 16 * 1024, quality, 22);
+                w.write_all(data).ok()?;
+                w.flush().ok()?;
+            }
+            out
+        }
+    };
+    (out.len() < data.len()).then(|| Bytes::from(out))
+}
+
+/// Our body as a stream of data chunks, for the streaming encoders.
+struct DataStream(Body);
+
+impl futures_util::Stream for DataStream {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        loop {
+            return match Pin::new(&mut self.0).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(d) if d.is_empty() => continue,
+                    Ok(d) => Poll::Ready(Some(Ok(d))),
+                    // trailers: dropped, the compressed body ends with the data
+                    Err(_) => continue,
+                },
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(io::Error::other(e)))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+    }
+}
+
+type Reader = StreamReader<DataStream, Bytes>;
+
+enum Encoder {
+    Gzip(Box<ReaderStream<GzipEncoder<Reader>>>),
+    // the brotli encoder's state is several KiB
+    Brotli(Box<ReaderStream<BrotliEncoder<Reader>>>),
+}
+
+/// A body compressed as it streams: nothing is buffered beyond the encoder's window.
+pub struct CompressedBody {
+    inner: Encoder,
+}
+
+impl CompressedBody {
+    pub fn new(body: Body, enc: Encoding) -> Self {
+        let reader = StreamReader::new(DataStream(body));
+        const CHUNK: usize = 16 * 1024;
+        let inner = match enc {
+            // on the fly: fast levels (gzip 1 like nginx's default, brotli 4 beats gzip 6)
+            Encoding::Gzip => Encoder::Gzip(Box::new(ReaderStream::with_capacity(
+                GzipEncoder::with_quality(reader, Level::Precise(1)),
+                CHUNK,
+            ))),
+            Encoding::Brotli => Encoder::Brotli(Box::new(ReaderStream::with_capacity(
+                BrotliEncoder::with_quality(reader, Level::Precise(4)),
+                CHUNK,
+            ))),
+        };
+        Self { inner }
+    }
+}
+
+impl HttpBody for CompressedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        use futures_util::Stream;
+        let next = match &mut self.inner {
+            Encoder::Gzip(s) => Pin::new(&mut **s).poll_next(cx),
+            Encoder::Brotli(s) => Pin::new(&mut **s).poll_next(cx),
+        };
+        match next {
+            Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hv(s: &'static str) -> HeaderValue {
+        HeaderValue::from_static(s)
+    }
+
+    #[test]
+    fn negotiation_follows_q_values_then_preference() {
+        let s = CompressionSettings::default();
+        assert_eq!(s.negotiate(Some(&hv("gzip, deflate, br"))), Some(Encoding::Brotli));
+        assert_eq!(s.negotiate(Some(&hv("gzip"))), Some(Encoding::Gzip));
+        assert_eq!(s.negotiate(Some(&hv("br;q=0, gzip"))), Some(Encoding::Gzip));
+        assert_eq!(s.negotiate(Some(&hv("br;q=0.5, gzip;q=0.8"))), Some(Encoding::Gzip));
+        assert_eq!(s.negotiate(Some(&hv("*"))), Some(Encoding::Brotli));
+        assert_eq!(s.negotiate(Some(&hv("*;q=0, identity"))), None);
+        assert_eq!(s.negotiate(Some(&hv("br;q=0"))), None);
+        assert_eq!(s.negotiate(Some(&hv("identity"))), None);
+        assert_eq!(s.negotiate(None), None);
+        let gzip_first = CompressionSettings {
+            algorithms: vec![Encoding::Gzip, Encoding::Brotli],
+            ..CompressionSettings::default()
+        };
+        assert_eq!(gzip_first.negotiate(Some(&hv("br, gzip"))), Some(Encoding::Gzip));
+        let off = CompressionSettings {
+            algorithms: vec![],
+            ..CompressionSettings::default()
+        };
+        assert_eq!(off.negotiate(Some(&hv("br, gzip"))), None);
+    }
+
+    #[test]
+    fn compressible_types() {
+        let s = CompressionSettings::default();
+        assert!(s.compressible(Some(&hv("text/html; charset=utf-8"))));
+        assert!(s.compressible(Some(&hv("application/json"))));
+        assert!(s.compressible(Some(&hv("image/svg+xml"))));
+        assert!(!s.compressible(Some(&hv("image/jpeg"))));
+        assert!(!s.compressible(Some(&hv("text/event-stream"))));
+        assert!(!s.compressible(None));
+    }
+
+    #[test]
+    fn whole_buffers_round_trip() {
+        use std::io::Read;
+        let data = "orta novias ".repeat(500).into_bytes();
+        let gz = compress_bytes(&data, Encoding::Gzip).unwrap();
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut out).unwrap();
+        assert_eq!(out, data);
+        let br = compress_bytes(&data, Encoding::Brotli).unwrap();
+        let mut out = Vec::new();
+        brotli::Decompressor::new(&br[..], 4096).read_to_end(&mut out).unwrap();
+        assert_eq!(out, data);
+        // random bytes don't shrink
+        let noise: Vec<u8> = (0..4096).map(|_| fastrand::u8(..)).collect();
+        assert!(compress_bytes(&noise, Encoding::Gzip).is_none());
+    }
+}

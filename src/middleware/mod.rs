@@ -1,0 +1,3 @@
+//! Response filters applied after the handler: compression.
+
+pub mod compression;
