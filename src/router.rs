@@ -44,10 +44,10 @@ impl<R: RoutePrefix> Router<R> {
 
     /// The route for a lower-cased host (no port) and a normalised path.
     pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<R>> {
-        if let Some(list) = self.by_host.get(host) {
-            if let Some(r) = list.iter().find(|r| path.starts_with(r.prefix())) {
-                return Some(r);
-            }
+        if let Some(list) = self.by_host.get(host)
+            && let Some(r) = list.iter().find(|r| path.starts_with(r.prefix()))
+        {
+            return Some(r);
         }
         self.any_host.iter().find(|r| path.starts_with(r.prefix()))
     }

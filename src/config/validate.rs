@@ -379,10 +379,10 @@ impl Validator<'_> {
         s.workers = self.count(r.workers.as_ref(), 0, 0, 1024) as usize;
         s.max_body_size = self.size(r.max_body_size.as_ref(), s.max_body_size);
         let header = self.size(r.max_header_size.as_ref(), s.max_header_size as u64);
-        if let Some(v) = &r.max_header_size {
-            if !(1024..=(1 << 20)).contains(&header) {
-                self.err(v.span(), "max_header_size must be between 1KiB and 1MiB");
-            }
+        if let Some(v) = &r.max_header_size
+            && !(1024..=(1 << 20)).contains(&header)
+        {
+            self.err(v.span(), "max_header_size must be between 1KiB and 1MiB");
         }
         s.max_header_size = header.clamp(1024, 1 << 20) as usize;
         s.header_read_timeout = self.positive_duration(r.header_read_timeout.as_ref(), s.header_read_timeout);
@@ -711,10 +711,10 @@ impl Validator<'_> {
                         }
                     },
                 };
-                if let Some(index) = &r.index {
-                    if index.get_ref().is_empty() || index.get_ref().contains(['/', '\\']) {
-                        self.err(index.span(), "index must be a file name, e.g. \"index.html\"");
-                    }
+                if let Some(index) = &r.index
+                    && (index.get_ref().is_empty() || index.get_ref().contains(['/', '\\']))
+                {
+                    self.err(index.span(), "index must be a file name, e.g. \"index.html\"");
                 }
                 self.warn(
                     root.span(),
@@ -749,13 +749,14 @@ impl Validator<'_> {
                     self.err(v.span(), "`cache_control` only applies to a route with `root`");
                 }
             }
-            if let Some(z) = &r.rate_limit {
-                if !zones.contains(z.get_ref()) && !raw.zones_incomplete {
-                    self.err(
-                        z.span(),
-                        format!("route names unknown rate_limit zone `{}`", z.get_ref()),
-                    );
-                }
+            if let Some(z) = &r.rate_limit
+                && !zones.contains(z.get_ref())
+                && !raw.zones_incomplete
+            {
+                self.err(
+                    z.span(),
+                    format!("route names unknown rate_limit zone `{}`", z.get_ref()),
+                );
             }
             if let Some(h) = &r.headers {
                 self.headers(h.get_ref());
@@ -896,16 +897,16 @@ impl Validator<'_> {
                 }
             };
         }
-        if let Some(r) = &r.rotation {
-            if !matches!(r.get_ref().as_str(), "hourly" | "daily" | "never") {
-                self.err(
-                    r.span(),
-                    format!(
-                        "rotation `{}` is not one of \"hourly\", \"daily\", \"never\"",
-                        r.get_ref()
-                    ),
-                );
-            }
+        if let Some(r) = &r.rotation
+            && !matches!(r.get_ref().as_str(), "hourly" | "daily" | "never")
+        {
+            self.err(
+                r.span(),
+                format!(
+                    "rotation `{}` is not one of \"hourly\", \"daily\", \"never\"",
+                    r.get_ref()
+                ),
+            );
         }
         self.count(r.keep.as_ref(), 0, 0, 10_000);
         if let Some(a) = r.access.as_ref().filter(|a| a.get_ref() != "off") {
@@ -919,17 +920,17 @@ impl Validator<'_> {
 
     fn admin(&mut self, raw: Option<&(Range<usize>, RawAdmin)>, claims: &mut Claims) {
         let Some((span, r)) = raw else { return };
-        if let Some(l) = &r.listen {
-            if let Some(addr) = self.listen_addr(l, "admin.listen", claims) {
-                let allow = r.allow_remote.as_ref().is_some_and(|b| *b.get_ref());
-                if !addr.ip().is_loopback() && !allow {
-                    self.err(
-                        l.span(),
-                        format!(
-                            "admin.listen {addr} is not a loopback address: set admin.allow_remote = true to expose it"
-                        ),
-                    );
-                }
+        if let Some(l) = &r.listen
+            && let Some(addr) = self.listen_addr(l, "admin.listen", claims)
+        {
+            let allow = r.allow_remote.as_ref().is_some_and(|b| *b.get_ref());
+            if !addr.ip().is_loopback() && !allow {
+                self.err(
+                    l.span(),
+                    format!(
+                        "admin.listen {addr} is not a loopback address: set admin.allow_remote = true to expose it"
+                    ),
+                );
             }
         }
         self.warn(

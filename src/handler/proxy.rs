@@ -190,18 +190,18 @@ fn response(
     inflight: InflightGuard,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<Body> {
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client) = client_upgrade {
-            let upstream = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                if let (Ok(c), Ok(u)) = tokio::join!(client, upstream) {
-                    let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
-                }
-                drop((tx, inflight));
-            });
-            let (parts, _) = resp.into_parts();
-            return Response::from_parts(parts, Body::Empty);
-        }
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client) = client_upgrade
+    {
+        let upstream = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            if let (Ok(c), Ok(u)) = tokio::join!(client, upstream) {
+                let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
+            }
+            drop((tx, inflight));
+        });
+        let (parts, _) = resp.into_parts();
+        return Response::from_parts(parts, Body::Empty);
     }
     let (mut parts, incoming) = resp.into_parts();
     remove_hop_by_hop(&mut parts.headers);

@@ -57,22 +57,24 @@ async fn route(
         None => Cow::Borrowed(""),
     };
     let server = &snap.config.server;
-    if !ctx.conn.tls && server.redirect_to_https && !req.uri().path().starts_with(ACME_CHALLENGE_PREFIX) {
-        if let Some(port) = state.https_port() {
-            if host.is_empty() {
-                return Err(HttpError::BadRequest("A Host header is needed to redirect to HTTPS."));
-            }
-            return redirect::to_https(&host_for_url(&host), port, req.uri());
+    if !ctx.conn.tls
+        && server.redirect_to_https
+        && !req.uri().path().starts_with(ACME_CHALLENGE_PREFIX)
+        && let Some(port) = state.https_port()
+    {
+        if host.is_empty() {
+            return Err(HttpError::BadRequest("A Host header is needed to redirect to HTTPS."));
         }
+        return redirect::to_https(&host_for_url(&host), port, req.uri());
     }
     let path = normalize_path(req.uri().path()).map_err(|e| match e {
         PathError::Escapes => HttpError::BadRequest("The path climbs above the root."),
         PathError::Malformed => HttpError::BadRequest("The path is not valid."),
     })?;
-    if let Some(len) = content_length(&req) {
-        if len > server.max_body_size {
-            return Err(HttpError::PayloadTooLarge);
-        }
+    if let Some(len) = content_length(&req)
+        && len > server.max_body_size
+    {
+        return Err(HttpError::PayloadTooLarge);
     }
     let route = snap.router.lookup(&host, &path).ok_or(HttpError::NotFound)?;
     match &route.handler {

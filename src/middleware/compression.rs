@@ -190,10 +190,10 @@ pub fn compress_response(
         if len < settings.min_size {
             return resp;
         }
-    } else if let Some(len) = content_length(resp.headers()) {
-        if len < settings.min_size {
-            return resp;
-        }
+    } else if let Some(len) = content_length(resp.headers())
+        && len < settings.min_size
+    {
+        return resp;
     }
     // Cache-Control: no-transform forbids changing the representation
     if resp
@@ -220,13 +220,13 @@ fn content_length(h: &HeaderMap) -> Option<u64> {
 
 /// A compressed body is another representation: a strong ETag of the original would lie.
 fn weaken_etag(h: &mut HeaderMap) {
-    if let Some(tag) = h.get(header::ETAG) {
-        if !tag.as_bytes().starts_with(b"W/") {
-            let mut v = b"W/".to_vec();
-            v.extend_from_slice(tag.as_bytes());
-            if let Ok(weak) = HeaderValue::from_bytes(&v) {
-                h.insert(header::ETAG, weak);
-            }
+    if let Some(tag) = h.get(header::ETAG)
+        && !tag.as_bytes().starts_with(b"W/")
+    {
+        let mut v = b"W/".to_vec();
+        v.extend_from_slice(tag.as_bytes());
+        if let Ok(weak) = HeaderValue::from_bytes(&v) {
+            h.insert(header::ETAG, weak);
         }
     }
 }

@@ -327,10 +327,10 @@ fn sibling(real: &Path, enc: Encoding, md: &fs::Metadata, root: &Path) -> OnceCe
 /// it is, and anything below it if it is (or was) a directory.
 fn invalidate_path(entries: &Cache<PathBuf, Arc<CachedFile>>, p: &Path) {
     entries.invalidate(p);
-    if let Some(ext) = p.extension().and_then(|e| e.to_str()) {
-        if ext == "br" || ext == "gz" {
-            entries.invalidate(&p.with_extension(""));
-        }
+    if let Some(ext) = p.extension().and_then(|e| e.to_str())
+        && (ext == "br" || ext == "gz")
+    {
+        entries.invalidate(&p.with_extension(""));
     }
     // a directory (or something gone, which may have been one): everything below it
     if !p.is_file() {

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, Take};
 use tokio_util::io::ReaderStream;
 
@@ -51,11 +51,11 @@ impl StaticRoute {
 }
 
 /// Serves `path` (normalised, starting with the route's prefix) from the route's root.
-pub async fn serve(
+pub async fn serve<B>(
     route: &StaticRoute,
     files: &Arc<FileCache>,
     compression: &CompressionSettings,
-    req: &Request<Incoming>,
+    req: &Request<B>,
     path: &str,
 ) -> Result<Response<Body>, HttpError> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -101,11 +101,11 @@ struct Choice {
     range: Option<(u64, u64)>,
 }
 
-async fn from_cache(
+async fn from_cache<B>(
     route: &StaticRoute,
     files: &FileCache,
     compression: &CompressionSettings,
-    req: &Request<Incoming>,
+    req: &Request<B>,
     key: &Path,
     entry: Arc<CachedFile>,
 ) -> Response<Body> {
@@ -144,10 +144,10 @@ async fn from_cache(
     }
 }
 
-fn from_disk(
+fn from_disk<B>(
     route: &StaticRoute,
     compression: &CompressionSettings,
-    req: &Request<Incoming>,
+    req: &Request<B>,
     mut file: std::fs::File,
     meta: FileMeta,
 ) -> Response<Body> {
@@ -232,10 +232,10 @@ fn precondition(h: &HeaderMap, etag: &HeaderValue, meta: &FileMeta, identity: bo
         if etag_list_matches(inm, etag) {
             return Pre::NotModified;
         }
-    } else if let Some(ims) = h.get(header::IF_MODIFIED_SINCE).and_then(parse_date) {
-        if whole_seconds(meta.mtime) <= whole_seconds(ims) {
-            return Pre::NotModified;
-        }
+    } else if let Some(ims) = h.get(header::IF_MODIFIED_SINCE).and_then(parse_date)
+        && whole_seconds(meta.mtime) <= whole_seconds(ims)
+    {
+        return Pre::NotModified;
     }
     if !identity {
         return Pre::Serve(None);
