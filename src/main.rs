@@ -128,13 +128,26 @@ fn tracing_warn(line: &str) {
     orta_gateway::telemetry::warn(line);
 }
 
+/// The async runtime: `workers` threads (0 = one per core, or TOKIO_WORKER_THREADS). With one
+/// worker, a single-threaded scheduler: no work-stealing bookkeeping on the hot path.
 fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, String> {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.enable_all();
-    if workers > 0 {
-        b.worker_threads(workers);
-    }
-    b.build().map_err(|e| format!("cannot start the runtime: {e}"))
+    let from_env = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok());
+    let n = match workers {
+        0 => from_env.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        n => n,
+    };
+    let mut b = if n == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(n);
+        b
+    };
+    b.enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))
 }
 
 fn finish(result: Result<(), String>) -> ExitCode {

@@ -118,7 +118,9 @@ async fn send(
             Some(tx) => tx,
             None => {
                 fresh = true;
-                match pool::connect(&server.addr, connect_timeout).await {
+                // boxed: connecting is rare (pooled connections are reused) and its future is
+                // large, so it should not swell every request's future
+                match Box::pin(pool::connect(&server.addr, connect_timeout)).await {
                     Ok(tx) => tx,
                     Err(e) => return Outcome::NotSent(req, e),
                 }

@@ -81,7 +81,9 @@ async fn route(
         Handler::Proxy(upstream) => {
             let method = req.method().clone();
             let accept_encoding = req.headers().get(header::ACCEPT_ENCODING).cloned();
-            let resp = proxy::forward(upstream, ctx, req, server.max_body_size).await?;
+            // boxed: the proxy's state machine is large, and every request's future (static
+            // files included) would otherwise carry its size through each move
+            let resp = Box::pin(proxy::forward(upstream, ctx, req, server.max_body_size)).await?;
             Ok(compression::compress_response(
                 &snap.config.compression,
                 &method,
@@ -105,18 +107,35 @@ fn host_header(req: &Request<Incoming>) -> Option<HeaderValue> {
 }
 
 /// The lower-cased host name of a `Host` value, port removed; `None` when it is not a host.
+/// Parsed in place: no allocation unless the name has capitals.
 fn host_name(v: &HeaderValue) -> Option<Cow<'_, str>> {
     let s = v.to_str().ok()?;
-    let authority: http::uri::Authority = s.parse().ok()?;
-    if authority.as_str().contains('@') {
-        return None;
-    }
-    let host = authority.host();
-    let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
-    let host = host.strip_suffix('.').unwrap_or(host);
-    // borrow from the header value itself, not the parsed authority
-    let start = s.find(host)?;
-    let host = &s[start..start + host.len()];
+    let port_ok = |p: &str| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+    let host = match s.strip_prefix('[') {
+        Some(rest) => {
+            let (h, after) = rest.split_once(']')?;
+            if !(after.is_empty() || after.strip_prefix(':').is_some_and(port_ok)) {
+                return None;
+            }
+            h.parse::<std::net::Ipv6Addr>().ok()?;
+            h
+        }
+        None => {
+            let h = match s.rsplit_once(':') {
+                Some((h, p)) if port_ok(p) => h,
+                Some(_) => return None,
+                None => s,
+            };
+            let h = h.strip_suffix('.').unwrap_or(h);
+            let valid = h
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+            if h.is_empty() || !valid {
+                return None;
+            }
+            h
+        }
+    };
     Some(if host.bytes().any(|b| b.is_ascii_uppercase()) {
         Cow::Owned(host.to_ascii_lowercase())
     } else {
@@ -172,6 +191,9 @@ mod tests {
         assert_eq!(host_name(&v("example.com.")).unwrap(), "example.com");
         assert!(host_name(&v("user@evil.com")).is_none());
         assert!(host_name(&v("a b")).is_none());
+        assert!(host_name(&v("example.com:80x")).is_none());
+        assert!(host_name(&v("[::1")).is_none());
+        assert!(host_name(&v("")).is_none());
         assert!(matches!(host_name(&v("example.com")), Some(Cow::Borrowed(_))));
     }
 

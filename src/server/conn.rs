@@ -44,8 +44,6 @@ struct Timers {
     keepalive_ms: u64,
     /// HTTP/2 reads include control frames: they don't start a request head.
     h2: bool,
-    /// Tells the driver a deadline moved earlier.
-    moved: tokio::sync::Notify,
 }
 
 impl Timers {
@@ -58,7 +56,6 @@ impl Timers {
             header_ms: header.as_millis() as u64,
             keepalive_ms: keepalive.as_millis() as u64,
             h2,
-            moved: tokio::sync::Notify::new(),
         };
         t.deadline_ms.store(t.header_ms, Relaxed);
         t
@@ -78,7 +75,6 @@ impl Timers {
         if self.inflight.fetch_sub(1, Relaxed) == 1 {
             self.phase.store(IDLE, Relaxed);
             self.deadline_ms.store(self.now_ms() + self.keepalive_ms, Relaxed);
-            self.moved.notify_one();
         }
     }
 
@@ -92,23 +88,24 @@ impl Timers {
                 .is_ok()
         {
             self.deadline_ms.store(self.now_ms() + self.header_ms, Relaxed);
-            self.moved.notify_one();
         }
     }
 
     /// `None` when the deadline has passed, else when to look again.
+    ///
+    /// Requests move the deadline without waking the driver (that would cost a poll of the
+    /// connection per request). Instead the driver never sleeps longer than the shortest
+    /// timeout: a deadline set at time t is never earlier than t + that period, and the driver
+    /// last armed its timer no later than t, so it always wakes in time to see it.
     fn next_check(&self) -> Option<Instant> {
-        let deadline = self.deadline_ms.load(Relaxed);
-        if deadline == NO_DEADLINE {
-            // a request is in flight: look again after a while
-            return Some(Instant::now() + Duration::from_millis(self.keepalive_ms.max(1000)));
-        }
         let now = self.now_ms();
-        if now >= deadline && self.phase.load(Relaxed) != ACTIVE {
-            None
-        } else {
-            Some(self.born + Duration::from_millis(deadline.max(now + 1)))
+        let period = self.header_ms.min(self.keepalive_ms).max(1);
+        let deadline = self.deadline_ms.load(Relaxed);
+        if deadline != NO_DEADLINE && now >= deadline && self.phase.load(Relaxed) != ACTIVE {
+            return None;
         }
+        let at = deadline.min(now + period).max(now + 1);
+        Some(self.born + Duration::from_millis(at))
     }
 }
 
@@ -235,9 +232,6 @@ async fn drive<C: Graceful>(conn: C, timers: &Timers, h2: bool, mut shutdown: wa
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
-            _ = timers.moved.notified(), if !closing => {
-                sleep.as_mut().reset(timers.next_check().unwrap_or_else(Instant::now));
-            }
             _ = sleep.as_mut(), if !closing => match timers.next_check() {
                 Some(at) => sleep.as_mut().reset(at),
                 // HTTP/1.1: idle, or too slow with a request head: just close
