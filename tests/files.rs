@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CSS: &str = "body { color: #333; background: ivory; }\n";
 
@@ -68,14 +67,6 @@ async fn site_gateway(extra_server: &str, extra: &str) -> TestGateway {
     let dir = tempfile::tempdir().unwrap();
     site(dir.path());
     TestGateway::start_in(dir, &site_config(extra_server, extra)).await
-}
-
-async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> String {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(request).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn gunzip(b: &[u8]) -> Vec<u8> {

@@ -17,7 +17,10 @@ use http::HeaderValue;
 use rustls::sign::CertifiedKey;
 
 pub use crate::handler::files::cache::CacheSettings;
+pub use crate::http::client_ip::TrustedProxies;
 pub use crate::middleware::compression::{CompressionSettings, Encoding};
+pub use crate::middleware::headers::SecurityHeaders;
+pub use crate::middleware::ratelimit::ZoneSpec;
 pub use diag::{Diagnostic, Diagnostics, Severity};
 
 /// The default config path (relative to the working directory).
@@ -57,6 +60,9 @@ pub struct Config {
     pub tls: TlsSettings,
     pub upstreams: Vec<UpstreamSpec>,
     pub routes: Vec<RouteSpec>,
+    /// `[headers]`: the security headers of responses outside any route (a route has its own).
+    pub headers: SecurityHeaders,
+    pub rate_limits: Vec<ZoneSpec>,
     pub compression: CompressionSettings,
     pub cache: CacheSettings,
     pub log: LogSettings,
@@ -75,7 +81,13 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     pub keepalive_timeout: Duration,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    /// Longest pause between two chunks of a request body.
+    pub body_read_timeout: Duration,
     pub shutdown_grace: Duration,
+    pub trusted_proxies: TrustedProxies,
+    /// Expect a PROXY v1/v2 header from trusted proxies on both listeners.
+    pub proxy_protocol: bool,
     pub server_header: bool,
 }
 
@@ -91,7 +103,11 @@ impl Default for ServerSettings {
             header_read_timeout: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(75),
             max_connections: 10_000,
+            max_connections_per_ip: 256,
+            body_read_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
+            trusted_proxies: TrustedProxies::default(),
+            proxy_protocol: false,
             server_header: false,
         }
     }
@@ -200,6 +216,10 @@ pub struct RouteSpec {
     /// Path prefix, starting with `/`.
     pub path: String,
     pub action: RouteAction,
+    /// The `[[rate_limit]]` zone applied to the route.
+    pub rate_limit: Option<String>,
+    /// The route's security headers (`[headers]` with `[route.headers]` over it).
+    pub headers: SecurityHeaders,
     /// 1-based line of the route in the file, to name it in logs and metrics.
     pub line: usize,
 }

@@ -9,6 +9,8 @@ use std::sync::Arc;
 use super::{Config, RouteSpec};
 use crate::handler::Handler;
 use crate::handler::files::cache::FileCache;
+use crate::middleware::headers::SecurityHeaders;
+use crate::middleware::ratelimit::Zone;
 use crate::router::{RoutePrefix, Router};
 use crate::upstream::Upstream;
 
@@ -17,6 +19,8 @@ pub struct Snapshot {
     pub generation: u64,
     pub router: Router<Route>,
     pub upstreams: HashMap<String, Arc<Upstream>>,
+    /// Rate-limit zones by name; a zone whose spec is unchanged keeps its buckets on reload.
+    pub zones: HashMap<String, Arc<Zone>>,
     /// The file cache, shared by every static route; kept across reloads unless `[cache]` changed.
     pub files: Arc<FileCache>,
 }
@@ -27,6 +31,8 @@ pub struct Route {
     /// A short name for logs and metrics: the path prefix and the route's line in the file.
     pub name: String,
     pub handler: Handler,
+    pub headers: SecurityHeaders,
+    pub rate_limit: Option<Arc<Zone>>,
 }
 
 impl RoutePrefix for Route {
@@ -48,6 +54,14 @@ impl Snapshot {
             let up = reused.unwrap_or_else(|| Upstream::start(spec.clone()));
             upstreams.insert(spec.name.clone(), up);
         }
+        let mut zones = HashMap::new();
+        for spec in &config.rate_limits {
+            let reused = previous
+                .and_then(|p| p.zones.get(&spec.name))
+                .filter(|z| z.spec == *spec)
+                .cloned();
+            zones.insert(spec.name.clone(), reused.unwrap_or_else(|| Zone::start(spec.clone())));
+        }
         let files = previous
             .map(|p| p.files.clone())
             .filter(|f| f.settings == config.cache)
@@ -58,6 +72,8 @@ impl Snapshot {
                 prefix: r.path.clone(),
                 name: format!("{}@{}", r.path, r.line),
                 handler,
+                headers: r.headers.clone(),
+                rate_limit: r.rate_limit.as_ref().and_then(|z| zones.get(z).cloned()),
             };
             Some((r.hosts.clone(), Arc::new(route)))
         });
@@ -75,6 +91,7 @@ impl Snapshot {
             generation,
             router,
             upstreams,
+            zones,
             files,
         }
     }

@@ -17,6 +17,7 @@ use super::diag::Diagnostics;
 use super::raw::*;
 use super::units::{parse_duration, parse_rate, parse_size};
 use super::*;
+use crate::http::client_ip::{TrustedProxies, parse_net};
 
 const SECTIONS: &str = "server, tls, acme, headers, compression, cache, rate_limit, upstream, route, log, admin, api";
 
@@ -209,14 +210,18 @@ impl Validator<'_> {
             .filter_map(|(_, z)| z.name.as_ref().map(|n| n.get_ref().clone()))
             .collect();
         let upstreams = self.upstreams(&raw.upstreams);
-        let routes = self.routes(&raw, &upstream_names, &zone_names);
+        let headers = match &raw.headers {
+            Some((_, h)) => {
+                if let Some(o) = &h.override_upstream {
+                    self.err(o.span(), "`override` only applies to a route's [route.headers]");
+                }
+                self.headers(&SecurityHeaders::default(), h)
+            }
+            None => SecurityHeaders::default(),
+        };
+        let routes = self.routes(&raw, &upstream_names, &zone_names, &headers);
         let tls = self.tls(raw.tls.as_ref(), &routes);
         self.not_yet("acme", raw.acme.as_ref().map(|(s, _)| s.clone()), "ACME certificates");
-        self.not_yet(
-            "headers",
-            raw.headers.as_ref().map(|(s, _)| s.clone()),
-            "security headers",
-        );
         let compression = raw
             .compression
             .as_ref()
@@ -225,11 +230,15 @@ impl Validator<'_> {
             .cache
             .as_ref()
             .map_or_else(CacheSettings::default, |(_, c)| self.cache(c));
+        let mut rate_limits: Vec<ZoneSpec> = Vec::new();
         for (span, z) in &raw.rate_limits {
-            self.zone(span.clone(), z);
-        }
-        if let Some((span, _)) = raw.rate_limits.first() {
-            self.not_yet_span(span.clone(), "rate_limit", "rate limiting");
+            if let Some(zone) = self.zone(span.clone(), z) {
+                if rate_limits.iter().any(|o| o.name == zone.name) {
+                    let name = z.name.as_ref().map_or(span.clone(), |n| n.span());
+                    self.err(name, format!("rate_limit zone `{}` is defined twice", zone.name));
+                }
+                rate_limits.push(zone);
+            }
         }
         let log = self.log(raw.log.as_ref());
         self.admin(raw.admin.as_ref(), &mut claims);
@@ -241,6 +250,8 @@ impl Validator<'_> {
             tls,
             upstreams,
             routes,
+            headers,
+            rate_limits,
             compression,
             cache,
             log,
@@ -390,32 +401,34 @@ impl Validator<'_> {
         s.shutdown_grace = self.duration(r.shutdown_grace.as_ref(), s.shutdown_grace);
         s.max_connections = self.count(r.max_connections.as_ref(), s.max_connections as u64, 1, 10_000_000) as usize;
         s.server_header = r.server_header.as_ref().is_some_and(|b| *b.get_ref());
-        if let Some(v) = &r.body_read_timeout {
-            self.duration(Some(v), Duration::ZERO);
-            self.warn(v.span(), "server.body_read_timeout is not implemented yet; ignored");
-        }
-        if let Some(v) = &r.max_connections_per_ip {
-            self.count(Some(v), 0, 1, 10_000_000);
-            self.warn(
-                v.span(),
-                "server.max_connections_per_ip is not implemented yet; ignored",
-            );
-        }
+        s.body_read_timeout = self.positive_duration(r.body_read_timeout.as_ref(), s.body_read_timeout);
+        s.max_connections_per_ip = self.count(
+            r.max_connections_per_ip.as_ref(),
+            s.max_connections_per_ip as u64,
+            1,
+            10_000_000,
+        ) as usize;
         if let Some(list) = &r.trusted_proxies {
+            let mut nets = Vec::new();
             for p in list.get_ref() {
-                if parse_cidr(p.get_ref()).is_none() {
-                    self.err(
+                match parse_net(p.get_ref()) {
+                    Some(n) => nets.push(n),
+                    None => self.err(
                         p.span(),
                         format!("`{}` is not a CIDR or IP address, e.g. \"10.0.0.0/8\"", p.get_ref()),
-                    );
+                    ),
                 }
             }
-            if !list.get_ref().is_empty() {
-                self.warn(list.span(), "server.trusted_proxies is not implemented yet; ignored");
-            }
+            s.trusted_proxies = TrustedProxies::new(nets);
         }
-        if let Some(v) = r.proxy_protocol.as_ref().filter(|b| *b.get_ref()) {
-            self.warn(v.span(), "server.proxy_protocol is not implemented yet; ignored");
+        s.proxy_protocol = r.proxy_protocol.as_ref().is_some_and(|b| *b.get_ref());
+        if let Some(v) = r.proxy_protocol.as_ref().filter(|b| *b.get_ref())
+            && s.trusted_proxies.is_empty()
+        {
+            self.err(
+                v.span(),
+                "proxy_protocol = true needs server.trusted_proxies: PROXY headers are only believed from them",
+            );
         }
         s
     }
@@ -502,6 +515,10 @@ impl Validator<'_> {
                 return None;
             }
         };
+        if let Err(e) = crate::tls::check_key_permissions(&key_path) {
+            self.err(key.span(), e);
+            return None;
+        }
         let signing_key = match crate::tls::load_key(&key_path) {
             Ok(k) => k,
             Err(e) => {
@@ -622,7 +639,13 @@ impl Validator<'_> {
         }
     }
 
-    fn routes(&mut self, raw: &RawConfig, upstreams: &HashSet<String>, zones: &HashSet<String>) -> Vec<RouteSpec> {
+    fn routes(
+        &mut self,
+        raw: &RawConfig,
+        upstreams: &HashSet<String>,
+        zones: &HashSet<String>,
+        global_headers: &SecurityHeaders,
+    ) -> Vec<RouteSpec> {
         let mut out: Vec<RouteSpec> = Vec::new();
         let mut seen: HashMap<(String, String), Range<usize>> = HashMap::new();
         for (span, r) in &raw.routes {
@@ -716,10 +739,6 @@ impl Validator<'_> {
                 {
                     self.err(index.span(), "index must be a file name, e.g. \"index.html\"");
                 }
-                self.warn(
-                    root.span(),
-                    "static file routes are not implemented yet; this route answers 404",
-                );
                 RouteAction::Static {
                     root: root_path,
                     index: r.index.as_ref().map(|i| i.get_ref().clone()),
@@ -758,39 +777,48 @@ impl Validator<'_> {
                     format!("route names unknown rate_limit zone `{}`", z.get_ref()),
                 );
             }
-            if let Some(h) = &r.headers {
-                self.headers(h.get_ref());
-                self.warn(
-                    h.span(),
-                    "[route.headers]: security headers are not implemented yet; ignored",
-                );
-            }
+            let headers = match &r.headers {
+                Some(h) => self.headers(global_headers, h.get_ref()),
+                None => global_headers.clone(),
+            };
             out.push(RouteSpec {
                 hosts,
                 path: p.clone(),
                 action,
+                rate_limit: r.rate_limit.as_ref().map(|z| z.get_ref().clone()),
+                headers,
                 line,
             });
         }
         out
     }
 
-    fn headers(&mut self, h: &RawHeaders) {
-        for v in [
+    /// A header set from `[headers]` or `[route.headers]` over `base`; `""` removes one.
+    fn headers(&mut self, base: &SecurityHeaders, h: &RawHeaders) -> SecurityHeaders {
+        let raw = [
             &h.strict_transport_security,
             &h.x_content_type_options,
             &h.x_frame_options,
             &h.referrer_policy,
             &h.content_security_policy,
             &h.permissions_policy,
-        ]
-        .into_iter()
-        .flatten()
-        {
-            if HeaderValue::from_str(v.get_ref()).is_err() {
-                self.err(v.span(), "not a valid header value");
+        ];
+        let values = raw.map(|v| {
+            let v = v.as_ref()?;
+            let text = v.get_ref().trim();
+            if text.is_empty() {
+                return Some(None);
             }
-        }
+            match HeaderValue::from_str(text) {
+                Ok(value) => Some(Some(value)),
+                Err(_) => {
+                    self.err(v.span(), "not a valid header value");
+                    None
+                }
+            }
+        });
+        let override_upstream = h.override_upstream.as_ref().is_some_and(|o| *o.get_ref());
+        SecurityHeaders::derive(base, values, override_upstream)
     }
 
     fn compression(&mut self, c: &RawCompression) -> CompressionSettings {
@@ -847,19 +875,39 @@ impl Validator<'_> {
         }
     }
 
-    fn zone(&mut self, span: Range<usize>, z: &RawRateLimit) {
-        if z.name.is_none() {
-            self.missing(span.clone(), "[[rate_limit]] needs a `name`");
-        }
-        match &z.rate {
-            None => self.missing(span, "[[rate_limit]] needs a `rate`, e.g. \"10/s\""),
-            Some(r) => {
-                if let Err(e) = parse_rate(r.get_ref()) {
-                    self.err(r.span(), e);
-                }
+    fn zone(&mut self, span: Range<usize>, z: &RawRateLimit) -> Option<ZoneSpec> {
+        let burst = self.count(z.burst.as_ref(), 0, 0, 1_000_000) as u32;
+        let name = match &z.name {
+            Some(n) if !n.get_ref().is_empty() => Some(n.get_ref().clone()),
+            Some(n) => {
+                self.err(n.span(), "a zone name must not be empty");
+                None
             }
-        }
-        self.count(z.burst.as_ref(), 0, 0, 1_000_000);
+            None => {
+                self.missing(span.clone(), "[[rate_limit]] needs a `name`");
+                None
+            }
+        };
+        let rate = match &z.rate {
+            None => {
+                self.missing(span, "[[rate_limit]] needs a `rate`, e.g. \"10/s\"");
+                None
+            }
+            Some(r) => match parse_rate(r.get_ref()) {
+                Ok(rate) => Some(rate),
+                Err(e) => {
+                    self.err(r.span(), e);
+                    None
+                }
+            },
+        };
+        let ((count, period), name) = (rate?, name?);
+        Some(ZoneSpec {
+            name,
+            count,
+            period,
+            burst,
+        })
     }
 
     fn log(&mut self, raw: Option<&(Range<usize>, RawLog)>) -> LogSettings {
@@ -988,22 +1036,6 @@ pub(crate) fn normalize_host(h: &str) -> Option<String> {
     ok.then_some(h)
 }
 
-/// Parses `10.0.0.0/8` or a plain address; returns (network, prefix length).
-pub(crate) fn parse_cidr(text: &str) -> Option<(std::net::IpAddr, u8)> {
-    let text = text.trim();
-    let (ip, len) = match text.split_once('/') {
-        Some((ip, len)) => (ip, Some(len)),
-        None => (text, None),
-    };
-    let ip: std::net::IpAddr = ip.parse().ok()?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let len = match len {
-        Some(l) => l.parse::<u8>().ok().filter(|l| *l <= max)?,
-        None => max,
-    };
-    Some((ip, len))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1057,7 +1089,8 @@ mod tests {
             Ok(ServerAddr::Name("backend".into(), 8000))
         );
         assert!(parse_server_addr("backend").is_err());
-        assert_eq!(parse_cidr("10.0.0.0/8"), Some(("10.0.0.0".parse().unwrap(), 8)));
-        assert_eq!(parse_cidr("10.0.0.0/33"), None);
+        assert!(parse_net("10.0.0.0/8").is_some());
+        assert!(parse_net("10.0.0.1").is_some());
+        assert_eq!(parse_net("10.0.0.0/33"), None);
     }
 }

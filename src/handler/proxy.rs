@@ -19,7 +19,7 @@ use crate::http::error::HttpError;
 use crate::upstream::pool::{self, ConnectError, PooledBody, Sender};
 use crate::upstream::{InflightGuard, Server, Upstream};
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
@@ -28,12 +28,21 @@ static X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Forwards `req` to `upstream`. `max_body` caps a streamed request body (413 past it).
+/// Limits on a request body streamed to an upstream.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    /// 413 past this many bytes.
+    pub max_size: u64,
+    /// 408 when the client pauses longer than this between two chunks.
+    pub read_timeout: std::time::Duration,
+}
+
+/// Forwards `req` to `upstream`.
 pub async fn forward(
     upstream: &Arc<Upstream>,
     ctx: &RequestCtx<'_>,
     mut req: Request<Incoming>,
-    max_body: u64,
+    limits: BodyLimits,
 ) -> Result<Response<Body>, HttpError> {
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -42,7 +51,7 @@ pub async fn forward(
     let body = if incoming.is_end_stream() {
         Body::Empty
     } else {
-        Body::limited(incoming, max_body)
+        Body::limited(incoming, limits.max_size, limits.read_timeout)
     };
     // an idempotent request without a body can be sent again if its connection breaks
     let replay = (upstream.spec.retries > 0 && is_idempotent(&parts.method) && body.is_end_stream())
@@ -74,8 +83,13 @@ pub async fn forward(
             }
             Outcome::TimedOut => return Err(HttpError::GatewayTimeout),
             Outcome::Failed(err) => {
-                if body::is_body_too_large(&err) {
-                    return Err(HttpError::PayloadTooLarge);
+                match body::client_body_error(&err) {
+                    Some(body::ClientBodyError::TooLarge) => return Err(HttpError::PayloadTooLarge),
+                    Some(body::ClientBodyError::Timeout) => return Err(HttpError::RequestTimeout),
+                    Some(body::ClientBodyError::Broken) => {
+                        return Err(HttpError::BadRequest("The request body is malformed."));
+                    }
+                    None => {}
                 }
                 tracing::warn!(server = %server.label, "upstream request failed: {err}");
                 server.record_failure(max_fails);
@@ -156,6 +170,11 @@ fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) {
     parts.version = Version::HTTP_11;
     let h = &mut parts.headers;
     remove_hop_by_hop(h);
+    // Proxy-* headers are for proxies, never for the origin
+    let proxy_headers: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
+    for k in proxy_headers {
+        h.remove(k);
+    }
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
@@ -167,19 +186,21 @@ fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) {
         }
         h.insert(X_FORWARDED_HOST.clone(), host.clone());
     }
-    let ip = ip_value(ctx.client_ip);
+    // X-Forwarded-For gets the hop we heard from (each proxy appends its peer); X-Real-IP is
+    // the client as worked out through trusted proxies
+    let peer = ip_value(crate::http::client_ip::canonical(ctx.conn.remote.ip()));
     let xff = match h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()) {
         Some(prev) if !prev.is_empty() => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + ip.len());
+            let mut v = Vec::with_capacity(prev.len() + 2 + peer.len());
             v.extend_from_slice(prev);
             v.extend_from_slice(b", ");
-            v.extend_from_slice(ip.as_bytes());
-            HeaderValue::from_bytes(&v).unwrap_or_else(|_| ip.clone())
+            v.extend_from_slice(peer.as_bytes());
+            HeaderValue::from_bytes(&v).unwrap_or_else(|_| peer.clone())
         }
-        _ => ip.clone(),
+        _ => peer,
     };
     h.insert(X_FORWARDED_FOR.clone(), xff);
-    h.insert(X_REAL_IP.clone(), ip);
+    h.insert(X_REAL_IP.clone(), ip_value(ctx.client_ip));
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(ctx.scheme()));
     h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
 }

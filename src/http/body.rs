@@ -3,8 +3,10 @@
 //! an upstream response that returns its connection to the pool at its end, or anything else
 //! boxed. An enum rather than a boxed trait object, so the common cases cost no allocation.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
@@ -19,14 +21,32 @@ pub enum Body {
     #[default]
     Empty,
     Full(Option<Bytes>),
-    /// A client's request body, failing with [`BodyTooLarge`] past the limit.
-    Limited {
-        inner: Incoming,
-        remaining: u64,
-    },
+    /// A client's request body, failing with [`BodyTooLarge`] past the size limit and with
+    /// [`BodyTimeout`] when the client pauses too long between chunks (slow-POST attacks).
+    Limited(Box<Limited>),
     Upstream(PooledBody),
     Boxed(BoxBody<Bytes, BoxError>),
 }
+
+pub struct Limited {
+    inner: Incoming,
+    remaining: u64,
+    timeout: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    armed: bool,
+}
+
+/// The client paused longer than `server.body_read_timeout` while sending its body.
+#[derive(Debug)]
+pub struct BodyTimeout;
+
+impl std::fmt::Display for BodyTimeout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body read timed out")
+    }
+}
+
+impl std::error::Error for BodyTimeout {}
 
 /// The request body grew past `server.max_body_size`.
 #[derive(Debug)]
@@ -50,8 +70,14 @@ impl Body {
         if b.is_empty() { Body::Empty } else { Body::Full(Some(b)) }
     }
 
-    pub fn limited(inner: Incoming, max: u64) -> Self {
-        Body::Limited { inner, remaining: max }
+    pub fn limited(inner: Incoming, max: u64, timeout: Duration) -> Self {
+        Body::Limited(Box::new(Limited {
+            inner,
+            remaining: max,
+            timeout,
+            sleep: None,
+            armed: false,
+        }))
     }
 
     pub fn boxed<B>(body: B) -> Self
@@ -72,22 +98,7 @@ impl HttpBody for Body {
         match self.get_mut() {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Body::Limited { inner, remaining } => match Pin::new(inner).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let Some(data) = frame.data_ref() {
-                        let n = data.len() as u64;
-                        if n > *remaining {
-                            *remaining = 0;
-                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
-                        }
-                        *remaining -= n;
-                    }
-                    Poll::Ready(Some(Ok(frame)))
-                }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+            Body::Limited(l) => l.poll(cx),
             Body::Upstream(b) => Pin::new(b).poll_frame(cx),
             Body::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
@@ -97,7 +108,7 @@ impl HttpBody for Body {
         match self {
             Body::Empty => true,
             Body::Full(b) => b.is_none(),
-            Body::Limited { inner, .. } => inner.is_end_stream(),
+            Body::Limited(l) => l.inner.is_end_stream(),
             Body::Upstream(b) => b.is_end_stream(),
             Body::Boxed(b) => b.is_end_stream(),
         }
@@ -107,21 +118,85 @@ impl HttpBody for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Body::Limited { inner, .. } => inner.size_hint(),
+            Body::Limited(l) => l.inner.size_hint(),
             Body::Upstream(b) => b.size_hint(),
             Body::Boxed(b) => b.size_hint(),
         }
     }
 }
 
-/// True when `err` (or its source chain) is a [`BodyTooLarge`].
-pub fn is_body_too_large(err: &(dyn std::error::Error + 'static)) -> bool {
+impl Limited {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                self.armed = false;
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > self.remaining {
+                        self.remaining = 0;
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                    }
+                    self.remaining -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(BodyBroken(e))))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                // the client owes us bytes: it has `timeout` to send the next ones
+                let timeout = self.timeout;
+                let sleep = self.sleep.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if !self.armed {
+                    sleep.as_mut().reset(tokio::time::Instant::now() + timeout);
+                    self.armed = true;
+                }
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+/// The client's request body could not be read (bad chunked encoding, connection lost).
+#[derive(Debug)]
+pub struct BodyBroken(hyper::Error);
+
+impl std::fmt::Display for BodyBroken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "reading the request body: {}", self.0)
+    }
+}
+
+impl std::error::Error for BodyBroken {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
+
+/// Why a client's request body failed, when it was the client's fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientBodyError {
+    TooLarge,
+    Timeout,
+    Broken,
+}
+
+/// Finds a [`BodyTooLarge`], [`BodyTimeout`] or [`BodyBroken`] in `err`'s source chain.
+pub fn client_body_error(err: &(dyn std::error::Error + 'static)) -> Option<ClientBodyError> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
         if e.is::<BodyTooLarge>() {
-            return true;
+            return Some(ClientBodyError::TooLarge);
+        }
+        if e.is::<BodyTimeout>() {
+            return Some(ClientBodyError::Timeout);
+        }
+        if e.is::<BodyBroken>() {
+            return Some(ClientBodyError::Broken);
         }
         cur = e.source();
     }
-    false
+    None
 }

@@ -8,7 +8,10 @@ use http::HeaderValue;
 /// Facts about one client connection, fixed for its lifetime.
 #[derive(Debug, Clone)]
 pub struct ConnInfo {
+    /// The TCP peer.
     pub peer: SocketAddr,
+    /// Who connected: the TCP peer, or the client a trusted proxy named in a PROXY header.
+    pub remote: SocketAddr,
     pub local: SocketAddr,
     /// Accepted on the TLS listener.
     pub tls: bool,

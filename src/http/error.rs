@@ -14,6 +14,8 @@ pub enum HttpError {
     MethodNotAllowed {
         allow: &'static str,
     },
+    /// The client stopped sending its request body.
+    RequestTimeout,
     PayloadTooLarge,
     HeaderTooLarge,
     TooManyRequests {
@@ -31,6 +33,7 @@ impl HttpError {
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            HttpError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             HttpError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             HttpError::HeaderTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             HttpError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -45,6 +48,7 @@ impl HttpError {
             HttpError::BadRequest(why) => why,
             HttpError::NotFound => "Nothing is served at this address.",
             HttpError::MethodNotAllowed { .. } => "This method is not allowed here.",
+            HttpError::RequestTimeout => "The request body did not arrive in time.",
             HttpError::PayloadTooLarge => "The request body is larger than this server accepts.",
             HttpError::HeaderTooLarge => "The request headers are larger than this server accepts.",
             HttpError::TooManyRequests { .. } => "Too many requests: slow down and retry later.",

@@ -2,6 +2,7 @@
 //! context, and the service that runs each request through router and handler.
 
 pub mod body;
+pub mod client_ip;
 pub mod context;
 pub mod error;
 pub mod service;

@@ -11,10 +11,12 @@ use hyper::body::Incoming;
 use super::body::Body;
 use super::context::{ConnInfo, RequestCtx};
 use super::error::{HttpError, wants_json};
+use crate::config::snapshot::Route;
 use crate::config::snapshot::Snapshot;
-use crate::handler::proxy::X_REQUEST_ID;
+use crate::handler::proxy::{X_FORWARDED_FOR, X_REQUEST_ID};
 use crate::handler::{Handler, files, proxy, redirect};
 use crate::middleware::compression;
+use crate::middleware::ratelimit;
 use crate::router::{PathError, normalize_path};
 use crate::state::State;
 
@@ -23,32 +25,54 @@ const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 /// Handles one request from a client connection.
 pub async fn handle(state: &State, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
     let snap = state.snapshot();
+    let server = &snap.config.server;
     let request_id = request_id(req.headers().get(&X_REQUEST_ID));
+    let client_ip = server
+        .trusted_proxies
+        .client_ip(conn.remote.ip(), req.headers().get(&X_FORWARDED_FOR));
     let ctx = RequestCtx {
         conn,
-        client_ip: conn.peer.ip(),
+        client_ip,
         request_id,
         host_header: host_header(&req),
     };
     let accept = req.headers().get(header::ACCEPT).cloned();
-    let mut resp = match route(state, &snap, &ctx, req).await {
+    let h1 = req.version() < Version::HTTP_2;
+    let mut matched = None;
+    let (mut resp, from_upstream) = match route(state, &snap, &ctx, req, &mut matched).await {
         Ok(r) => r,
-        Err(e) => e.into_response(wants_json(accept.as_ref())),
+        Err(e) => {
+            // a malformed request: don't read anything more from this client
+            let close = h1 && matches!(e, HttpError::BadRequest(_));
+            let mut resp = e.into_response(wants_json(accept.as_ref()));
+            if close {
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            (resp, false)
+        }
     };
     let h = resp.headers_mut();
+    // the route's security headers, or the global ones outside any route
+    matched
+        .map_or(&snap.config.headers, |r: &Route| &r.headers)
+        .apply(h, conn.tls, from_upstream);
     h.insert(X_REQUEST_ID.clone(), ctx.request_id);
-    if snap.config.server.server_header {
+    if server.server_header {
         h.insert(header::SERVER, HeaderValue::from_static("orta-gateway"));
     }
     resp
 }
 
-async fn route(
+/// Routes a request and runs its handler. Returns the response and whether it came from an
+/// upstream; `matched` is set to the route once one is found.
+async fn route<'s>(
     state: &State,
-    snap: &Snapshot,
+    snap: &'s Snapshot,
     ctx: &RequestCtx<'_>,
     req: Request<Incoming>,
-) -> Result<Response<Body>, HttpError> {
+    matched: &mut Option<&'s Route>,
+) -> Result<(Response<Body>, bool), HttpError> {
     let host = match &ctx.host_header {
         Some(v) => host_name(v).ok_or(HttpError::BadRequest("The Host header is not a valid host name."))?,
         None if req.version() == Version::HTTP_11 => {
@@ -56,6 +80,7 @@ async fn route(
         }
         None => Cow::Borrowed(""),
     };
+    check_framing(&req)?;
     let server = &snap.config.server;
     if !ctx.conn.tls
         && server.redirect_to_https
@@ -65,40 +90,78 @@ async fn route(
         if host.is_empty() {
             return Err(HttpError::BadRequest("A Host header is needed to redirect to HTTPS."));
         }
-        return redirect::to_https(&host_for_url(&host), port, req.uri());
+        return Ok((redirect::to_https(&host_for_url(&host), port, req.uri())?, false));
     }
     let path = normalize_path(req.uri().path()).map_err(|e| match e {
         PathError::Escapes => HttpError::BadRequest("The path climbs above the root."),
         PathError::Malformed => HttpError::BadRequest("The path is not valid."),
     })?;
-    if let Some(len) = content_length(&req)
-        && len > server.max_body_size
-    {
+    if content_length(&req).is_some_and(|len| len > server.max_body_size) {
         return Err(HttpError::PayloadTooLarge);
     }
     let route = snap.router.lookup(&host, &path).ok_or(HttpError::NotFound)?;
+    *matched = Some(route.as_ref());
+    if let Some(zone) = &route.rate_limit {
+        zone.check(ctx.client_ip).map_err(|wait| HttpError::TooManyRequests {
+            retry_after_secs: ratelimit::retry_after_secs(wait),
+        })?;
+    }
     match &route.handler {
         Handler::Proxy(upstream) => {
             let method = req.method().clone();
             let accept_encoding = req.headers().get(header::ACCEPT_ENCODING).cloned();
+            let limits = proxy::BodyLimits {
+                max_size: server.max_body_size,
+                read_timeout: server.body_read_timeout,
+            };
             // boxed: the proxy's state machine is large, and every request's future (static
             // files included) would otherwise carry its size through each move
-            let resp = Box::pin(proxy::forward(upstream, ctx, req, server.max_body_size)).await?;
-            Ok(compression::compress_response(
-                &snap.config.compression,
-                &method,
-                accept_encoding.as_ref(),
-                resp,
-            ))
+            let resp = Box::pin(proxy::forward(upstream, ctx, req, limits)).await?;
+            let resp =
+                compression::compress_response(&snap.config.compression, &method, accept_encoding.as_ref(), resp);
+            Ok((resp, true))
         }
-        Handler::Static(files) => files::serve(files, &snap.files, &snap.config.compression, &req, &path).await,
-        Handler::Redirect(base) => redirect::to_base(base, req.uri()),
+        Handler::Static(files) => Ok((
+            files::serve(files, &snap.files, &snap.config.compression, &req, &path).await?,
+            false,
+        )),
+        Handler::Redirect(base) => Ok((redirect::to_base(base, req.uri())?, false)),
     }
 }
 
-/// The request's `Host`, or its `:authority` for HTTP/2.
+/// Refuses requests whose framing or target could be read two ways (request smuggling and
+/// cache poisoning vectors): both `Content-Length` and `Transfer-Encoding`, several differing
+/// `Content-Length`s, or an absolute-form target naming another host than `Host`.
+fn check_framing<B>(req: &Request<B>) -> Result<(), HttpError> {
+    let h = req.headers();
+    let raw_ambiguous = req.extensions().get::<crate::server::AmbiguousFraming>().is_some();
+    if raw_ambiguous || (h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH)) {
+        return Err(HttpError::BadRequest(
+            "Content-Length and Transfer-Encoding together are ambiguous.",
+        ));
+    }
+    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next()
+        && lengths.any(|l| l != first)
+    {
+        return Err(HttpError::BadRequest("Conflicting Content-Length headers."));
+    }
+    if req.version() <= Version::HTTP_11
+        && let (Some(authority), Some(host)) = (req.uri().authority(), h.get(header::HOST))
+        && !authority.as_str().eq_ignore_ascii_case(host.to_str().unwrap_or(""))
+    {
+        return Err(HttpError::BadRequest(
+            "The request target names another host than Host.",
+        ));
+    }
+    Ok(())
+}
+
+/// The request's target host: `:authority` (HTTP/2, or an absolute-form target), else `Host`.
 fn host_header(req: &Request<Incoming>) -> Option<HeaderValue> {
-    if let Some(h) = req.headers().get(header::HOST) {
+    if req.version() < Version::HTTP_2
+        && let Some(h) = req.headers().get(header::HOST)
+    {
         return Some(h.clone());
     }
     req.uri()

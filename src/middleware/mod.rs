@@ -1,3 +1,6 @@
-//! Response filters applied after the handler: compression.
+//! Per-route policy and response filters: rate limiting before the handler, security headers
+//! and compression after it.
 
 pub mod compression;
+pub mod headers;
+pub mod ratelimit;

@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
@@ -23,7 +24,9 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use super::ConnSlot;
+use super::proxy_protocol::{self, Prefixed};
 use crate::http::body::{Body, BoxError};
+use crate::http::client_ip::canonical;
 use crate::http::context::ConnInfo;
 use crate::http::service;
 use crate::state::State;
@@ -114,25 +117,99 @@ struct ConnCtx {
     state: Arc<State>,
     info: ConnInfo,
     timers: Timers,
+    /// Framing headers seen in the raw request head (hyper drops `Content-Length` when
+    /// `Transfer-Encoding` is present, so the ambiguity is only visible here).
+    framing: AtomicU8,
 }
+
+const SAW_TE: u8 = 1;
+const SAW_CL: u8 = 2;
+
+impl ConnCtx {
+    fn new(state: Arc<State>, info: ConnInfo, timers: Timers) -> Self {
+        Self {
+            state,
+            info,
+            timers,
+            framing: AtomicU8::new(0),
+        }
+    }
+
+    /// Notes `Transfer-Encoding` / `Content-Length` header lines in bytes of a request head.
+    fn scan_head(&self, bytes: &[u8]) {
+        let mut found = 0;
+        for i in memchr::memchr_iter(b'-', bytes) {
+            let before = &bytes[..i];
+            let after = &bytes[i + 1..];
+            if before.len() >= 9
+                && before[before.len() - 9] == b'\n'
+                && before[before.len() - 8..].eq_ignore_ascii_case(b"transfer")
+                && after.len() >= 8
+                && after[..8].eq_ignore_ascii_case(b"encoding")
+            {
+                found |= SAW_TE;
+            }
+            if before.len() >= 8
+                && before[before.len() - 8] == b'\n'
+                && before[before.len() - 7..].eq_ignore_ascii_case(b"content")
+                && after.len() >= 6
+                && after[..6].eq_ignore_ascii_case(b"length")
+            {
+                found |= SAW_CL;
+            }
+        }
+        if found != 0 {
+            self.framing.fetch_or(found, Relaxed);
+        }
+    }
+}
+
+/// Marks a request whose raw head had both `Content-Length` and `Transfer-Encoding`.
+#[derive(Clone, Copy, Debug)]
+pub struct AmbiguousFraming;
 
 /// Serves one accepted connection to its end.
 pub(super) async fn serve(
     state: Arc<State>,
-    stream: TcpStream,
-    info: ConnInfo,
+    mut stream: TcpStream,
+    mut info: ConnInfo,
     tls: Option<TlsAcceptor>,
     shutdown: watch::Receiver<bool>,
-    _slot: ConnSlot,
+    mut slot: ConnSlot,
 ) {
     let server = state.snapshot().config.server.clone();
+    let mut prefix = Vec::new();
+    if server.proxy_protocol {
+        // only trusted proxies may say who the client is; anyone else is turned away
+        if !server.trusted_proxies.contains(canonical(info.peer.ip())) {
+            tracing::debug!(peer = %info.peer, "PROXY protocol expected from a trusted proxy: connection closed");
+            return;
+        }
+        let read = tokio::time::timeout(server.header_read_timeout, proxy_protocol::read_header(&mut stream)).await;
+        match read {
+            Ok(Ok((client, rest))) => {
+                if let Some(client) = client {
+                    info.remote = SocketAddr::new(canonical(client.ip()), client.port());
+                    if !slot.bind_ip(info.remote.ip(), server.max_connections_per_ip) {
+                        tracing::debug!(client = %info.remote, "max_connections_per_ip reached: connection closed");
+                        return;
+                    }
+                }
+                prefix = rest;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(peer = %info.peer, "{e}");
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+    let _slot = slot;
+    let stream = Prefixed::new(prefix, stream);
     match tls {
         None => {
-            let ctx = Arc::new(ConnCtx {
-                state,
-                info,
-                timers: Timers::new(server.header_read_timeout, server.keepalive_timeout, false),
-            });
+            let timers = Timers::new(server.header_read_timeout, server.keepalive_timeout, false);
+            let ctx = Arc::new(ConnCtx::new(state, info, timers));
             let io = TokioIo::new(Monitored {
                 inner: stream,
                 ctx: ctx.clone(),
@@ -145,11 +222,8 @@ pub(super) async fn serve(
                 return;
             };
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let ctx = Arc::new(ConnCtx {
-                state,
-                info,
-                timers: Timers::new(server.header_read_timeout, server.keepalive_timeout, h2),
-            });
+            let timers = Timers::new(server.header_read_timeout, server.keepalive_timeout, h2);
+            let ctx = Arc::new(ConnCtx::new(state, info, timers));
             let io = TokioIo::new(Monitored {
                 inner: stream,
                 ctx: ctx.clone(),
@@ -259,10 +333,13 @@ fn service(
     Error = Infallible,
     Future = impl Future<Output = Result<Response<TrackedBody>, Infallible>> + Send,
 > + Clone {
-    hyper::service::service_fn(move |req: Request<Incoming>| {
+    hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let ctx = ctx.clone();
         async move {
             ctx.timers.request_started();
+            if ctx.framing.swap(0, Relaxed) == SAW_TE | SAW_CL {
+                req.extensions_mut().insert(AmbiguousFraming);
+            }
             // marks the request finished even if this future is dropped (client went away)
             let finished = Finished(ctx);
             let resp = service::handle(&finished.0.state, &finished.0.info, req).await;
@@ -318,7 +395,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for Monitored<T> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.ctx.timers.bytes_read();
+            let t = &self.ctx.timers;
+            t.bytes_read();
+            if !t.h2 && t.phase.load(Relaxed) == READING_HEAD {
+                self.ctx.scan_head(&buf.filled()[before..]);
+            }
         }
         r
     }

@@ -2,10 +2,11 @@
 //! gateway process can bind the same addresses while the old one drains (zero-downtime restart).
 //! Over `max_connections`, a new connection is closed at once without stalling the others.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -14,6 +15,7 @@ use tokio::sync::{Notify, watch};
 use tokio_rustls::TlsAcceptor;
 
 use super::conn;
+use crate::http::client_ip::canonical;
 use crate::http::context::ConnInfo;
 use crate::state::State;
 
@@ -31,10 +33,12 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Counts open client connections, for `max_connections` and for draining at shutdown.
+/// Counts open client connections, for `max_connections`, `max_connections_per_ip`, and
+/// draining at shutdown.
 #[derive(Default)]
 pub struct ConnTracker {
     open: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, u32>>,
     drained: Notify,
 }
 
@@ -46,7 +50,20 @@ impl ConnTracker {
             self.release();
             return None;
         }
-        Some(ConnSlot(self.clone()))
+        Some(ConnSlot {
+            tracker: self.clone(),
+            ip: None,
+        })
+    }
+
+    /// Open connections from `ip`.
+    pub fn open_from(&self, ip: IpAddr) -> u32 {
+        self.per_ip
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ip)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn open(&self) -> usize {
@@ -72,11 +89,40 @@ impl ConnTracker {
 }
 
 /// One open connection; frees its slot when dropped.
-pub struct ConnSlot(Arc<ConnTracker>);
+pub struct ConnSlot {
+    tracker: Arc<ConnTracker>,
+    ip: Option<IpAddr>,
+}
+
+impl ConnSlot {
+    /// Counts this connection against `ip`; false when `ip` already has `max` open.
+    pub fn bind_ip(&mut self, ip: IpAddr, max: usize) -> bool {
+        let mut map = self.tracker.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n as usize >= max {
+            if *n == 0 {
+                map.remove(&ip);
+            }
+            return false;
+        }
+        *n += 1;
+        self.ip = Some(ip);
+        true
+    }
+}
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
-        self.0.release();
+        if let Some(ip) = self.ip {
+            let mut map = self.tracker.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(n) = map.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    map.remove(&ip);
+                }
+            }
+        }
+        self.tracker.release();
     }
 }
 
@@ -104,15 +150,24 @@ pub async fn accept_loop(
                 continue;
             }
         };
-        let max = state.snapshot().config.server.max_connections;
-        let Some(slot) = tracker.try_acquire(max) else {
+        let snap = state.snapshot();
+        let server = &snap.config.server;
+        let Some(mut slot) = tracker.try_acquire(server.max_connections) else {
             tracing::debug!(%peer, "max_connections reached: connection closed");
             drop(stream);
             continue;
         };
+        // per-client cap; a trusted proxy's connections count against the clients it names
+        let peer_ip = canonical(peer.ip());
+        if !server.trusted_proxies.contains(peer_ip) && !slot.bind_ip(peer_ip, server.max_connections_per_ip) {
+            tracing::debug!(%peer, "max_connections_per_ip reached: connection closed");
+            drop(stream);
+            continue;
+        }
         let _ = stream.set_nodelay(true);
         let info = ConnInfo {
             peer,
+            remote: peer,
             local: stream.local_addr().unwrap_or(peer),
             tls: tls.is_some(),
         };

@@ -4,6 +4,7 @@
 
 mod conn;
 pub mod listener;
+pub mod proxy_protocol;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{self, CertSource, Config};
 use crate::state::State;
 use crate::tls::{self, CertStore};
+pub use conn::AmbiguousFraming;
 pub use listener::{ConnSlot, ConnTracker};
 
 /// A started gateway. Dropping it does not stop it: call [`Gateway::shutdown`].

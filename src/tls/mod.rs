@@ -67,6 +67,21 @@ pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
+/// A private key file must not be readable by group or others (0600, or 0400).
+pub fn check_key_permissions(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let md = std::fs::metadata(path).map_err(|e| format!("cannot read private key {}: {e}", path.display()))?;
+    let mode = md.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(format!(
+            "private key {} is readable by others (mode {mode:04o}): run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 /// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1) into a signing key.
 pub fn load_key(path: &Path) -> Result<Arc<dyn SigningKey>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read private key {}: {e}", path.display()))?;

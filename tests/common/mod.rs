@@ -44,6 +44,16 @@ where
     }
 }
 
+/// Sends raw bytes, returns everything read until the server closes (or 5 s pass).
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 // ---- the gateway, in-process ------------------------------------------------------------------
 
 pub struct TestGateway {
@@ -162,7 +172,8 @@ pub fn proxy_config(servers: &[SocketAddr], extra_upstream: &str) -> String {
 /// A real HTTP/1.1 upstream server on a free port. Endpoints:
 /// `/api/health` (200, or 503 when set unhealthy), `/echo` (request as JSON),
 /// `/slow?ms=N`, `/download?bytes=N` (streamed), `/upload` (counts the body), `/ws` (WebSocket
-/// echo); anything else answers its name. Every response carries `x-upstream: NAME`.
+/// echo), `.../own-headers` (sets its own CSP and X-Frame-Options); anything else answers its
+/// name. Every response carries `x-upstream: NAME`.
 pub struct TestUpstream {
     pub addr: SocketAddr,
     pub name: String,
@@ -247,7 +258,12 @@ async fn upstream_handle(
     if path != "/api/health" {
         hits.fetch_add(1, Ordering::SeqCst);
     }
-    let mut resp = match path.as_str() {
+    // behind an `/api/` route the endpoints are the same: `/api/echo` is `/echo`
+    let endpoint = match path.as_str() {
+        "/api/health" => "/api/health",
+        p => p.strip_prefix("/api").filter(|e| e.starts_with('/')).unwrap_or(p),
+    };
+    let mut resp = match endpoint {
         "/api/health" => {
             let ok = healthy.load(Ordering::SeqCst);
             let mut r = Response::new(Body::full(if ok { "ok" } else { "sick" }));
@@ -299,6 +315,14 @@ async fn upstream_handle(
             Response::new(Body::full(n.to_string()))
         }
         "/ws" => websocket_echo(&mut req),
+        p if p.ends_with("/own-headers") => {
+            let mut r = Response::new(Body::full("own headers"));
+            r.headers_mut()
+                .insert("content-security-policy", "upstream-csp".parse().unwrap());
+            r.headers_mut()
+                .insert("x-frame-options", "ALLOW-FROM upstream".parse().unwrap());
+            r
+        }
         _ => Response::new(Body::full(name.to_string())),
     };
     resp.headers_mut().insert("x-upstream", name.parse().unwrap());

@@ -1,0 +1,131 @@
+//! Security headers: the `[headers]` set (HSTS on HTTPS only, `X-Content-Type-Options`,
+//! `X-Frame-Options`, `Referrer-Policy`, `Content-Security-Policy`, `Permissions-Policy`) added
+//! to every response the gateway sends, errors and 304s included. A route may override or remove
+//! (`""`) any of them; an upstream's own value wins unless the route says `override = true`.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// The six headers, in the order of the config file.
+pub const NAMES: [&str; 6] = [
+    "strict_transport_security",
+    "x_content_type_options",
+    "x_frame_options",
+    "referrer_policy",
+    "content_security_policy",
+    "permissions_policy",
+];
+
+fn header_name(i: usize) -> HeaderName {
+    match i {
+        0 => header::STRICT_TRANSPORT_SECURITY,
+        1 => header::X_CONTENT_TYPE_OPTIONS,
+        2 => header::X_FRAME_OPTIONS,
+        3 => header::REFERRER_POLICY,
+        4 => header::CONTENT_SECURITY_POLICY,
+        _ => HeaderName::from_static("permissions-policy"),
+    }
+}
+
+/// The spec's defaults, used for any key `[headers]` leaves out.
+pub fn default_value(i: usize) -> &'static str {
+    [
+        "max-age=63072000; includeSubDomains",
+        "nosniff",
+        "DENY",
+        "strict-origin-when-cross-origin",
+        "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'",
+        "camera=(), microphone=(), geolocation=()",
+    ][i]
+}
+
+/// One resolved set of security headers (global, or a route's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecurityHeaders {
+    /// `None`: not added.
+    values: [Option<HeaderValue>; 6],
+    /// The route's values win over an upstream's own.
+    pub override_upstream: bool,
+}
+
+impl Default for SecurityHeaders {
+    fn default() -> Self {
+        Self {
+            values: std::array::from_fn(|i| Some(HeaderValue::from_static(default_value(i)))),
+            override_upstream: false,
+        }
+    }
+}
+
+impl SecurityHeaders {
+    /// A set from six optional values: `None` keeps `base`'s, `Some(None)` removes.
+    pub fn derive(base: &SecurityHeaders, values: [Option<Option<HeaderValue>>; 6], override_upstream: bool) -> Self {
+        let mut out = base.clone();
+        for (slot, v) in out.values.iter_mut().zip(values) {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        }
+        out.override_upstream = override_upstream;
+        out
+    }
+
+    /// Adds the headers to a response. `from_upstream`: the response came from an upstream,
+    /// whose own values are kept unless overriding. HSTS goes only over TLS.
+    pub fn apply(&self, h: &mut HeaderMap, tls: bool, from_upstream: bool) {
+        let keep_upstream = from_upstream && !self.override_upstream;
+        for (i, v) in self.values.iter().enumerate() {
+            if i == 0 && !tls {
+                continue;
+            }
+            let name = header_name(i);
+            match v {
+                Some(_) if keep_upstream && h.contains_key(&name) => {}
+                Some(v) => {
+                    h.insert(name, v.clone());
+                }
+                // removed by the route: with override, the upstream's goes too
+                None if from_upstream && self.override_upstream => {
+                    h.remove(name);
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_overrides_and_upstream_precedence() {
+        let global = SecurityHeaders::default();
+        let mut h = HeaderMap::new();
+        global.apply(&mut h, false, false);
+        assert!(h.get("strict-transport-security").is_none(), "no HSTS on plain HTTP");
+        assert_eq!(h["x-frame-options"], "DENY");
+        let mut h = HeaderMap::new();
+        global.apply(&mut h, true, false);
+        assert_eq!(h["strict-transport-security"], "max-age=63072000; includeSubDomains");
+
+        let mut values: [Option<Option<HeaderValue>>; 6] = Default::default();
+        values[2] = Some(Some(HeaderValue::from_static("SAMEORIGIN")));
+        values[4] = Some(None);
+        let route = SecurityHeaders::derive(&global, values.clone(), false);
+        let mut h = HeaderMap::new();
+        h.insert("x-frame-options", HeaderValue::from_static("ALLOW-FROM x"));
+        h.insert("content-security-policy", HeaderValue::from_static("upstream"));
+        route.apply(&mut h, true, true);
+        assert_eq!(h["x-frame-options"], "ALLOW-FROM x", "the upstream's own value wins");
+        assert_eq!(h["content-security-policy"], "upstream");
+        assert_eq!(h["x-content-type-options"], "nosniff");
+
+        let forced = SecurityHeaders::derive(&global, values, true);
+        let mut h = HeaderMap::new();
+        h.insert("x-frame-options", HeaderValue::from_static("ALLOW-FROM x"));
+        h.insert("content-security-policy", HeaderValue::from_static("upstream"));
+        forced.apply(&mut h, true, true);
+        assert_eq!(h["x-frame-options"], "SAMEORIGIN");
+        assert!(h.get("content-security-policy").is_none());
+    }
+}
