@@ -33,7 +33,7 @@ fn bench(c: &mut Criterion) {
     };
     let serve = |cache: &Arc<FileCache>, req: &Request<()>| {
         let path = req.uri().path().to_string();
-        rt.block_on(files::serve(&route, cache, &compression, req, &path))
+        rt.block_on(files::serve(&route, cache, &compression, req, &path, &mut None))
             .unwrap()
     };
     // warm the cache and the variants

@@ -4,6 +4,7 @@
 //! `http`) → `router` → handler (`handler`: proxy to an `upstream`, static files, redirect) → response filters (`middleware`) → response. The
 //! running config is one immutable snapshot (`config`, `state`) swapped whole on reload.
 
+pub mod admin;
 pub mod api;
 pub mod config;
 pub mod fs_atomic;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use orta_gateway::config::{self, LogFormat, LogLevel, LogSettings};
+use orta_gateway::config::{self, LogSettings};
 
 #[derive(Parser)]
 #[command(
@@ -47,10 +47,7 @@ fn main() -> ExitCode {
         Command::Run => run(&cli.config),
         Command::Certs => certs(&cli.config),
         Command::Api { listen, database: _ } => {
-            orta_gateway::telemetry::init(&LogSettings {
-                level: LogLevel::Info,
-                format: LogFormat::Text,
-            });
+            orta_gateway::telemetry::init(&LogSettings::default());
             finish(runtime(0).and_then(|rt| rt.block_on(orta_gateway::api::run_standalone(listen))))
         }
     }

@@ -1,29 +1,70 @@
-//! The gateway's shared state: the current config snapshot (swapped whole on reload) and the
-//! facts about the running listeners that handlers need. Long-lived parts (upstreams) hang off
-//! the snapshot and are carried from one snapshot to the next.
+//! The gateway's shared state: the current config snapshot (swapped whole on reload, with a
+//! generation number) and the long-lived parts beside it that outlive any one config: metrics,
+//! the access log, certificates and the TLS acceptor, the connection tracker, the shutdown
+//! signal, and what `/status` reports.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::config::snapshot::Snapshot;
+use crate::server::ConnTracker;
+use crate::telemetry::access::AccessLog;
+use crate::telemetry::metrics::Metrics;
+use crate::tls::CertStore;
 
 pub struct State {
     snapshot: ArcSwap<Snapshot>,
     generation: AtomicU64,
     /// The HTTPS listener's port, for redirects from the plain listener (0 = none).
     https_port: AtomicU16,
+    pub metrics: Arc<Metrics>,
+    pub access_log: ArcSwapOption<AccessLog>,
+    pub certs: Arc<CertStore>,
+    /// The HTTPS listener's TLS setup; replaced when `[tls]` changes.
+    pub tls: ArcSwapOption<TlsAcceptor>,
+    pub tracker: Arc<ConnTracker>,
+    /// Turns true when the gateway shuts down: connections finish their requests and close.
+    pub shutdown: watch::Sender<bool>,
+    pub status: Mutex<Status>,
+}
+
+/// What `/status` reports beside the snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Status {
+    pub loaded_at: Option<SystemTime>,
+    pub last_reload_error: Option<String>,
+    pub http: Option<SocketAddr>,
+    pub https: Option<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+    pub api: Vec<SocketAddr>,
 }
 
 impl State {
     /// Builds the first snapshot (generation 1). Must run inside the runtime.
-    pub fn new(config: Arc<Config>) -> Arc<Self> {
+    pub fn new(config: Arc<Config>, certs: Arc<CertStore>) -> Arc<Self> {
+        let metrics = Arc::new(Metrics::new());
+        let snapshot = Snapshot::build(config, None, 1, &metrics);
         Arc::new(Self {
-            snapshot: ArcSwap::from_pointee(Snapshot::build(config, None, 1)),
+            snapshot: ArcSwap::from_pointee(snapshot),
             generation: AtomicU64::new(1),
             https_port: AtomicU16::new(0),
+            metrics,
+            access_log: ArcSwapOption::empty(),
+            certs,
+            tls: ArcSwapOption::empty(),
+            tracker: Arc::new(ConnTracker::default()),
+            shutdown: watch::channel(false).0,
+            status: Mutex::new(Status {
+                loaded_at: Some(SystemTime::now()),
+                ..Status::default()
+            }),
         })
     }
 
@@ -36,9 +77,16 @@ impl State {
     pub fn apply(&self, config: Arc<Config>) -> u64 {
         let generation = self.generation.fetch_add(1, Relaxed) + 1;
         let previous = self.snapshot.load_full();
-        let next = Snapshot::build(config, Some(&previous), generation);
+        let next = Snapshot::build(config, Some(&previous), generation, &self.metrics);
         self.snapshot.store(Arc::new(next));
+        let mut status = self.status();
+        status.loaded_at = Some(SystemTime::now());
+        status.last_reload_error = None;
         generation
+    }
+
+    pub fn status(&self) -> std::sync::MutexGuard<'_, Status> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn https_port(&self) -> Option<u16> {
@@ -50,5 +98,9 @@ impl State {
 
     pub fn set_https_port(&self, port: Option<u16>) {
         self.https_port.store(port.unwrap_or(0), Relaxed);
+    }
+
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
     }
 }

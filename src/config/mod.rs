@@ -4,6 +4,7 @@
 
 pub mod diag;
 pub mod raw;
+pub mod reload;
 pub mod snapshot;
 pub mod units;
 mod validate;
@@ -21,6 +22,7 @@ pub use crate::http::client_ip::TrustedProxies;
 pub use crate::middleware::compression::{CompressionSettings, Encoding};
 pub use crate::middleware::headers::SecurityHeaders;
 pub use crate::middleware::ratelimit::ZoneSpec;
+pub use crate::telemetry::access::{AccessSettings, AccessTarget, Rotate};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 
 /// The default config path (relative to the working directory).
@@ -66,6 +68,7 @@ pub struct Config {
     pub compression: CompressionSettings,
     pub cache: CacheSettings,
     pub log: LogSettings,
+    pub admin: AdminSettings,
     pub api: Option<ApiSettings>,
 }
 
@@ -258,6 +261,24 @@ pub enum LogFormat {
 pub struct LogSettings {
     pub level: LogLevel,
     pub format: LogFormat,
+    pub access: AccessSettings,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            level: LogLevel::Info,
+            format: LogFormat::Text,
+            access: AccessSettings::default(),
+        }
+    }
+}
+
+/// `[admin]`, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// `None`: no admin listener.
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -12,6 +12,7 @@ use crate::handler::files::cache::FileCache;
 use crate::middleware::headers::SecurityHeaders;
 use crate::middleware::ratelimit::Zone;
 use crate::router::{RoutePrefix, Router};
+use crate::telemetry::metrics::{Metrics, RouteMetrics};
 use crate::upstream::Upstream;
 
 pub struct Snapshot {
@@ -33,6 +34,7 @@ pub struct Route {
     pub handler: Handler,
     pub headers: SecurityHeaders,
     pub rate_limit: Option<Arc<Zone>>,
+    pub metrics: Arc<RouteMetrics>,
 }
 
 impl RoutePrefix for Route {
@@ -44,7 +46,7 @@ impl RoutePrefix for Route {
 impl Snapshot {
     /// Compiles `config`; reuses the upstreams of `previous` whose spec is unchanged. Must run
     /// inside the runtime (new upstreams start their health checks).
-    pub fn build(config: Arc<Config>, previous: Option<&Snapshot>, generation: u64) -> Self {
+    pub fn build(config: Arc<Config>, previous: Option<&Snapshot>, generation: u64, metrics: &Metrics) -> Self {
         let mut upstreams = HashMap::new();
         for spec in &config.upstreams {
             let reused = previous
@@ -60,7 +62,8 @@ impl Snapshot {
                 .and_then(|p| p.zones.get(&spec.name))
                 .filter(|z| z.spec == *spec)
                 .cloned();
-            zones.insert(spec.name.clone(), reused.unwrap_or_else(|| Zone::start(spec.clone())));
+            let zone = reused.unwrap_or_else(|| Zone::start(spec.clone(), metrics.zone_counter(&spec.name)));
+            zones.insert(spec.name.clone(), zone);
         }
         let files = previous
             .map(|p| p.files.clone())
@@ -68,9 +71,11 @@ impl Snapshot {
             .unwrap_or_else(|| FileCache::new(config.cache));
         let routes = config.routes.iter().filter_map(|r: &RouteSpec| {
             let handler = Handler::new(r, |name| upstreams.get(name).cloned())?;
+            let name = format!("{}@{}", r.path, r.line);
             let route = Route {
                 prefix: r.path.clone(),
-                name: format!("{}@{}", r.path, r.line),
+                metrics: metrics.route(&name),
+                name,
                 handler,
                 headers: r.headers.clone(),
                 rate_limit: r.rate_limit.as_ref().and_then(|z| zones.get(z).cloned()),

@@ -241,7 +241,7 @@ impl Validator<'_> {
             }
         }
         let log = self.log(raw.log.as_ref());
-        self.admin(raw.admin.as_ref(), &mut claims);
+        let admin = self.admin(raw.admin.as_ref(), &mut claims);
         let api = self.api(raw.api.as_ref(), &mut claims);
         let tls = tls?;
         Some(Config {
@@ -255,6 +255,7 @@ impl Validator<'_> {
             compression,
             cache,
             log,
+            admin,
             api,
         })
     }
@@ -911,10 +912,7 @@ impl Validator<'_> {
     }
 
     fn log(&mut self, raw: Option<&(Range<usize>, RawLog)>) -> LogSettings {
-        let mut s = LogSettings {
-            level: LogLevel::Info,
-            format: LogFormat::Text,
-        };
+        let mut s = LogSettings::default();
         let Some((_, r)) = raw else { return s };
         if let Some(l) = &r.level {
             s.level = match l.get_ref().as_str() {
@@ -945,30 +943,40 @@ impl Validator<'_> {
                 }
             };
         }
-        if let Some(r) = &r.rotation
-            && !matches!(r.get_ref().as_str(), "hourly" | "daily" | "never")
-        {
-            self.err(
-                r.span(),
-                format!(
-                    "rotation `{}` is not one of \"hourly\", \"daily\", \"never\"",
-                    r.get_ref()
-                ),
-            );
+        if let Some(r) = &r.rotation {
+            s.access.rotation = match r.get_ref().as_str() {
+                "minutely" => Rotate::Minutely,
+                "hourly" => Rotate::Hourly,
+                "daily" => Rotate::Daily,
+                "never" => Rotate::Never,
+                other => {
+                    self.err(
+                        r.span(),
+                        format!("rotation `{other}` is not one of \"hourly\", \"daily\", \"never\""),
+                    );
+                    Rotate::Daily
+                }
+            };
         }
-        self.count(r.keep.as_ref(), 0, 0, 10_000);
-        if let Some(a) = r.access.as_ref().filter(|a| a.get_ref() != "off") {
-            self.warn(
-                a.span(),
-                "log.access: access logs are not implemented yet; nothing is written",
-            );
+        s.access.keep = self.count(r.keep.as_ref(), s.access.keep as u64, 0, 10_000) as usize;
+        if let Some(a) = &r.access {
+            s.access.target = match a.get_ref().trim() {
+                "off" => AccessTarget::Off,
+                "stdout" => AccessTarget::Stdout,
+                "" => {
+                    self.err(a.span(), "log.access must be \"off\", \"stdout\" or a file path");
+                    AccessTarget::Off
+                }
+                path => AccessTarget::File(PathBuf::from(path)),
+            };
         }
         s
     }
 
-    fn admin(&mut self, raw: Option<&(Range<usize>, RawAdmin)>, claims: &mut Claims) {
-        let Some((span, r)) = raw else { return };
-        if let Some(l) = &r.listen
+    fn admin(&mut self, raw: Option<&(Range<usize>, RawAdmin)>, claims: &mut Claims) -> AdminSettings {
+        let mut s = AdminSettings { listen: None };
+        let Some((_, r)) = raw else { return s };
+        if let Some(l) = r.listen.as_ref().filter(|l| !l.get_ref().trim().is_empty())
             && let Some(addr) = self.listen_addr(l, "admin.listen", claims)
         {
             let allow = r.allow_remote.as_ref().is_some_and(|b| *b.get_ref());
@@ -980,11 +988,9 @@ impl Validator<'_> {
                     ),
                 );
             }
+            s.listen = Some(addr);
         }
-        self.warn(
-            span.clone(),
-            "[admin]: the admin listener is not implemented yet; ignored",
-        );
+        s
     }
 
     fn api(&mut self, raw: Option<&(Range<usize>, RawApi)>, claims: &mut Claims) -> Option<ApiSettings> {

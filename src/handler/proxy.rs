@@ -43,6 +43,7 @@ pub async fn forward(
     ctx: &RequestCtx<'_>,
     mut req: Request<Incoming>,
     limits: BodyLimits,
+    answered_by: &mut Option<(Arc<Server>, std::time::Duration)>,
 ) -> Result<Response<Body>, HttpError> {
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -70,9 +71,11 @@ pub async fn forward(
         let server = &upstream.servers[i];
         // counted in flight from now until the response body ends (least_conn reads this)
         let inflight = server.begin();
+        let sent = std::time::Instant::now();
         match send(server, req, spec.connect_timeout, spec.read_timeout).await {
             Outcome::Response(resp, tx) => {
                 server.record_success();
+                *answered_by = Some((server.clone(), sent.elapsed()));
                 return Ok(response(resp, tx, inflight, client_upgrade));
             }
             Outcome::NotSent(back, err) => {

@@ -15,6 +15,8 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// Accepted on the TLS listener.
     pub tls: bool,
+    /// The negotiated TLS version, once the handshake is done.
+    pub tls_version: Option<&'static str>,
 }
 
 /// Per-request facts shared by the router, handlers and filters.

@@ -11,6 +11,9 @@ use hyper::body::Incoming;
 use super::body::Body;
 use super::context::{ConnInfo, RequestCtx};
 use super::error::{HttpError, wants_json};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
 use crate::config::snapshot::Route;
 use crate::config::snapshot::Snapshot;
 use crate::handler::proxy::{X_FORWARDED_FOR, X_REQUEST_ID};
@@ -19,11 +22,48 @@ use crate::middleware::compression;
 use crate::middleware::ratelimit;
 use crate::router::{PathError, normalize_path};
 use crate::state::State;
+use crate::telemetry::access::{self, AccessLog, AccessRecord};
+use crate::telemetry::metrics::RouteMetrics;
+use crate::upstream::Server;
 
 const ACME_CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
+/// What the handlers found out, for logs and metrics.
+#[derive(Default)]
+pub struct Meta {
+    /// The response came from an upstream (its own security headers are kept).
+    pub from_upstream: bool,
+    /// The upstream server that answered, and how long its response head took.
+    pub upstream: Option<(Arc<Server>, Duration)>,
+    /// `hit` or `miss`, for files.
+    pub cache: Option<&'static str>,
+    pub rate_limited: bool,
+}
+
+/// Finishes a request's bookkeeping once its response has been sent: metrics and the access
+/// log line (which needs the bytes sent and the full duration).
+pub struct Completion {
+    start: Instant,
+    status: u16,
+    metrics: Arc<RouteMetrics>,
+    log: Option<(Arc<AccessLog>, Box<AccessRecord>)>,
+}
+
+impl Completion {
+    pub fn finish(self, bytes_sent: u64) {
+        let elapsed = self.start.elapsed();
+        self.metrics.observe(self.status, elapsed.as_secs_f64());
+        if let Some((log, mut record)) = self.log {
+            record.bytes_sent = bytes_sent;
+            record.duration_ms = elapsed.as_secs_f64() * 1000.0;
+            log.write(&record);
+        }
+    }
+}
+
 /// Handles one request from a client connection.
-pub async fn handle(state: &State, conn: &ConnInfo, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(state: &State, conn: &ConnInfo, req: Request<Incoming>) -> (Response<Body>, Completion) {
+    let start = Instant::now();
     let snap = state.snapshot();
     let server = &snap.config.server;
     let request_id = request_id(req.headers().get(&X_REQUEST_ID));
@@ -36,43 +76,110 @@ pub async fn handle(state: &State, conn: &ConnInfo, req: Request<Incoming>) -> R
         request_id,
         host_header: host_header(&req),
     };
+    let access_log = state.access_log.load_full();
+    let record = access_log.as_ref().map(|_| access_record(&ctx, &req));
     let accept = req.headers().get(header::ACCEPT).cloned();
     let h1 = req.version() < Version::HTTP_2;
     let mut matched = None;
-    let (mut resp, from_upstream) = match route(state, &snap, &ctx, req, &mut matched).await {
+    let mut meta = Meta::default();
+    let mut resp = match route(state, &snap, &ctx, req, &mut matched, &mut meta).await {
         Ok(r) => r,
         Err(e) => {
             // a malformed request: don't read anything more from this client
             let close = h1 && matches!(e, HttpError::BadRequest(_));
+            meta.from_upstream = false;
             let mut resp = e.into_response(wants_json(accept.as_ref()));
             if close {
                 resp.headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            (resp, false)
+            resp
         }
     };
     let h = resp.headers_mut();
     // the route's security headers, or the global ones outside any route
     matched
         .map_or(&snap.config.headers, |r: &Route| &r.headers)
-        .apply(h, conn.tls, from_upstream);
+        .apply(h, conn.tls, meta.from_upstream);
     h.insert(X_REQUEST_ID.clone(), ctx.request_id);
     if server.server_header {
         h.insert(header::SERVER, HeaderValue::from_static("orta-gateway"));
     }
-    resp
+    if h1 && state.shutting_down() {
+        // draining: this client should reconnect (to the next process) for its next request
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let status = resp.status().as_u16();
+    let log = access_log.zip(record).map(|(log, mut rec)| {
+        rec.status = status;
+        rec.route = matched.map(|r| r.name.clone());
+        rec.cache = meta.cache;
+        rec.rate_limited = meta.rate_limited;
+        if let Some((server, took)) = &meta.upstream {
+            rec.upstream = Some(server.label.clone());
+            rec.upstream_ms = Some(took.as_secs_f64() * 1000.0);
+        }
+        (log, rec)
+    });
+    let completion = Completion {
+        start,
+        status,
+        metrics: matched.map_or_else(|| state.metrics.unrouted().clone(), |r| r.metrics.clone()),
+        log,
+    };
+    (resp, completion)
 }
 
-/// Routes a request and runs its handler. Returns the response and whether it came from an
-/// upstream; `matched` is set to the route once one is found.
+/// The access-log fields known before the request is handled.
+fn access_record(ctx: &RequestCtx<'_>, req: &Request<Incoming>) -> Box<AccessRecord> {
+    let text = |name: header::HeaderName| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    Box::new(AccessRecord {
+        time: access::rfc3339(SystemTime::now()),
+        client_ip: ctx.client_ip,
+        method: req.method().as_str().to_string(),
+        host: ctx
+            .host_header
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
+        path: req.uri().path().to_string(),
+        query: req.uri().query().map(str::to_string),
+        status: 0,
+        bytes_sent: 0,
+        duration_ms: 0.0,
+        upstream: None,
+        upstream_ms: None,
+        request_id: ctx.request_id.to_str().unwrap_or("").to_string(),
+        user_agent: text(header::USER_AGENT),
+        referer: text(header::REFERER),
+        tls_version: ctx.conn.tls_version,
+        http_version: match req.version() {
+            Version::HTTP_2 => "HTTP/2",
+            Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        },
+        route: None,
+        cache: None,
+        rate_limited: false,
+    })
+}
+
+/// Routes a request and runs its handler; `matched` is set to the route once one is found,
+/// `meta` to what the handler found out.
 async fn route<'s>(
     state: &State,
     snap: &'s Snapshot,
     ctx: &RequestCtx<'_>,
     req: Request<Incoming>,
     matched: &mut Option<&'s Route>,
-) -> Result<(Response<Body>, bool), HttpError> {
+    meta: &mut Meta,
+) -> Result<Response<Body>, HttpError> {
     let host = match &ctx.host_header {
         Some(v) => host_name(v).ok_or(HttpError::BadRequest("The Host header is not a valid host name."))?,
         None if req.version() == Version::HTTP_11 => {
@@ -90,7 +197,7 @@ async fn route<'s>(
         if host.is_empty() {
             return Err(HttpError::BadRequest("A Host header is needed to redirect to HTTPS."));
         }
-        return Ok((redirect::to_https(&host_for_url(&host), port, req.uri())?, false));
+        return redirect::to_https(&host_for_url(&host), port, req.uri());
     }
     let path = normalize_path(req.uri().path()).map_err(|e| match e {
         PathError::Escapes => HttpError::BadRequest("The path climbs above the root."),
@@ -102,8 +209,11 @@ async fn route<'s>(
     let route = snap.router.lookup(&host, &path).ok_or(HttpError::NotFound)?;
     *matched = Some(route.as_ref());
     if let Some(zone) = &route.rate_limit {
-        zone.check(ctx.client_ip).map_err(|wait| HttpError::TooManyRequests {
-            retry_after_secs: ratelimit::retry_after_secs(wait),
+        zone.check(ctx.client_ip).map_err(|wait| {
+            meta.rate_limited = true;
+            HttpError::TooManyRequests {
+                retry_after_secs: ratelimit::retry_after_secs(wait),
+            }
         })?;
     }
     match &route.handler {
@@ -116,16 +226,27 @@ async fn route<'s>(
             };
             // boxed: the proxy's state machine is large, and every request's future (static
             // files included) would otherwise carry its size through each move
-            let resp = Box::pin(proxy::forward(upstream, ctx, req, limits)).await?;
-            let resp =
-                compression::compress_response(&snap.config.compression, &method, accept_encoding.as_ref(), resp);
-            Ok((resp, true))
+            let resp = Box::pin(proxy::forward(upstream, ctx, req, limits, &mut meta.upstream)).await?;
+            meta.from_upstream = true;
+            Ok(compression::compress_response(
+                &snap.config.compression,
+                &method,
+                accept_encoding.as_ref(),
+                resp,
+            ))
         }
-        Handler::Static(files) => Ok((
-            files::serve(files, &snap.files, &snap.config.compression, &req, &path).await?,
-            false,
-        )),
-        Handler::Redirect(base) => Ok((redirect::to_base(base, req.uri())?, false)),
+        Handler::Static(files) => {
+            files::serve(
+                files,
+                &snap.files,
+                &snap.config.compression,
+                &req,
+                &path,
+                &mut meta.cache,
+            )
+            .await
+        }
+        Handler::Redirect(base) => redirect::to_base(base, req.uri()),
     }
 }
 

@@ -17,6 +17,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
+use prometheus_client::metrics::counter::Counter;
 
 /// Past this many tracked addresses, idle ones are dropped at once rather than on the timer.
 const MAX_KEYS: usize = 200_000;
@@ -42,12 +43,16 @@ pub struct Zone<C: Clock = DefaultClock> {
     limiter: Limiter<C>,
     clock: C,
     checks: AtomicU32,
+    /// Requests refused (exported in `/metrics`).
+    refused: Counter,
 }
 
 impl Zone<DefaultClock> {
     /// A zone with the real clock, swept in the background while it is alive.
-    pub fn start(spec: ZoneSpec) -> Arc<Self> {
-        let zone = Arc::new(Self::with_clock(spec, DefaultClock::default()));
+    pub fn start(spec: ZoneSpec, refused: Counter) -> Arc<Self> {
+        let mut zone = Self::with_clock(spec, DefaultClock::default());
+        zone.refused = refused;
+        let zone = Arc::new(zone);
         let weak = Arc::downgrade(&zone);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(SWEEP_EVERY);
@@ -76,16 +81,17 @@ impl<C: Clock + Clone> Zone<C> {
             clock,
             spec,
             checks: AtomicU32::new(0),
+            refused: Counter::default(),
         }
     }
 
     /// `Ok` when `ip` may go on; `Err(wait)` when it is over the limit.
     pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
         let key = zone_key(ip);
-        let result = self
-            .limiter
-            .check_key(&key)
-            .map_err(|not_until| not_until.wait_time_from(self.clock.now()));
+        let result = self.limiter.check_key(&key).map_err(|not_until| {
+            self.refused.inc();
+            not_until.wait_time_from(self.clock.now())
+        });
         // an address flood between two sweeps: sweep now (checked every 1024 requests)
         if self.checks.fetch_add(1, Relaxed).is_multiple_of(1024) && self.limiter.len() > MAX_KEYS {
             self.sweep();

@@ -21,7 +21,6 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_rustls::TlsAcceptor;
 
 use super::ConnSlot;
 use super::proxy_protocol::{self, Prefixed};
@@ -169,15 +168,9 @@ impl ConnCtx {
 pub struct AmbiguousFraming;
 
 /// Serves one accepted connection to its end.
-pub(super) async fn serve(
-    state: Arc<State>,
-    mut stream: TcpStream,
-    mut info: ConnInfo,
-    tls: Option<TlsAcceptor>,
-    shutdown: watch::Receiver<bool>,
-    mut slot: ConnSlot,
-) {
+pub(super) async fn serve(state: Arc<State>, mut stream: TcpStream, mut info: ConnInfo, mut slot: ConnSlot) {
     let server = state.snapshot().config.server.clone();
+    let shutdown = state.shutdown.subscribe();
     let mut prefix = Vec::new();
     if server.proxy_protocol {
         // only trusted proxies may say who the client is; anyone else is turned away
@@ -206,6 +199,14 @@ pub(super) async fn serve(
     }
     let _slot = slot;
     let stream = Prefixed::new(prefix, stream);
+    let tls = if info.tls {
+        match state.tls.load_full() {
+            Some(acceptor) => Some(acceptor),
+            None => return,
+        }
+    } else {
+        None
+    };
     match tls {
         None => {
             let timers = Timers::new(server.header_read_timeout, server.keepalive_timeout, false);
@@ -221,7 +222,13 @@ pub(super) async fn serve(
             let Ok(Ok(stream)) = tokio::time::timeout(server.header_read_timeout, acceptor.accept(stream)).await else {
                 return;
             };
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            let session = stream.get_ref().1;
+            let h2 = session.alpn_protocol() == Some(b"h2");
+            info.tls_version = match session.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => Some("TLSv1.3"),
+                Some(rustls::ProtocolVersion::TLSv1_2) => Some("TLSv1.2"),
+                _ => None,
+            };
             let timers = Timers::new(server.header_read_timeout, server.keepalive_timeout, h2);
             let ctx = Arc::new(ConnCtx::new(state, info, timers));
             let io = TokioIo::new(Monitored {
@@ -293,35 +300,72 @@ where
     }
 }
 
+/// On shutdown, how long an idle HTTP/1.1 connection is kept for one more request (answered
+/// with `Connection: close`), so a client that is about to reuse it is not cut off mid-send.
+const DRAIN_IDLE: Duration = Duration::from_secs(1);
+
 /// Runs a connection until it ends, its deadline passes, or the gateway shuts down.
 async fn drive<C: Graceful>(conn: C, timers: &Timers, h2: bool, mut shutdown: watch::Receiver<bool>) {
     tokio::pin!(conn);
     let first = timers.next_check().unwrap_or_else(Instant::now);
     let sleep = tokio::time::sleep_until(first);
     tokio::pin!(sleep);
-    let mut closing = *shutdown.borrow();
-    if closing {
-        conn.as_mut().graceful_shutdown();
+    // set once the gateway shuts down: when to stop waiting for one more request
+    let mut draining_until: Option<Instant> = None;
+    let mut closing = false;
+    if *shutdown.borrow() {
+        match begin_drain(h2, timers, sleep.as_mut(), conn.as_mut()) {
+            Some(t) => draining_until = Some(t),
+            None => closing = true,
+        }
     }
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
-            _ = sleep.as_mut(), if !closing => match timers.next_check() {
-                Some(at) => sleep.as_mut().reset(at),
-                // HTTP/1.1: idle, or too slow with a request head: just close
-                None if !h2 => return,
-                None => {
+            _ = sleep.as_mut(), if !closing => {
+                if draining_until.is_some_and(|t| Instant::now() >= t) {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                    continue;
+                }
+                match timers.next_check() {
+                    Some(at) => sleep.as_mut().reset(draining_until.map_or(at, |t| t.min(at))),
+                    // HTTP/1.1: idle, or too slow with a request head: just close
+                    None if !h2 => return,
+                    None => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
                 }
             },
-            changed = shutdown.changed(), if !closing => {
+            changed = shutdown.changed(), if !closing && draining_until.is_none() => {
                 if changed.is_err() || *shutdown.borrow() {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
+                    match begin_drain(h2, timers, sleep.as_mut(), conn.as_mut()) {
+                        Some(t) => draining_until = Some(t),
+                        None => closing = true,
+                    }
                 }
             }
         }
+    }
+}
+
+/// Starts closing a connection at shutdown: HTTP/2 sends GOAWAY and a busy HTTP/1.1 connection
+/// closes after its response (`None`); an idle HTTP/1.1 connection waits `DRAIN_IDLE` for one
+/// more request (returns when to give up).
+fn begin_drain<C: Graceful>(
+    h2: bool,
+    timers: &Timers,
+    sleep: Pin<&mut tokio::time::Sleep>,
+    conn: Pin<&mut C>,
+) -> Option<Instant> {
+    if h2 || timers.phase.load(Relaxed) != IDLE {
+        conn.graceful_shutdown();
+        None
+    } else {
+        let until = Instant::now() + DRAIN_IDLE;
+        sleep.reset(until);
+        Some(until)
     }
 }
 
@@ -342,9 +386,11 @@ fn service(
             }
             // marks the request finished even if this future is dropped (client went away)
             let finished = Finished(ctx);
-            let resp = service::handle(&finished.0.state, &finished.0.info, req).await;
+            let (resp, completion) = service::handle(&finished.0.state, &finished.0.info, req).await;
             Ok(resp.map(|inner| TrackedBody {
                 inner,
+                bytes: 0,
+                completion: Some(completion),
                 _finished: finished,
             }))
         }
@@ -360,11 +406,21 @@ impl Drop for Finished {
     }
 }
 
-/// A response body that marks its request finished when it is dropped (fully written, or the
-/// client went away).
+/// A response body that counts the bytes sent and, when it is dropped (fully written, or the
+/// client went away), finishes the request: metrics, access log, connection timers.
 pub struct TrackedBody {
     inner: Body,
+    bytes: u64,
+    completion: Option<service::Completion>,
     _finished: Finished,
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        if let Some(c) = self.completion.take() {
+            c.finish(self.bytes);
+        }
+    }
 }
 
 impl HttpBody for TrackedBody {
@@ -372,7 +428,13 @@ impl HttpBody for TrackedBody {
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &r
+            && let Some(d) = frame.data_ref()
+        {
+            self.bytes += d.len() as u64;
+        }
+        r
     }
 
     fn is_end_stream(&self) -> bool {

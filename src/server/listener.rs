@@ -10,9 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
-use tokio_rustls::TlsAcceptor;
 
 use super::conn;
 use crate::http::client_ip::canonical;
@@ -126,60 +125,54 @@ impl Drop for ConnSlot {
     }
 }
 
-/// Accepts connections until shutdown, each served on its own task.
-pub async fn accept_loop(
-    listener: TcpListener,
-    tls: Option<TlsAcceptor>,
-    state: Arc<State>,
-    tracker: Arc<ConnTracker>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+/// Accepts connections until `stop` turns true, each served on its own task. On stop, the
+/// connections already waiting in the backlog are taken and served before the socket closes
+/// (with SO_REUSEPORT, closing it with connections queued would reset them).
+pub async fn accept_loop(listener: TcpListener, tls: bool, state: Arc<State>, mut stop: watch::Receiver<bool>) {
     let local = listener.local_addr().ok();
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = shutdown.changed() => break,
+            _ = stop.changed() => break,
         };
-        let (stream, peer) = match accepted {
-            Ok(x) => x,
+        match accepted {
+            Ok((stream, peer)) => admit(&state, stream, peer, tls),
             Err(e) if is_per_connection(&e) => continue,
             Err(e) => {
                 // out of file descriptors or memory: back off instead of spinning
                 tracing::error!(listener = ?local, "accept failed: {e}");
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
             }
-        };
-        let snap = state.snapshot();
-        let server = &snap.config.server;
-        let Some(mut slot) = tracker.try_acquire(server.max_connections) else {
-            tracing::debug!(%peer, "max_connections reached: connection closed");
-            drop(stream);
-            continue;
-        };
-        // per-client cap; a trusted proxy's connections count against the clients it names
-        let peer_ip = canonical(peer.ip());
-        if !server.trusted_proxies.contains(peer_ip) && !slot.bind_ip(peer_ip, server.max_connections_per_ip) {
-            tracing::debug!(%peer, "max_connections_per_ip reached: connection closed");
-            drop(stream);
-            continue;
         }
-        let _ = stream.set_nodelay(true);
-        let info = ConnInfo {
-            peer,
-            remote: peer,
-            local: stream.local_addr().unwrap_or(peer),
-            tls: tls.is_some(),
-        };
-        tokio::spawn(conn::serve(
-            state.clone(),
-            stream,
-            info,
-            tls.clone(),
-            shutdown.clone(),
-            slot,
-        ));
     }
+    while let Some(Ok((stream, peer))) = futures_util::FutureExt::now_or_never(listener.accept()) {
+        admit(&state, stream, peer, tls);
+    }
+}
+
+/// Applies the connection caps and starts serving an accepted connection.
+fn admit(state: &Arc<State>, stream: TcpStream, peer: SocketAddr, tls: bool) {
+    let snap = state.snapshot();
+    let server = &snap.config.server;
+    let Some(mut slot) = state.tracker.try_acquire(server.max_connections) else {
+        tracing::debug!(%peer, "max_connections reached: connection closed");
+        return;
+    };
+    // per-client cap; a trusted proxy's connections count against the clients it names
+    let peer_ip = canonical(peer.ip());
+    if !server.trusted_proxies.contains(peer_ip) && !slot.bind_ip(peer_ip, server.max_connections_per_ip) {
+        tracing::debug!(%peer, "max_connections_per_ip reached: connection closed");
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let info = ConnInfo {
+        peer,
+        remote: peer,
+        local: stream.local_addr().unwrap_or(peer),
+        tls,
+        tls_version: None,
+    };
+    tokio::spawn(conn::serve(state.clone(), stream, info, slot));
 }
 
 /// Errors that concern one connection only (it went away before we took it).

@@ -1,6 +1,8 @@
-//! The running gateway: binds the listeners, starts the bundled API replicas, serves
-//! connections, reloads on SIGHUP, and shuts down gracefully on SIGTERM/SIGINT (stop accepting,
-//! let in-flight requests finish within `shutdown_grace`, exit 0).
+//! The running gateway: binds the listeners (HTTP, HTTPS, admin, the bundled API replicas),
+//! serves connections, applies a new config on reload (re-binding only the listeners whose
+//! address changed, the new socket bound before the old one closes), and shuts down gracefully
+//! on SIGTERM/SIGINT (stop accepting, let in-flight requests finish within `shutdown_grace`,
+//! exit 0).
 
 mod conn;
 pub mod listener;
@@ -8,15 +10,17 @@ pub mod proxy_protocol;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{self, CertSource, Config};
 use crate::state::State;
+use crate::telemetry::access::AccessLog;
 use crate::tls::{self, CertStore};
 pub use conn::AmbiguousFraming;
 pub use listener::{ConnSlot, ConnTracker};
@@ -24,102 +28,281 @@ pub use listener::{ConnSlot, ConnTracker};
 /// A started gateway. Dropping it does not stop it: call [`Gateway::shutdown`].
 pub struct Gateway {
     pub state: Arc<State>,
-    pub http_addr: Option<SocketAddr>,
-    pub https_addr: Option<SocketAddr>,
-    pub api_addrs: Vec<SocketAddr>,
-    certs: Arc<CertStore>,
-    tracker: Arc<ConnTracker>,
-    shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    listeners: Mutex<Listeners>,
+}
+
+/// One bound listening socket and its accept loop.
+struct Bound {
+    /// The address as configured (port 0 stays 0), to tell whether a reload changed it.
+    wanted: SocketAddr,
+    local: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Bound {
+    fn stop(self) {
+        let _ = self.stop.send(true);
+        drop(self.task);
+    }
+}
+
+#[derive(Default)]
+struct Listeners {
+    http: Option<Bound>,
+    https: Option<Bound>,
+    admin: Option<Bound>,
+    api: Vec<Bound>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Http,
+    Https,
+    Admin,
+    Api,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Http => "server.http",
+            Kind::Https => "server.https",
+            Kind::Admin => "admin.listen",
+            Kind::Api => "api replica",
+        }
+    }
+}
+
+/// Binds `addr` and starts the loop that serves it.
+fn bind(kind: Kind, addr: SocketAddr, state: &Arc<State>) -> Result<Bound, String> {
+    let l: TcpListener = listener::bind(addr).map_err(|e| format!("cannot listen on {addr} ({}): {e}", kind.name()))?;
+    let local = l.local_addr().map_err(|e| e.to_string())?;
+    let (stop, stop_rx) = watch::channel(false);
+    let task = match kind {
+        Kind::Http => tokio::spawn(listener::accept_loop(l, false, state.clone(), stop_rx)),
+        Kind::Https => tokio::spawn(listener::accept_loop(l, true, state.clone(), stop_rx)),
+        Kind::Admin => tokio::spawn(crate::admin::serve(l, state.clone(), stop_rx)),
+        Kind::Api => tokio::spawn(crate::api::serve(l, local, stop_rx)),
+    };
+    Ok(Bound {
+        wanted: addr,
+        local,
+        stop,
+        task,
+    })
+}
+
+/// A listener slot after a reload, and the listener it replaced (to be stopped).
+type Rebound = (Option<Bound>, Option<Bound>);
+
+/// The listener for `wanted`: the current one if its address is unchanged, else a new one
+/// (bound before the caller stops the old). On failure, the current one comes back.
+fn rebind(
+    kind: Kind,
+    current: Option<Bound>,
+    wanted: Option<SocketAddr>,
+    state: &Arc<State>,
+) -> Result<Rebound, (Option<Bound>, String)> {
+    match (current, wanted) {
+        (Some(cur), Some(w)) if cur.wanted == w => Ok((Some(cur), None)),
+        (cur, Some(w)) => match bind(kind, w, state) {
+            Ok(b) => Ok((Some(b), cur)),
+            Err(e) => Err((cur, e)),
+        },
+        (cur, None) => Ok((None, cur)),
+    }
 }
 
 impl Gateway {
     /// Binds everything `config` asks for and starts serving. Port 0 binds a free port; the
-    /// bound addresses are in the returned handle.
+    /// bound addresses are in [`Gateway::http_addr`] and friends.
     pub async fn start(config: Arc<Config>) -> Result<Gateway, String> {
         tls::provider();
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let mut tasks = Vec::new();
-
-        // the bundled API first, so the proxy's first health checks find it up
-        let mut api_addrs = Vec::new();
-        if let Some(api) = &config.api {
-            for addr in &api.replicas {
-                let l = listener::bind(*addr).map_err(|e| format!("cannot listen on {addr} (api replica): {e}"))?;
-                let bound = l.local_addr().map_err(|e| e.to_string())?;
-                api_addrs.push(bound);
-                tasks.push(tokio::spawn(crate::api::serve(l, bound, shutdown_rx.clone())));
-            }
-        }
-
         let certs = Arc::new(CertStore::new(load_certs(&config)?));
-        let state = State::new(config.clone());
-        let tracker = Arc::new(ConnTracker::default());
-        let server = &config.server;
-
-        let mut https_addr = None;
-        if let Some(addr) = server.https {
-            let l = listener::bind(addr).map_err(|e| format!("cannot listen on {addr} (server.https): {e}"))?;
-            let bound = l.local_addr().map_err(|e| e.to_string())?;
-            https_addr = Some(bound);
-            state.set_https_port(Some(bound.port()));
-            let acceptor = TlsAcceptor::from(tls::server_config(certs.clone(), config.tls.min_version)?);
-            tasks.push(tokio::spawn(listener::accept_loop(
-                l,
-                Some(acceptor),
-                state.clone(),
-                tracker.clone(),
-                shutdown_rx.clone(),
-            )));
+        let state = State::new(config.clone(), certs);
+        state
+            .access_log
+            .store(AccessLog::open(&config.log.access)?.map(Arc::new));
+        if config.server.https.is_some() {
+            let acceptor = TlsAcceptor::from(tls::server_config(state.certs.clone(), config.tls.min_version)?);
+            state.tls.store(Some(Arc::new(acceptor)));
         }
-        let mut http_addr = None;
-        if let Some(addr) = server.http {
-            let l = listener::bind(addr).map_err(|e| format!("cannot listen on {addr} (server.http): {e}"))?;
-            http_addr = Some(l.local_addr().map_err(|e| e.to_string())?);
-            tasks.push(tokio::spawn(listener::accept_loop(
-                l,
-                None,
-                state.clone(),
-                tracker.clone(),
-                shutdown_rx.clone(),
-            )));
+        let mut l = Listeners::default();
+        // the bundled API first, so the proxy's first health checks find it up
+        for addr in config.api.iter().flat_map(|a| a.replicas.iter()) {
+            l.api.push(bind(Kind::Api, *addr, &state)?);
         }
-        Ok(Gateway {
+        l.https = config.server.https.map(|a| bind(Kind::Https, a, &state)).transpose()?;
+        l.http = config.server.http.map(|a| bind(Kind::Http, a, &state)).transpose()?;
+        l.admin = config.admin.listen.map(|a| bind(Kind::Admin, a, &state)).transpose()?;
+        let gw = Gateway {
             state,
-            http_addr,
-            https_addr,
-            api_addrs,
-            certs,
-            tracker,
-            shutdown,
-            tasks,
-        })
+            listeners: Mutex::new(l),
+        };
+        gw.publish_addresses();
+        Ok(gw)
     }
 
-    /// Swaps in a new config (routes, upstreams, certificates); returns its generation. Listener
-    /// addresses are kept: a changed address needs a restart.
+    fn listeners(&self) -> std::sync::MutexGuard<'_, Listeners> {
+        self.listeners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.listeners().http.as_ref().map(|b| b.local)
+    }
+
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.listeners().https.as_ref().map(|b| b.local)
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.listeners().admin.as_ref().map(|b| b.local)
+    }
+
+    pub fn api_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners().api.iter().map(|b| b.local).collect()
+    }
+
+    fn publish_addresses(&self) {
+        let l = self.listeners();
+        self.state.set_https_port(l.https.as_ref().map(|b| b.local.port()));
+        let mut status = self.state.status();
+        status.http = l.http.as_ref().map(|b| b.local);
+        status.https = l.https.as_ref().map(|b| b.local);
+        status.admin = l.admin.as_ref().map(|b| b.local);
+        status.api = l.api.iter().map(|b| b.local).collect();
+    }
+
+    /// Applies a new config: certificates, TLS settings, access log, listeners whose address
+    /// changed (new socket bound before the old closes), then the snapshot, swapped whole. On
+    /// error nothing changes. Returns the new generation.
     pub fn reload(&self, config: Arc<Config>) -> Result<u64, String> {
+        let state = &self.state;
+        let old = state.snapshot();
         let certs = load_certs(&config)?;
-        let old = self.state.snapshot();
-        if old.config.server.http != config.server.http || old.config.server.https != config.server.https {
-            tracing::warn!("listener addresses changed in the config: they take effect at the next restart");
+        let acceptor = match config.server.https {
+            Some(_) if state.tls.load().is_none() || old.config.tls.min_version != config.tls.min_version => Some(
+                TlsAcceptor::from(tls::server_config(state.certs.clone(), config.tls.min_version)?),
+            ),
+            _ => None,
+        };
+        let access_log = match &*state.access_log.load() {
+            Some(log) if log.settings == config.log.access => None,
+            None if config.log.access.target == crate::telemetry::access::AccessTarget::Off => None,
+            _ => Some(AccessLog::open(&config.log.access)?),
+        };
+        let mut replaced = Vec::new();
+        {
+            let mut l = self.listeners();
+            let mut errors = Vec::new();
+            for (kind, wanted) in [
+                (Kind::Http, config.server.http),
+                (Kind::Https, config.server.https),
+                (Kind::Admin, config.admin.listen),
+            ] {
+                let slot = match kind {
+                    Kind::Http => &mut l.http,
+                    Kind::Https => &mut l.https,
+                    _ => &mut l.admin,
+                };
+                match rebind(kind, slot.take(), wanted, state) {
+                    Ok((now, old)) => {
+                        *slot = now;
+                        replaced.extend(old);
+                    }
+                    Err((kept, e)) => {
+                        *slot = kept;
+                        errors.push(e);
+                    }
+                }
+            }
+            let wanted_api: Vec<SocketAddr> = config.api.iter().flat_map(|a| a.replicas.clone()).collect();
+            let (keep, gone): (Vec<Bound>, Vec<Bound>) = std::mem::take(&mut l.api)
+                .into_iter()
+                .partition(|b| wanted_api.contains(&b.wanted));
+            l.api = keep;
+            replaced.extend(gone);
+            for addr in wanted_api {
+                if !l.api.iter().any(|b| b.wanted == addr) {
+                    match bind(Kind::Api, addr, state) {
+                        Ok(b) => l.api.push(b),
+                        Err(e) => errors.push(e),
+                    }
+                }
+            }
+            if !errors.is_empty() {
+                // listeners that could not move keep their old address; say so, but apply the rest
+                tracing::error!("{}", errors.join("; "));
+            }
         }
-        self.certs.replace(certs);
-        Ok(self.state.apply(config))
+        state.certs.replace(certs);
+        if let Some(a) = acceptor {
+            state.tls.store(Some(Arc::new(a)));
+        }
+        if let Some(log) = access_log {
+            state.access_log.store(log.map(Arc::new));
+        }
+        let generation = state.apply(config);
+        for b in replaced {
+            b.stop();
+        }
+        self.publish_addresses();
+        Ok(generation)
+    }
+
+    /// Reloads from `path`: on a problem, logs it as `check` would, counts it, keeps serving.
+    pub fn reload_file(&self, path: &Path) -> Result<u64, String> {
+        let result = match config::load(path) {
+            Ok(loaded) => {
+                for w in loaded.warnings.warning_lines() {
+                    tracing::warn!("{w}");
+                }
+                self.reload(loaded.config)
+            }
+            Err(diags) => {
+                for line in diags.error_lines() {
+                    tracing::error!("{line}");
+                }
+                Err(diags.error_lines().join("\n"))
+            }
+        };
+        match &result {
+            Ok(generation) => {
+                self.state.metrics.reload(true);
+                tracing::info!(generation, "config reloaded");
+            }
+            Err(e) => {
+                self.state.metrics.reload(false);
+                self.state.status().last_reload_error = Some(e.clone());
+                tracing::error!("config reload rejected, the old config keeps serving");
+            }
+        }
+        result
     }
 
     /// Open client connections.
     pub fn open_connections(&self) -> usize {
-        self.tracker.open()
+        self.state.tracker.open()
     }
 
     /// Stops accepting, lets open connections finish their requests for up to `grace`, then
     /// stops everything. Returns false when connections were still open at the deadline.
     pub async fn shutdown(self, grace: Duration) -> bool {
-        let _ = self.shutdown.send(true);
-        let drained = tokio::time::timeout(grace, self.tracker.drained()).await.is_ok();
-        for t in &self.tasks {
-            t.abort();
+        let l = std::mem::take(&mut *self.listeners());
+        let _ = self.state.shutdown.send(true);
+        let mut tasks = Vec::new();
+        for b in [l.http, l.https].into_iter().flatten() {
+            let _ = b.stop.send(true);
+            tasks.push(b.task);
+        }
+        // the accept loops take what is queued, then close their sockets
+        for t in tasks {
+            let _ = t.await;
+        }
+        let drained = tokio::time::timeout(grace, self.state.tracker.drained()).await.is_ok();
+        for b in l.api.into_iter().chain(l.admin) {
+            b.stop();
         }
         drained
     }
@@ -136,7 +319,20 @@ fn load_certs(config: &Config) -> Result<Vec<Arc<rustls::sign::CertifiedKey>>, S
     }
 }
 
-/// `orta-gateway run`: serves `path` until SIGTERM/SIGINT; SIGHUP reloads it.
+/// Files whose change should reload the config: the config itself and the files it names.
+pub fn watched_files(path: &Path, config: &Config) -> Vec<PathBuf> {
+    let mut files = vec![path.to_path_buf()];
+    if let CertSource::Files(certs) = &config.tls.source {
+        for c in certs {
+            files.push(c.cert_path.clone());
+            files.push(c.key_path.clone());
+        }
+    }
+    files
+}
+
+/// `orta-gateway run`: serves `path` until SIGTERM/SIGINT; SIGHUP or a change to the file (or
+/// the files it names) reloads it.
 pub async fn run(path: PathBuf, loaded: config::Loaded) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
@@ -144,22 +340,39 @@ pub async fn run(path: PathBuf, loaded: config::Loaded) -> Result<(), String> {
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
 
     let gateway = Gateway::start(loaded.config.clone()).await?;
-    for (name, addr) in [("http", gateway.http_addr), ("https", gateway.https_addr)] {
+    for (name, addr) in [
+        ("http", gateway.http_addr()),
+        ("https", gateway.https_addr()),
+        ("admin", gateway.admin_addr()),
+    ] {
         if let Some(addr) = addr {
             tracing::info!("listening {name}={addr}");
         }
     }
-    for addr in &gateway.api_addrs {
+    for addr in gateway.api_addrs() {
         tracing::info!("bundled API replica listening api={addr}");
     }
-    tracing::info!(config = %path.display(), "orta-gateway started");
+    let (changed_tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = config::reload::watch(&watched_files(&path, &loaded.config), changed_tx.clone());
+    tracing::info!(config = %path.display(), generation = 1, "orta-gateway started");
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload(&gateway, &path),
+            _ = hup.recv() => {
+                let _ = changed_tx.send(());
+            }
+            Some(()) = changed.recv() => {
+                // editors write in several steps: let the burst settle, then reload once
+                config::reload::settle(&mut changed).await;
+                if gateway.reload_file(&path).is_ok() {
+                    let config = gateway.state.snapshot().config.clone();
+                    watcher = config::reload::watch(&watched_files(&path, &config), changed_tx.clone());
+                }
+            }
         }
     }
+    drop(watcher);
     let grace = gateway.state.snapshot().config.server.shutdown_grace;
     tracing::info!(
         open = gateway.open_connections(),
@@ -171,24 +384,4 @@ pub async fn run(path: PathBuf, loaded: config::Loaded) -> Result<(), String> {
         tracing::warn!("shutdown grace ran out with connections still open");
     }
     Ok(())
-}
-
-fn reload(gateway: &Gateway, path: &Path) {
-    match config::load(path) {
-        Ok(loaded) => {
-            for w in loaded.warnings.warning_lines() {
-                tracing::warn!("{w}");
-            }
-            match gateway.reload(loaded.config) {
-                Ok(generation) => tracing::info!(generation, "config reloaded"),
-                Err(e) => tracing::error!("config reload failed, the old config keeps serving: {e}"),
-            }
-        }
-        Err(diags) => {
-            for line in diags.error_lines() {
-                tracing::error!("{line}");
-            }
-            tracing::error!("config reload rejected, the old config keeps serving");
-        }
-    }
 }

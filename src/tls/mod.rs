@@ -92,3 +92,46 @@ pub fn load_key(path: &Path) -> Result<Arc<dyn SigningKey>, String> {
         .load_private_key(der)
         .map_err(|e| format!("private key {} is not supported: {e}", path.display()))
 }
+
+/// What a certificate says about itself, for `/status`, `/metrics` and `orta-gateway certs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertInfo {
+    /// Subject alternative names (DNS names and IP addresses).
+    pub names: Vec<String>,
+    pub issuer: String,
+    /// Unix seconds.
+    pub not_before: i64,
+    pub not_after: i64,
+    pub serial: String,
+}
+
+/// Parses a DER certificate.
+pub fn describe(der: &[u8]) -> Option<CertInfo> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let mut names = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for n in &san.value.general_names {
+            match n {
+                GeneralName::DNSName(d) => names.push(d.to_string()),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => names.push(std::net::Ipv4Addr::new(b[0], b[1], b[2], b[3]).to_string()),
+                    16 => {
+                        let mut a = [0u8; 16];
+                        a.copy_from_slice(b);
+                        names.push(std::net::Ipv6Addr::from(a).to_string());
+                    }
+                    _ => {}
+                },
+                _ => {}
+            }
+        }
+    }
+    Some(CertInfo {
+        names,
+        issuer: cert.issuer().to_string(),
+        not_before: cert.validity().not_before.timestamp(),
+        not_after: cert.validity().not_after.timestamp(),
+        serial: cert.raw_serial_as_string(),
+    })
+}

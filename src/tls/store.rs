@@ -25,6 +25,15 @@ impl CertStore {
         self.certs.store(Arc::new(certs));
     }
 
+    /// What each certificate in the set says about itself.
+    pub fn describe(&self) -> Vec<super::CertInfo> {
+        self.certs
+            .load()
+            .iter()
+            .filter_map(|ck| ck.cert.first().and_then(|leaf| super::describe(leaf)))
+            .collect()
+    }
+
     /// The certificate for a server name, or the default one.
     pub fn pick(&self, server_name: Option<&str>) -> Option<Arc<CertifiedKey>> {
         let certs = self.certs.load();

@@ -83,11 +83,11 @@ impl TestGateway {
     }
 
     pub fn http(&self) -> SocketAddr {
-        self.gw().http_addr.expect("http listener")
+        self.gw().http_addr().expect("http listener")
     }
 
     pub fn https(&self) -> SocketAddr {
-        self.gw().https_addr.expect("https listener")
+        self.gw().https_addr().expect("https listener")
     }
 
     pub fn http_url(&self, path: &str) -> String {

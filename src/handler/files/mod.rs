@@ -57,6 +57,7 @@ pub async fn serve<B>(
     compression: &CompressionSettings,
     req: &Request<B>,
     path: &str,
+    cache_status: &mut Option<&'static str>,
 ) -> Result<Response<Body>, HttpError> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Err(HttpError::MethodNotAllowed { allow: "GET, HEAD" });
@@ -69,8 +70,12 @@ pub async fn serve<B>(
         fs_path.push(route.index.as_deref().ok_or(HttpError::NotFound)?);
     }
     let lookup = match files.get(&fs_path) {
-        Some(hit) => Lookup::Cached(hit),
+        Some(hit) => {
+            *cache_status = Some("hit");
+            Lookup::Cached(hit)
+        }
         None => {
+            *cache_status = Some("miss");
             let (files, p, r) = (files.clone(), fs_path.clone(), root.clone());
             tokio::task::spawn_blocking(move || files.load(&p, &r))
                 .await

@@ -1,8 +1,12 @@
-//! The error log: `tracing` events to stderr, human-readable or JSON, from `[log]`.
+//! What the gateway tells its operators: the error log (`tracing` to stderr, text or JSON), the
+//! access log (`access`), and Prometheus metrics (`metrics`).
+
+pub mod access;
+pub mod metrics;
 
 use crate::config::{LogFormat, LogLevel, LogSettings};
 
-/// Installs the global subscriber (once; later calls do nothing).
+/// Installs the global error-log subscriber (once; later calls do nothing).
 pub fn init(log: &LogSettings) {
     let level = match log.level {
         LogLevel::Trace => tracing::Level::TRACE,

@@ -1,0 +1,197 @@
+//! The admin listener (loopback by default): `/metrics` in Prometheus text format, `/healthz`
+//! (200 while serving), `/status` (JSON: generation, config, listeners, upstream health,
+//! certificates, last reload error).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::http::body::Body;
+use crate::state::State;
+use crate::telemetry::access::rfc3339;
+use crate::telemetry::metrics::Gauge;
+
+/// Serves the admin endpoints until `stop` turns true.
+pub async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(_) => continue,
+            },
+            _ = stop.changed() => return,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(&state, req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
+    }
+    match req.uri().path() {
+        "/metrics" => text(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            state.metrics.render(&scrape_time_series(state)),
+        ),
+        "/healthz" if state.shutting_down() => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n".into()),
+        "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
+        "/status" => text(StatusCode::OK, "application/json", status(state).to_string()),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found: /metrics, /healthz, /status\n".into(),
+        ),
+    }
+}
+
+fn text(status: StatusCode, ctype: &'static str, body: String) -> Response<Body> {
+    let mut r = Response::new(Body::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// Series read from live state when scraped.
+fn scrape_time_series(state: &State) -> Vec<Gauge> {
+    let snap = state.snapshot();
+    let mut out = Vec::new();
+    let g = |name, help, kind, labels, value| Gauge {
+        name,
+        help,
+        kind,
+        labels,
+        value,
+    };
+    let mut upstreams: Vec<_> = snap.upstreams.values().collect();
+    upstreams.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    for (name, help) in [
+        ("upstream_up", "1 when the upstream server takes traffic"),
+        ("upstream_inflight", "Requests in flight to the upstream server"),
+    ] {
+        for u in &upstreams {
+            for s in &u.servers {
+                let value = if name == "upstream_up" {
+                    f64::from(u8::from(s.is_up()))
+                } else {
+                    s.inflight() as f64
+                };
+                let labels = vec![("upstream", u.spec.name.clone()), ("server", s.label.clone())];
+                out.push(g(name, help, "gauge", labels, value));
+            }
+        }
+    }
+    let files = &snap.files;
+    out.push(g(
+        "cache_hits_total",
+        "Files served from the cache",
+        "counter",
+        vec![],
+        files.hits() as f64,
+    ));
+    out.push(g(
+        "cache_misses_total",
+        "Files read from disk",
+        "counter",
+        vec![],
+        files.misses() as f64,
+    ));
+    out.push(g(
+        "cache_bytes",
+        "Bytes held by the file cache",
+        "gauge",
+        vec![],
+        files.weighted_size() as f64,
+    ));
+    let dropped = state.access_log.load().as_ref().map_or(0, |l| l.dropped());
+    out.push(g(
+        "access_log_dropped_total",
+        "Access log lines dropped because the writer fell behind",
+        "counter",
+        vec![],
+        dropped as f64,
+    ));
+    out.push(g(
+        "connections_open",
+        "Open client connections",
+        "gauge",
+        vec![],
+        state.tracker.open() as f64,
+    ));
+    out.push(g(
+        "config_generation",
+        "Generation of the running config (1 at start, +1 per reload)",
+        "gauge",
+        vec![],
+        snap.generation as f64,
+    ));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as f64;
+    for c in state.certs.describe() {
+        for domain in &c.names {
+            out.push(g(
+                "certificate_expiry_seconds",
+                "Seconds until the certificate expires",
+                "gauge",
+                vec![("domain", domain.clone())],
+                c.not_after as f64 - now,
+            ));
+        }
+    }
+    out
+}
+
+fn status(state: &State) -> serde_json::Value {
+    let snap = state.snapshot();
+    let st = state.status().clone();
+    let mut upstreams: Vec<_> = snap.upstreams.values().collect();
+    upstreams.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    let certificates: Vec<serde_json::Value> = state
+        .certs
+        .describe()
+        .into_iter()
+        .map(|c| {
+            serde_json::json!({
+                "names": c.names,
+                "issuer": c.issuer,
+                "not_after": rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(c.not_after.max(0) as u64)),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "generation": snap.generation,
+        "config": { "path": snap.config.file.display().to_string(), "loaded_at": st.loaded_at.map(rfc3339) },
+        "last_reload_error": st.last_reload_error,
+        "shutting_down": state.shutting_down(),
+        "listeners": { "http": st.http, "https": st.https, "admin": st.admin, "api": st.api },
+        "connections_open": state.tracker.open(),
+        "upstreams": upstreams.iter().map(|u| serde_json::json!({
+            "name": u.spec.name,
+            "servers": u.servers.iter().map(|s| serde_json::json!({
+                "address": s.label,
+                "up": s.is_up(),
+                "inflight": s.inflight(),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "certificates": certificates,
+    })
+}
