@@ -34,7 +34,7 @@ enum Command {
         /// Address to listen on, e.g. 127.0.0.1:8001
         #[arg(long)]
         listen: SocketAddr,
-        /// SQLite database file
+        /// SQLite database file (default data/orta.db)
         #[arg(long)]
         database: Option<PathBuf>,
     },
@@ -46,9 +46,10 @@ fn main() -> ExitCode {
         Command::Check => check(&cli.config),
         Command::Run => run(&cli.config),
         Command::Certs => certs(&cli.config),
-        Command::Api { listen, database: _ } => {
+        Command::Api { listen, database } => {
             orta_gateway::telemetry::init(&LogSettings::default());
-            finish(runtime(0).and_then(|rt| rt.block_on(orta_gateway::api::run_standalone(listen))))
+            let database = database.unwrap_or_else(|| PathBuf::from(orta_gateway::api::DEFAULT_DATABASE));
+            finish(runtime(0).and_then(|rt| rt.block_on(orta_gateway::api::run_standalone(listen, &database))))
         }
     }
 }

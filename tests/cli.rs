@@ -149,8 +149,10 @@ fn check_prints_ok_and_run_refuses_the_same_problems() {
 
 #[test]
 fn api_subcommand_answers_its_health_endpoint() {
+    let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(bin_path())
-        .args(["api", "--listen", "127.0.0.1:0"])
+        .args(["api", "--listen", "127.0.0.1:0", "--database"])
+        .arg(dir.path().join("orta.db"))
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -159,7 +161,7 @@ fn api_subcommand_answers_its_health_endpoint() {
     let addr = loop {
         let line = lines.next().expect("api announces its address").unwrap();
         if let Some(a) = line.split("api=").nth(1) {
-            break a.trim().to_string();
+            break a.split_whitespace().next().unwrap().to_string();
         }
     };
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -1,42 +1,71 @@
-//! The bundled Orta Novias API: a small HTTP/1.1 upstream so the gateway runs end to end on one
-//! machine. `run` starts one replica per `[api].replicas` address in-process; `orta-gateway api`
-//! runs one alone. Built on hyper directly: the surface is small enough that a framework would
-//! cost more build time than it saves.
+//! The bundled Orta Novias API: the catalog and fitting appointments, a small but real upstream
+//! so the gateway runs end to end on one machine. `run` starts one replica per
+//! `[api].replicas` address in-process; `orta-gateway api` runs one alone (as docker runs
+//! replicas). Replicas share one SQLite database (`db`); bookings are validated in `booking`.
+//! Built on hyper directly: five endpoints don't need a framework's build time.
+
+pub mod booking;
+pub mod db;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
 
-use http::header::CONTENT_TYPE;
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::http::body::Body;
+use db::{Appointment, BookError, Db};
 
-/// Serves one replica on `listener` until `shutdown` turns true.
-pub async fn serve(listener: TcpListener, addr: SocketAddr, mut shutdown: watch::Receiver<bool>) {
-    let replica: &'static str = Box::leak(addr.to_string().into_boxed_str());
+/// The database file when `[api].database` is not set.
+pub const DEFAULT_DATABASE: &str = "data/orta.db";
+/// Largest booking request accepted.
+const MAX_BODY: usize = 16 * 1024;
+const MAX_PER_PAGE: u64 = 50;
+
+/// One replica: its address (reported by `/api/health`) and the shared database.
+struct Replica {
+    name: String,
+    db: Arc<Db>,
+}
+
+/// Serves one replica on `listener` until `stop` turns true.
+pub async fn serve(listener: TcpListener, addr: SocketAddr, db: Arc<Db>, mut stop: watch::Receiver<bool>) {
+    let replica = Arc::new(Replica {
+        name: addr.to_string(),
+        db,
+    });
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(_) => continue,
             },
-            _ = shutdown.changed() => return,
+            _ = stop.changed() => return,
         };
         let _ = stream.set_nodelay(true);
-        let mut shutdown = shutdown.clone();
+        let mut stop = stop.clone();
+        let replica = replica.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| async move { Ok::<_, Infallible>(handle(replica, req)) });
+            let svc = hyper::service::service_fn(move |req| {
+                let replica = replica.clone();
+                async move { Ok::<_, Infallible>(handle(&replica, req).await) }
+            });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), svc);
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}
-                _ = shutdown.changed() => {
+                _ = stop.changed() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = conn.await;
                 }
@@ -46,13 +75,14 @@ pub async fn serve(listener: TcpListener, addr: SocketAddr, mut shutdown: watch:
 }
 
 /// Runs one replica alone (`orta-gateway api --listen ADDR`) until SIGTERM/SIGINT.
-pub async fn run_standalone(addr: SocketAddr) -> Result<(), String> {
+pub async fn run_standalone(addr: SocketAddr, database: &Path) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
+    let db = Db::open(database)?;
     let listener = crate::server::listener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
-    tracing::info!("bundled API replica listening api={bound}");
+    tracing::info!(database = %database.display(), "bundled API replica listening api={bound}");
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(serve(listener, bound, rx));
+    let task = tokio::spawn(serve(listener, bound, db, rx));
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     tokio::select! {
@@ -64,24 +94,218 @@ pub async fn run_standalone(addr: SocketAddr) -> Result<(), String> {
     Ok(())
 }
 
-fn handle(replica: &str, req: Request<Incoming>) -> Response<Body> {
-    match (req.method(), req.uri().path()) {
-        (&Method::GET | &Method::HEAD, "/api/health") => json(
-            StatusCode::OK,
-            serde_json::json!({ "status": "ok", "replica": replica }),
-        ),
-        (_, "/api/health") => json(
-            StatusCode::METHOD_NOT_ALLOWED,
-            serde_json::json!({ "error": "method not allowed" }),
-        ),
-        _ => json(StatusCode::NOT_FOUND, serde_json::json!({ "error": "not found" })),
+async fn handle(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    let method = req.method().clone();
+    match (method, segments.as_slice()) {
+        (Method::GET | Method::HEAD, ["api", "health"]) => {
+            if replica.db.healthy().await {
+                reply(StatusCode::OK, json!({ "status": "ok", "replica": replica.name }))
+            } else {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    json!({ "status": "unavailable", "replica": replica.name, "error": "database unusable" }),
+                )
+            }
+        }
+        (Method::GET | Method::HEAD, ["api", "dresses"]) => catalog(replica, req.uri().query()).await,
+        (Method::GET | Method::HEAD, ["api", "dresses", id]) => match id.parse::<i64>() {
+            Ok(id) if id > 0 => match replica.db.dress(id).await {
+                Ok(Some(d)) => reply(StatusCode::OK, json!(d)),
+                Ok(None) => error(StatusCode::NOT_FOUND, "dress not found"),
+                Err(e) => unavailable(&e),
+            },
+            _ => error(StatusCode::NOT_FOUND, "dress not found"),
+        },
+        (Method::POST, ["api", "appointments"]) => book(replica, req).await,
+        (Method::GET | Method::HEAD, ["api", "appointments", id]) => match replica.db.appointment(id.to_string()).await
+        {
+            Ok(Some(a)) => reply(StatusCode::OK, json!(a)),
+            Ok(None) => error(StatusCode::NOT_FOUND, "appointment not found"),
+            Err(e) => unavailable(&e),
+        },
+        (_, ["api", "health" | "dresses" | "appointments", ..]) => {
+            let mut r = error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+            let allow = if path.starts_with("/api/appointments") && segments.len() == 2 {
+                "POST"
+            } else {
+                "GET, HEAD"
+            };
+            r.headers_mut()
+                .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+            r
+        }
+        _ => error(StatusCode::NOT_FOUND, "not found"),
     }
 }
 
-fn json(status: StatusCode, value: serde_json::Value) -> Response<Body> {
+async fn catalog(replica: &Replica, query: Option<&str>) -> Response<Body> {
+    let (mut collection, mut q, mut page, mut per_page) = (None, None, 1u64, 12u64);
+    for (k, v) in query_pairs(query.unwrap_or("")) {
+        let number = |v: &str| v.parse::<u64>().ok().filter(|n| *n > 0);
+        match k.as_str() {
+            "collection" if !v.is_empty() => collection = Some(v),
+            "q" if !v.trim().is_empty() => q = Some(v.trim().to_string()),
+            "page" => match number(&v) {
+                Some(n) => page = n,
+                None => return error(StatusCode::BAD_REQUEST, "page must be a positive whole number"),
+            },
+            "per_page" => match number(&v) {
+                Some(n) => per_page = n.min(MAX_PER_PAGE),
+                None => return error(StatusCode::BAD_REQUEST, "per_page must be a positive whole number"),
+            },
+            _ => {}
+        }
+    }
+    match replica.db.dresses(collection, q, page, per_page).await {
+        Ok(p) => reply(StatusCode::OK, json!(p)),
+        Err(e) => unavailable(&e),
+    }
+}
+
+async fn book(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
+    let is_json = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    if !is_json {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the booking as application/json",
+        );
+    }
+    let bytes: Bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "the booking is too large"),
+    };
+    let body: Value = match serde_json::from_slice(&bytes) {
+        Ok(v) => v,
+        Err(_) => return error(StatusCode::BAD_REQUEST, "malformed JSON"),
+    };
+    let Value::Object(fields) = body else {
+        return error(StatusCode::BAD_REQUEST, "malformed JSON: expected an object");
+    };
+    // the dress check needs the database: look the id up first (a cheap primary-key read)
+    let dress_ok = match fields.get("dress_id").and_then(Value::as_i64) {
+        Some(id) if id > 0 => match replica.db.dress(id).await {
+            Ok(d) => d.is_some(),
+            Err(e) => return unavailable(&e),
+        },
+        _ => false,
+    };
+    let booking = match booking::validate(&fields, time::OffsetDateTime::now_utc(), |_| dress_ok) {
+        Ok(b) => b,
+        Err(errors) => {
+            return reply(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                json!({ "error": "validation failed", "fields": errors }),
+            );
+        }
+    };
+    let appointment = Appointment {
+        id: uuid_v4(),
+        name: booking.name,
+        email: booking.email,
+        phone: booking.phone,
+        date: booking.date,
+        slot: booking.slot,
+        dress_id: booking.dress_id,
+        notes: booking.notes,
+        status: "confirmed".into(),
+        created_at: crate::telemetry::access::rfc3339(std::time::SystemTime::now()),
+    };
+    match replica.db.book(appointment).await {
+        Ok(a) => {
+            let mut r = reply(StatusCode::CREATED, json!(a));
+            if let Ok(loc) = HeaderValue::from_str(&format!("/api/appointments/{}", a.id)) {
+                r.headers_mut().insert(http::header::LOCATION, loc);
+            }
+            r
+        }
+        Err(BookError::Taken) => reply(
+            StatusCode::CONFLICT,
+            json!({ "error": "slot taken", "fields": { "slot": "this slot is already booked; choose another" } }),
+        ),
+        Err(BookError::Db(e)) => unavailable(&e),
+    }
+}
+
+/// A random (version 4) UUID from the crypto provider's secure generator: unguessable.
+fn uuid_v4() -> String {
+    let mut b = [0u8; 16];
+    if crate::tls::provider().secure_random.fill(&mut b).is_err() {
+        // the provider's generator cannot fail in practice; never hand out a predictable id
+        for chunk in b.chunks_mut(8) {
+            chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());
+        }
+    }
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+/// `a=1&b=x+y` → pairs, percent-decoded, `+` as space.
+fn query_pairs(q: &str) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+fn reply(status: StatusCode, value: Value) -> Response<Body> {
     let mut resp = Response::new(Body::full(value.to_string()));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    reply(status, json!({ "error": message }))
+}
+
+fn unavailable(e: &str) -> Response<Body> {
+    tracing::error!("API database error: {e}");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the database is unavailable; retry later",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuids_are_v4_and_distinct() {
+        let a = uuid_v4();
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"));
+        assert_ne!(a, uuid_v4());
+    }
+
+    #[test]
+    fn queries_decode() {
+        assert_eq!(
+            query_pairs("collection=Mediterr%C3%A1nea&q=silk+lace&page=2"),
+            vec![
+                ("collection".into(), "Mediterránea".into()),
+                ("q".into(), "silk lace".into()),
+                ("page".into(), "2".into())
+            ]
+        );
+    }
 }

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+use crate::api::db::Db;
 use crate::config::{self, CertSource, Config};
 use crate::state::State;
 use crate::telemetry::access::AccessLog;
@@ -29,6 +30,8 @@ pub use listener::{ConnSlot, ConnTracker};
 pub struct Gateway {
     pub state: Arc<State>,
     listeners: Mutex<Listeners>,
+    /// The bundled API's database, when `[api]` is configured.
+    api_db: Mutex<Option<(PathBuf, Arc<Db>)>>,
 }
 
 /// One bound listening socket and its accept loop.
@@ -75,7 +78,7 @@ impl Kind {
 }
 
 /// Binds `addr` and starts the loop that serves it.
-fn bind(kind: Kind, addr: SocketAddr, state: &Arc<State>) -> Result<Bound, String> {
+fn bind(kind: Kind, addr: SocketAddr, state: &Arc<State>, db: Option<&Arc<Db>>) -> Result<Bound, String> {
     let l: TcpListener = listener::bind(addr).map_err(|e| format!("cannot listen on {addr} ({}): {e}", kind.name()))?;
     let local = l.local_addr().map_err(|e| e.to_string())?;
     let (stop, stop_rx) = watch::channel(false);
@@ -83,7 +86,10 @@ fn bind(kind: Kind, addr: SocketAddr, state: &Arc<State>) -> Result<Bound, Strin
         Kind::Http => tokio::spawn(listener::accept_loop(l, false, state.clone(), stop_rx)),
         Kind::Https => tokio::spawn(listener::accept_loop(l, true, state.clone(), stop_rx)),
         Kind::Admin => tokio::spawn(crate::admin::serve(l, state.clone(), stop_rx)),
-        Kind::Api => tokio::spawn(crate::api::serve(l, local, stop_rx)),
+        Kind::Api => {
+            let db = db.ok_or("the bundled API has no database")?.clone();
+            tokio::spawn(crate::api::serve(l, local, db, stop_rx))
+        }
     };
     Ok(Bound {
         wanted: addr,
@@ -106,7 +112,7 @@ fn rebind(
 ) -> Result<Rebound, (Option<Bound>, String)> {
     match (current, wanted) {
         (Some(cur), Some(w)) if cur.wanted == w => Ok((Some(cur), None)),
-        (cur, Some(w)) => match bind(kind, w, state) {
+        (cur, Some(w)) => match bind(kind, w, state, None) {
             Ok(b) => Ok((Some(b), cur)),
             Err(e) => Err((cur, e)),
         },
@@ -130,15 +136,30 @@ impl Gateway {
         }
         let mut l = Listeners::default();
         // the bundled API first, so the proxy's first health checks find it up
+        let api_db = open_api_db(&config, None)?;
         for addr in config.api.iter().flat_map(|a| a.replicas.iter()) {
-            l.api.push(bind(Kind::Api, *addr, &state)?);
+            l.api
+                .push(bind(Kind::Api, *addr, &state, api_db.as_ref().map(|(_, db)| db))?);
         }
-        l.https = config.server.https.map(|a| bind(Kind::Https, a, &state)).transpose()?;
-        l.http = config.server.http.map(|a| bind(Kind::Http, a, &state)).transpose()?;
-        l.admin = config.admin.listen.map(|a| bind(Kind::Admin, a, &state)).transpose()?;
+        l.https = config
+            .server
+            .https
+            .map(|a| bind(Kind::Https, a, &state, None))
+            .transpose()?;
+        l.http = config
+            .server
+            .http
+            .map(|a| bind(Kind::Http, a, &state, None))
+            .transpose()?;
+        l.admin = config
+            .admin
+            .listen
+            .map(|a| bind(Kind::Admin, a, &state, None))
+            .transpose()?;
         let gw = Gateway {
             state,
             listeners: Mutex::new(l),
+            api_db: Mutex::new(api_db),
         };
         gw.publish_addresses();
         Ok(gw)
@@ -192,6 +213,10 @@ impl Gateway {
             None if config.log.access.target == crate::telemetry::access::AccessTarget::Off => None,
             _ => Some(AccessLog::open(&config.log.access)?),
         };
+        let api_db = {
+            let current = self.api_db.lock().unwrap_or_else(|e| e.into_inner());
+            open_api_db(&config, current.as_ref())?
+        };
         let mut replaced = Vec::new();
         {
             let mut l = self.listeners();
@@ -218,14 +243,22 @@ impl Gateway {
                 }
             }
             let wanted_api: Vec<SocketAddr> = config.api.iter().flat_map(|a| a.replicas.clone()).collect();
+            let same_db = {
+                let current = self.api_db.lock().unwrap_or_else(|e| e.into_inner());
+                match (current.as_ref(), api_db.as_ref()) {
+                    (Some((_, a)), Some((_, b))) => Arc::ptr_eq(a, b),
+                    _ => false,
+                }
+            };
+            // replicas move to a new database by restarting them
             let (keep, gone): (Vec<Bound>, Vec<Bound>) = std::mem::take(&mut l.api)
                 .into_iter()
-                .partition(|b| wanted_api.contains(&b.wanted));
+                .partition(|b| same_db && wanted_api.contains(&b.wanted));
             l.api = keep;
             replaced.extend(gone);
             for addr in wanted_api {
                 if !l.api.iter().any(|b| b.wanted == addr) {
-                    match bind(Kind::Api, addr, state) {
+                    match bind(Kind::Api, addr, state, api_db.as_ref().map(|(_, db)| db)) {
                         Ok(b) => l.api.push(b),
                         Err(e) => errors.push(e),
                     }
@@ -236,6 +269,7 @@ impl Gateway {
                 tracing::error!("{}", errors.join("; "));
             }
         }
+        *self.api_db.lock().unwrap_or_else(|e| e.into_inner()) = api_db;
         state.certs.replace(certs);
         if let Some(a) = acceptor {
             state.tls.store(Some(Arc::new(a)));
@@ -305,6 +339,19 @@ impl Gateway {
             b.stop();
         }
         drained
+    }
+}
+
+/// The bundled API's database for `config`: the current one if its path is unchanged.
+fn open_api_db(config: &Config, current: Option<&(PathBuf, Arc<Db>)>) -> Result<Option<(PathBuf, Arc<Db>)>, String> {
+    let Some(api) = &config.api else { return Ok(None) };
+    let path = api
+        .database
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::api::DEFAULT_DATABASE));
+    match current {
+        Some((p, db)) if *p == path => Ok(Some((p.clone(), db.clone()))),
+        _ => Ok(Some((path.clone(), Db::open(&path)?))),
     }
 }
 

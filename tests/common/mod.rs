@@ -406,7 +406,13 @@ impl BinGateway {
     /// Writes `toml` (with `{dir}` replaced) and runs `orta-gateway run` on it; returns once the
     /// listeners are announced on stderr.
     pub fn start(toml: &str) -> BinGateway {
+        Self::start_with(toml, |_| {})
+    }
+
+    /// Like `start`, after `prepare` has filled the scratch directory (the working directory).
+    pub fn start_with(toml: &str, prepare: impl FnOnce(&Path)) -> BinGateway {
         let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
         let text = toml.replace("{dir}", dir.path().to_str().unwrap());
         let conf = dir.path().join("gateway.toml");
         std::fs::write(&conf, text).unwrap();
