@@ -97,19 +97,8 @@ fn run(path: &Path) -> ExitCode {
 fn certs(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(loaded) => {
-            match &loaded.config.tls.source {
-                config::CertSource::SelfSigned { dir, hosts } => {
-                    println!(
-                        "self-signed certificate in {} for localhost, 127.0.0.1, ::1 {}",
-                        dir.display(),
-                        hosts.join(" ")
-                    );
-                }
-                config::CertSource::Files(files) => {
-                    for f in files {
-                        println!("files: {} (key {})", f.cert_path.display(), f.key_path.display());
-                    }
-                }
+            for cert in orta_gateway::tls::certs_report(&loaded.config) {
+                println!("{cert}");
             }
             ExitCode::SUCCESS
         }

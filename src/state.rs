@@ -18,6 +18,7 @@ use crate::server::ConnTracker;
 use crate::telemetry::access::AccessLog;
 use crate::telemetry::metrics::Metrics;
 use crate::tls::CertStore;
+use crate::tls::acme::{AcmeStatus, Challenges};
 
 pub struct State {
     snapshot: ArcSwap<Snapshot>,
@@ -33,6 +34,9 @@ pub struct State {
     /// Turns true when the gateway shuts down: connections finish their requests and close.
     pub shutdown: watch::Sender<bool>,
     pub status: Mutex<Status>,
+    /// The running ACME order's challenge answers (tls-alpn-01 handshakes, http-01 tokens).
+    pub acme_challenges: ArcSwapOption<Challenges>,
+    acme: Mutex<Option<AcmeStatus>>,
 }
 
 /// What `/status` reports beside the snapshot.
@@ -65,6 +69,8 @@ impl State {
                 loaded_at: Some(SystemTime::now()),
                 ..Status::default()
             }),
+            acme_challenges: ArcSwapOption::empty(),
+            acme: Mutex::new(None),
         })
     }
 
@@ -87,6 +93,11 @@ impl State {
 
     pub fn status(&self) -> std::sync::MutexGuard<'_, Status> {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The ACME manager's status (`None` without ACME).
+    pub fn acme_status(&self) -> std::sync::MutexGuard<'_, Option<AcmeStatus>> {
+        self.acme.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn https_port(&self) -> Option<u16> {

@@ -193,5 +193,14 @@ fn status(state: &State) -> serde_json::Value {
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "certificates": certificates,
+        "acme": state.acme_status().as_ref().map(|a| serde_json::json!({
+            "domains": a.domains,
+            "pending": a.pending,
+            "last_error": a.last_error,
+            "next_renewal": a.next_renewal.map(|(at, why)| serde_json::json!({
+                "at": rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(at.max(0) as u64)),
+                "why": why.describe(),
+            })),
+        })),
     })
 }

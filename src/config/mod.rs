@@ -145,7 +145,43 @@ pub enum CertSource {
     SelfSigned { dir: PathBuf, hosts: Vec<String> },
     /// PEM files, loaded and checked at validation; chosen by SNI, the first is the default.
     Files(Vec<LoadedCert>),
+    /// Issued and renewed by an ACME CA.
+    Acme(AcmeSettings),
 }
+
+/// `[acme]`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcmeSettings {
+    /// One certificate for all of them.
+    pub domains: Vec<String>,
+    pub contact: Vec<String>,
+    /// The directory URL.
+    pub directory: String,
+    pub challenge: AcmeChallenge,
+    pub cache_dir: PathBuf,
+    pub check_interval: Duration,
+    pub renew_before: RenewBefore,
+    /// An extra PEM root to trust for the directory (a private or test CA).
+    pub ca_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AcmeChallenge {
+    TlsAlpn01,
+    Http01,
+}
+
+/// When to renew a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RenewBefore {
+    /// The CA's ARI window (RFC 9773) when it offers one, else with a third of the lifetime left.
+    Auto,
+    /// This long before it expires.
+    Before(Duration),
+}
+
+pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
+pub const LETS_ENCRYPT_STAGING: &str = "https://acme-staging-v02.api.letsencrypt.org/directory";
 
 impl std::fmt::Debug for CertSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -156,6 +192,7 @@ impl std::fmt::Debug for CertSource {
                 .field("hosts", hosts)
                 .finish(),
             CertSource::Files(certs) => f.debug_list().entries(certs.iter().map(|c| &c.cert_path)).finish(),
+            CertSource::Acme(a) => a.fmt(f),
         }
     }
 }

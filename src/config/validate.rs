@@ -192,10 +192,6 @@ impl Validator<'_> {
         }
     }
 
-    fn warn(&mut self, span: Range<usize>, msg: impl Into<String>) {
-        self.d.warning(Some(span), msg);
-    }
-
     fn config(&mut self, path: &Path, raw: RawConfig) -> Option<Config> {
         let mut claims = Claims::new();
         let server = self.server(raw.server.as_ref(), &mut claims);
@@ -220,8 +216,8 @@ impl Validator<'_> {
             None => SecurityHeaders::default(),
         };
         let routes = self.routes(&raw, &upstream_names, &zone_names, &headers);
-        let tls = self.tls(raw.tls.as_ref(), &routes);
-        self.not_yet("acme", raw.acme.as_ref().map(|(s, _)| s.clone()), "ACME certificates");
+        let acme = raw.acme.as_ref().map(|(span, a)| self.acme(span.clone(), a));
+        let tls = self.tls(raw.tls.as_ref(), acme.flatten(), &routes, &server);
         let compression = raw
             .compression
             .as_ref()
@@ -258,19 +254,6 @@ impl Validator<'_> {
             admin,
             api,
         })
-    }
-
-    fn not_yet(&mut self, section: &str, span: Option<Range<usize>>, what: &str) {
-        if let Some(span) = span {
-            self.not_yet_span(span, section, what);
-        }
-    }
-
-    fn not_yet_span(&mut self, span: Range<usize>, section: &str, what: &str) {
-        self.warn(
-            span,
-            format!("[{section}]: {what} is not implemented yet; these keys are checked but ignored"),
-        );
     }
 
     // ---- values ----------------------------------------------------------------------------
@@ -434,7 +417,13 @@ impl Validator<'_> {
         s
     }
 
-    fn tls(&mut self, raw: Option<&(Range<usize>, RawTls)>, routes: &[RouteSpec]) -> Option<TlsSettings> {
+    fn tls(
+        &mut self,
+        raw: Option<&(Range<usize>, RawTls)>,
+        acme: Option<AcmeSettings>,
+        routes: &[RouteSpec],
+        server: &ServerSettings,
+    ) -> Option<TlsSettings> {
         let default_dir = PathBuf::from("certs/self-signed");
         let hosts: Vec<String> = {
             let mut h: Vec<String> = routes.iter().flat_map(|r| r.hosts.iter().cloned()).collect();
@@ -485,16 +474,24 @@ impl Validator<'_> {
                 }
                 CertSource::Files(certs)
             }
-            Some(("acme", span)) => {
-                self.warn(
-                    span,
-                    "tls.source = \"acme\" is not implemented yet; a self-signed certificate is used meanwhile",
-                );
-                CertSource::SelfSigned {
-                    dir: default_dir,
-                    hosts,
+            Some(("acme", span)) => match acme {
+                Some(a) => {
+                    if a.challenge == AcmeChallenge::Http01 && server.http.is_none() {
+                        self.err(
+                            span.clone(),
+                            "the http-01 challenge needs the plain listener: set server.http",
+                        );
+                    }
+                    if server.https.is_none() {
+                        self.err(span, "ACME certificates need the HTTPS listener: set server.https");
+                    }
+                    CertSource::Acme(a)
                 }
-            }
+                None => {
+                    self.missing(span, "tls.source = \"acme\" needs an [acme] section with `domains`");
+                    return None;
+                }
+            },
             Some((other, span)) => {
                 self.err(
                     span,
@@ -504,6 +501,125 @@ impl Validator<'_> {
             }
         };
         Some(TlsSettings { source, min_version })
+    }
+
+    /// `[acme]`: checked whenever present, used with `tls.source = "acme"`. Needs no network.
+    fn acme(&mut self, span: Range<usize>, r: &RawAcme) -> Option<AcmeSettings> {
+        let mut ok = true;
+        let mut domains = Vec::new();
+        match &r.domains {
+            Some(list) if !list.get_ref().is_empty() => {
+                for d in list.get_ref() {
+                    match normalize_host(d.get_ref()).filter(|h| h.contains('.') || h == "localhost") {
+                        Some(h) if h.starts_with("*.") || !h.contains('*') => {
+                            if !domains.contains(&h) {
+                                domains.push(h)
+                            }
+                        }
+                        _ => {
+                            self.err(d.span(), format!("`{}` is not a domain name", d.get_ref()));
+                            ok = false;
+                        }
+                    }
+                }
+            }
+            Some(list) => {
+                self.err(list.span(), "acme.domains is empty");
+                ok = false;
+            }
+            None => {
+                self.missing(
+                    span.clone(),
+                    "[acme] needs `domains`, e.g. [\"example.com\", \"www.example.com\"]",
+                );
+                ok = false;
+            }
+        }
+        let mut contact = Vec::new();
+        for c in r.contact.iter().flat_map(|l| l.get_ref()) {
+            match c.get_ref().strip_prefix("mailto:") {
+                Some(addr) if addr.contains('@') && !addr.contains(char::is_whitespace) => {
+                    contact.push(c.get_ref().clone())
+                }
+                _ => {
+                    self.err(c.span(), format!("contact `{}` must be a mailto: address", c.get_ref()));
+                    ok = false;
+                }
+            }
+        }
+        let directory = match r.directory.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
+            None | Some(("letsencrypt", _)) => LETS_ENCRYPT.to_string(),
+            Some(("letsencrypt-staging", _)) => LETS_ENCRYPT_STAGING.to_string(),
+            Some((url, span)) => match url.parse::<http::Uri>() {
+                Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => url.to_string(),
+                _ => {
+                    self.err(
+                        span,
+                        format!(
+                            "acme.directory `{url}` is not \"letsencrypt\", \"letsencrypt-staging\" or an https URL"
+                        ),
+                    );
+                    ok = false;
+                    String::new()
+                }
+            },
+        };
+        let challenge = match r.challenge.as_ref().map(|c| (c.get_ref().as_str(), c.span())) {
+            None | Some(("tls-alpn-01", _)) => AcmeChallenge::TlsAlpn01,
+            Some(("http-01", _)) => AcmeChallenge::Http01,
+            Some((other, span)) => {
+                self.err(
+                    span,
+                    format!("acme.challenge `{other}` is not \"tls-alpn-01\" or \"http-01\""),
+                );
+                ok = false;
+                AcmeChallenge::TlsAlpn01
+            }
+        };
+        let cache_dir = r
+            .cache_dir
+            .as_ref()
+            .map_or_else(|| PathBuf::from("certs/acme"), |d| PathBuf::from(d.get_ref()));
+        let check_interval = self.positive_duration(r.check_interval.as_ref(), Duration::from_secs(12 * 3600));
+        let renew_before = match &r.renew_before {
+            None => RenewBefore::Auto,
+            Some(v) if v.get_ref() == "auto" => RenewBefore::Auto,
+            Some(v) => match parse_duration(v.get_ref()) {
+                Ok(d) if !d.is_zero() => RenewBefore::Before(d),
+                _ => {
+                    self.err(
+                        v.span(),
+                        format!(
+                            "renew_before `{}` is not \"auto\" or a duration like \"30d\"",
+                            v.get_ref()
+                        ),
+                    );
+                    ok = false;
+                    RenewBefore::Auto
+                }
+            },
+        };
+        let ca_root = match r.ca_root.as_ref().filter(|c| !c.get_ref().trim().is_empty()) {
+            None => None,
+            Some(c) => {
+                let path = PathBuf::from(c.get_ref());
+                if let Err(e) = crate::tls::load_chain(&path) {
+                    self.err(c.span(), e);
+                    ok = false;
+                }
+                Some(path)
+            }
+        };
+        ok.then_some(AcmeSettings {
+            domains,
+            contact,
+            directory,
+            challenge,
+            cache_dir,
+            check_interval,
+            renew_before,
+            ca_root,
+        })
     }
 
     fn cert_pair(&mut self, cert: &Spanned<String>, key: &Spanned<String>) -> Option<LoadedCert> {

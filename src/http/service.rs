@@ -189,6 +189,18 @@ async fn route<'s>(
     };
     check_framing(&req)?;
     let server = &snap.config.server;
+    if let Some(token) = req.uri().path().strip_prefix(ACME_CHALLENGE_PREFIX)
+        && let Some(challenges) = state.acme_challenges.load_full()
+        && let Some(key_auth) = challenges.resolver.get_http_01_key_auth(token)
+    {
+        // ACME http-01 validation: answered before routing, on either listener
+        let mut resp = Response::new(Body::full(key_auth));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        return Ok(resp);
+    }
     if !ctx.conn.tls
         && server.redirect_to_https
         && !req.uri().path().starts_with(ACME_CHALLENGE_PREFIX)

@@ -21,6 +21,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
 use super::ConnSlot;
 use super::proxy_protocol::{self, Prefixed};
@@ -219,7 +220,8 @@ pub(super) async fn serve(state: Arc<State>, mut stream: TcpStream, mut info: Co
         }
         Some(acceptor) => {
             // the handshake is part of the time allowed to send the first request head
-            let Ok(Ok(stream)) = tokio::time::timeout(server.header_read_timeout, acceptor.accept(stream)).await else {
+            let handshake = tokio::time::timeout(server.header_read_timeout, handshake(&state, &acceptor, stream));
+            let Ok(Some(stream)) = handshake.await else {
                 return;
             };
             let session = stream.get_ref().1;
@@ -249,6 +251,30 @@ pub(super) async fn serve(state: Arc<State>, mut stream: TcpStream, mut info: Co
             }
         }
     }
+}
+
+/// The TLS handshake. While an ACME order is running, the ClientHello is read first: a
+/// tls-alpn-01 validation (ALPN `acme-tls/1`) gets the challenge certificate, and is closed
+/// right after its handshake, as the protocol wants.
+async fn handshake(
+    state: &State,
+    acceptor: &TlsAcceptor,
+    stream: Prefixed<TcpStream>,
+) -> Option<tokio_rustls::server::TlsStream<Prefixed<TcpStream>>> {
+    let Some(challenges) = state.acme_challenges.load_full() else {
+        return acceptor.accept(stream).await.ok();
+    };
+    let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)
+        .await
+        .ok()?;
+    if rustls_acme::is_tls_alpn_challenge(&start.client_hello()) {
+        tracing::debug!("ACME tls-alpn-01 validation handshake");
+        let mut tls = start.into_stream(challenges.tls.clone()).await.ok()?;
+        use tokio::io::AsyncWriteExt;
+        let _ = tls.shutdown().await;
+        return None;
+    }
+    start.into_stream(acceptor.config().clone()).await.ok()
 }
 
 async fn serve_h1<T>(ctx: Arc<ConnCtx>, io: TokioIo<Monitored<T>>, max_header: usize, shutdown: watch::Receiver<bool>)

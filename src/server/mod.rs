@@ -32,6 +32,8 @@ pub struct Gateway {
     listeners: Mutex<Listeners>,
     /// The bundled API's database, when `[api]` is configured.
     api_db: Mutex<Option<(PathBuf, Arc<Db>)>>,
+    /// The ACME manager, with `tls.source = "acme"`.
+    acme: Mutex<Option<crate::tls::acme::AcmeHandle>>,
 }
 
 /// One bound listening socket and its accept loop.
@@ -125,8 +127,14 @@ impl Gateway {
     /// bound addresses are in [`Gateway::http_addr`] and friends.
     pub async fn start(config: Arc<Config>) -> Result<Gateway, String> {
         tls::provider();
-        let certs = Arc::new(CertStore::new(load_certs(&config)?));
+        let certs = Arc::new(CertStore::new(load_certs(&config)?.unwrap_or_default()));
         let state = State::new(config.clone(), certs);
+        let acme = match &config.tls.source {
+            CertSource::Acme(settings) if config.server.https.is_some() => {
+                Some(crate::tls::acme::start(settings.clone(), state.clone())?)
+            }
+            _ => None,
+        };
         state
             .access_log
             .store(AccessLog::open(&config.log.access)?.map(Arc::new));
@@ -160,6 +168,7 @@ impl Gateway {
             state,
             listeners: Mutex::new(l),
             api_db: Mutex::new(api_db),
+            acme: Mutex::new(acme),
         };
         gw.publish_addresses();
         Ok(gw)
@@ -270,7 +279,31 @@ impl Gateway {
             }
         }
         *self.api_db.lock().unwrap_or_else(|e| e.into_inner()) = api_db;
-        state.certs.replace(certs);
+        {
+            // ACME: a changed domain set starts a new order; the old certificate keeps serving
+            // until the new one is issued. Unchanged settings keep the running manager.
+            let mut acme = self.acme.lock().unwrap_or_else(|e| e.into_inner());
+            match (&config.tls.source, config.server.https) {
+                (CertSource::Acme(settings), Some(_)) => {
+                    if acme.as_ref().is_none_or(|a| a.settings != *settings) {
+                        let keep = state.certs.current();
+                        let handle = crate::tls::acme::start(settings.clone(), state.clone())?;
+                        if acme.is_some() {
+                            state.certs.replace(keep);
+                        }
+                        *acme = Some(handle);
+                    }
+                }
+                _ => {
+                    *acme = None;
+                    state.acme_challenges.store(None);
+                    *state.acme_status() = None;
+                }
+            }
+        }
+        if let Some(certs) = certs {
+            state.certs.replace(certs);
+        }
         if let Some(a) = acceptor {
             state.tls.store(Some(Arc::new(a)));
         }
@@ -355,25 +388,30 @@ fn open_api_db(config: &Config, current: Option<&(PathBuf, Arc<Db>)>) -> Result<
     }
 }
 
-/// The certificates the config's source provides.
-fn load_certs(config: &Config) -> Result<Vec<Arc<rustls::sign::CertifiedKey>>, String> {
+/// The certificates the config's source provides (`None` for ACME: its manager provides them).
+fn load_certs(config: &Config) -> Result<Option<Vec<Arc<rustls::sign::CertifiedKey>>>, String> {
     if config.server.https.is_none() {
-        return Ok(Vec::new());
+        return Ok(Some(Vec::new()));
     }
     match &config.tls.source {
-        CertSource::SelfSigned { dir, hosts } => Ok(vec![tls::selfsigned::ensure(dir, hosts)?]),
-        CertSource::Files(files) => Ok(files.iter().map(|c| c.key.clone()).collect()),
+        CertSource::SelfSigned { dir, hosts } => Ok(Some(vec![tls::selfsigned::ensure(dir, hosts)?])),
+        CertSource::Files(files) => Ok(Some(files.iter().map(|c| c.key.clone()).collect())),
+        CertSource::Acme(_) => Ok(None),
     }
 }
 
 /// Files whose change should reload the config: the config itself and the files it names.
 pub fn watched_files(path: &Path, config: &Config) -> Vec<PathBuf> {
     let mut files = vec![path.to_path_buf()];
-    if let CertSource::Files(certs) = &config.tls.source {
-        for c in certs {
-            files.push(c.cert_path.clone());
-            files.push(c.key_path.clone());
+    match &config.tls.source {
+        CertSource::Files(certs) => {
+            for c in certs {
+                files.push(c.cert_path.clone());
+                files.push(c.key_path.clone());
+            }
         }
+        CertSource::Acme(a) => files.extend(a.ca_root.clone()),
+        CertSource::SelfSigned { .. } => {}
     }
     files
 }

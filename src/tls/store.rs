@@ -20,6 +20,11 @@ impl CertStore {
         }
     }
 
+    /// The certificates served now.
+    pub fn current(&self) -> Vec<Arc<CertifiedKey>> {
+        self.certs.load().as_ref().clone()
+    }
+
     /// Replaces the whole set; handshakes already under way keep what they picked.
     pub fn replace(&self, certs: Vec<Arc<CertifiedKey>>) {
         self.certs.store(Arc::new(certs));

@@ -413,13 +413,23 @@ impl BinGateway {
     pub fn start_with(toml: &str, prepare: impl FnOnce(&Path)) -> BinGateway {
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path());
-        let text = toml.replace("{dir}", dir.path().to_str().unwrap());
-        let conf = dir.path().join("gateway.toml");
+        let work = dir.path().to_path_buf();
+        Self::launch(toml, &work, dir)
+    }
+
+    /// Like `start`, in a directory an earlier gateway used (a restart).
+    pub fn start_in(toml: &str, work: &Path) -> BinGateway {
+        Self::launch(toml, work, tempfile::tempdir().unwrap())
+    }
+
+    fn launch(toml: &str, work: &Path, dir: tempfile::TempDir) -> BinGateway {
+        let text = toml.replace("{dir}", work.to_str().unwrap());
+        let conf = work.join("gateway.toml");
         std::fs::write(&conf, text).unwrap();
         let mut child = Command::new(bin_path())
             .args(["run", "--config"])
             .arg(&conf)
-            .current_dir(dir.path())
+            .current_dir(work)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

@@ -1,0 +1,638 @@
+//! ACME against pebble, the CA's own test server, with real validation: tls-alpn-01 and http-01
+//! issuance, SAN certificates verified against pebble's root over HTTP/1.1 and HTTP/2, restarts
+//! from the cache without a new order, renewal swapped under load, a CA that is down at start,
+//! private cache files, `orta-gateway certs`; and the ARI fetch against a local RFC 9773
+//! endpoint.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rustls::pki_types::pem::PemObject;
+
+const DOMAINS: [&str; 2] = ["shop.test", "www.shop.test"];
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn need(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .unwrap();
+    assert!(
+        found.status.success(),
+        "`{tool}` is needed for the ACME tests: apt-get install pebble (scripts/test installs it)"
+    );
+}
+
+/// A CA and a leaf for 127.0.0.1/localhost, as PEM files in `dir`: pebble's own HTTPS identity
+/// (rustls refuses a self-signed leaf). Returns (CA, cert, key) paths.
+fn pebble_identity(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf.subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    let leaf = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+    let paths = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, leaf.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// pebble and pebble-challtestsrv (whose DNS answers every name with 127.0.0.1).
+struct Pebble {
+    children: Vec<Child>,
+    pub directory: String,
+    pub mgmt: SocketAddr,
+    pub ca: PathBuf,
+    dns: u16,
+    dns_mgmt: u16,
+    log: Arc<Mutex<Vec<String>>>,
+    dir: tempfile::TempDir,
+}
+
+impl Pebble {
+    /// Validations go to the gateway's `http_port` (http-01) and `tls_port` (tls-alpn-01).
+    fn start(http_port: u16, tls_port: u16, validity_secs: Option<u64>) -> Pebble {
+        let mut p = Self::prepare(http_port, tls_port, validity_secs);
+        p.launch();
+        p
+    }
+
+    /// Everything but the processes: ports, identity, config.
+    fn prepare(http_port: u16, tls_port: u16, validity_secs: Option<u64>) -> Pebble {
+        need("pebble");
+        need("pebble-challtestsrv");
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = pebble_identity(dir.path());
+        let (api, mgmt, dns, dns_mgmt) = (free_port(), free_port(), free_port(), free_port());
+        let mut conf = serde_json::json!({"pebble": {
+            "listenAddress": format!("127.0.0.1:{api}"),
+            "managementListenAddress": format!("127.0.0.1:{mgmt}"),
+            "certificate": cert, "privateKey": key,
+            "httpPort": http_port, "tlsPort": tls_port,
+            "ocspResponderURL": "", "externalAccountBindingRequired": false,
+        }});
+        if let Some(v) = validity_secs {
+            conf["pebble"]["certificateValidityPeriod"] = v.into();
+        }
+        std::fs::write(dir.path().join("pebble.json"), conf.to_string()).unwrap();
+        Pebble {
+            children: Vec::new(),
+            directory: format!("https://127.0.0.1:{api}/dir"),
+            mgmt: SocketAddr::from(([127, 0, 0, 1], mgmt)),
+            ca,
+            dns,
+            dns_mgmt,
+            log: Arc::new(Mutex::new(Vec::new())),
+            dir,
+        }
+    }
+
+    fn launch(&mut self) {
+        let (dns, dns_mgmt) = (self.dns, self.dns_mgmt);
+        let challtestsrv = Command::new("pebble-challtestsrv")
+            .args([
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+            ])
+            .args([
+                "-dns01",
+                &format!("127.0.0.1:{dns}"),
+                "-management",
+                &format!("127.0.0.1:{dns_mgmt}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut pebble = Command::new("pebble")
+            .arg("-config")
+            .arg(self.dir.path().join("pebble.json"))
+            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (out, log) = (pebble.stdout.take().unwrap(), self.log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                log.lock().unwrap().push(line);
+            }
+        });
+        self.children = vec![pebble, challtestsrv];
+    }
+
+    fn client(&self) -> reqwest::Client {
+        client_trusting(&std::fs::read(&self.ca).unwrap(), None)
+    }
+
+    async fn ready(&self) {
+        let c = self.client();
+        let url = self.directory.clone();
+        wait_until(Duration::from_secs(20), "pebble's directory", || {
+            let (c, url) = (c.clone(), url.clone());
+            async move { c.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+    }
+
+    /// The root that signs the certificates pebble issues.
+    async fn issuing_root(&self) -> Vec<u8> {
+        let r = self
+            .client()
+            .get(format!("https://{}/roots/0", self.mgmt))
+            .send()
+            .await
+            .unwrap();
+        r.bytes().await.unwrap().to_vec()
+    }
+
+    fn issued(&self) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("Issued certificate"))
+            .count()
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A gateway config on fixed ports, ACME from `directory`, caching in `{dir}/acme`.
+fn acme_config(http: u16, https: u16, pebble: &Pebble, up: SocketAddr, extra_acme: &str, redirect: bool) -> String {
+    format!(
+        r#"[server]
+http = "127.0.0.1:{http}"
+https = "127.0.0.1:{https}"
+redirect_to_https = {redirect}
+shutdown_grace = "5s"
+[tls]
+source = "acme"
+[acme]
+domains = ["{d0}", "{d1}"]
+contact = ["mailto:ops@shop.test"]
+directory = "{dir_url}"
+cache_dir = "{{dir}}/acme"
+check_interval = "1s"
+ca_root = "{ca}"
+{extra_acme}
+[[upstream]]
+name = "u"
+servers = ["{up}"]
+[[route]]
+path = "/"
+upstream = "u"
+"#,
+        d0 = DOMAINS[0],
+        d1 = DOMAINS[1],
+        dir_url = pebble.directory,
+        ca = pebble.ca.display(),
+    )
+}
+
+/// A client that trusts only pebble's issuing root and sends `name` to the gateway.
+fn verified_client(root: &[u8], https: u16, h1: bool) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(root).unwrap()])
+        .no_proxy()
+        .timeout(Duration::from_secs(10));
+    for d in DOMAINS {
+        b = b.resolve(d, SocketAddr::from(([127, 0, 0, 1], https)));
+    }
+    if h1 {
+        b = b.http1_only();
+    }
+    b.build().unwrap()
+}
+
+/// The serial of the certificate the gateway presents for `name` (any certificate accepted).
+async fn served_serial(https: u16, name: &str) -> Option<(String, String)> {
+    #[derive(Debug)]
+    struct AnyCert;
+    impl rustls::client::danger::ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            orta_gateway::tls::provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+    let cfg = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert))
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", https)).await.ok()?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name.to_string().try_into().ok()?, tcp)
+        .await
+        .ok()?;
+    let leaf = tls.get_ref().1.peer_certificates()?.first()?.clone();
+    let info = orta_gateway::tls::describe(&leaf)?;
+    Some((info.serial, info.issuer))
+}
+
+async fn wait_for_issued(https: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if let Some((serial, issuer)) = served_serial(https, DOMAINS[0]).await
+            && issuer.contains("Pebble")
+        {
+            return serial;
+        }
+        assert!(Instant::now() < deadline, "no certificate issued by pebble within 40 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn both_names_over_h1_and_h2(root: &[u8], https: u16) {
+    for h1 in [true, false] {
+        let c = verified_client(root, https, h1);
+        for d in DOMAINS {
+            let r = c.get(format!("https://{d}:{https}/x")).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{d}");
+            let v = if h1 {
+                reqwest::Version::HTTP_11
+            } else {
+                reqwest::Version::HTTP_2
+            };
+            assert_eq!(r.version(), v);
+        }
+    }
+}
+
+#[tokio::test]
+async fn tls_alpn_01_issues_a_san_certificate_and_a_restart_reuses_it() {
+    let up = TestUpstream::start("u").await;
+    let (http, https) = (free_port(), free_port());
+    let pebble = Pebble::start(http, https, None);
+    pebble.ready().await;
+    let toml = acme_config(http, https, &pebble, up.addr, "challenge = \"tls-alpn-01\"", false);
+    let gw = BinGateway::start(&toml);
+    let serial = wait_for_issued(https).await;
+    let root = pebble.issuing_root().await;
+    both_names_over_h1_and_h2(&root, https).await;
+    assert!(gw.log_text().contains("new certificate issued"), "{}", gw.log_text());
+    let issued = pebble.issued();
+    assert_eq!(issued, 1);
+
+    // the cache: private files in a private directory, and `certs` reads them
+    use std::os::unix::fs::PermissionsExt;
+    let acme_dir = gw.dir.path().join("acme");
+    assert_eq!(
+        std::fs::metadata(&acme_dir).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    let mut files = 0;
+    for e in std::fs::read_dir(&acme_dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            files += 1;
+            assert_eq!(
+                e.metadata().unwrap().permissions().mode() & 0o777,
+                0o600,
+                "{:?}",
+                e.file_name()
+            );
+        }
+    }
+    assert!(files >= 2, "account key and certificate");
+    let conf = gw.dir.path().join("gateway.toml");
+    let out = Command::new(bin_path())
+        .args(["certs", "--config"])
+        .arg(&conf)
+        .current_dir(gw.dir.path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    for field in [
+        "acme: shop.test, www.shop.test",
+        "issuer:",
+        "Pebble",
+        "not before:",
+        "not after:",
+        "days left",
+        "renewal:",
+        "a third of the lifetime left",
+    ] {
+        assert!(text.contains(field), "certs output lacks {field:?}:\n{text}");
+    }
+
+    // a restart loads the cached certificate: same serial, no new order
+    let dir = gw.dir.path().to_path_buf();
+    let mut gw = gw;
+    gw.signal("TERM");
+    gw.child.wait().unwrap();
+    let gw2 = BinGateway::start_in(&toml, &dir);
+    let again = wait_for_issued(https).await;
+    assert_eq!(again, serial, "the cached certificate");
+    assert!(
+        gw2.log_text().contains("cached certificate deployed"),
+        "{}",
+        gw2.log_text()
+    );
+    assert_eq!(pebble.issued(), issued, "no new order");
+    drop(gw);
+}
+
+#[tokio::test]
+async fn http_01_issues_with_redirect_to_https_on() {
+    let up = TestUpstream::start("u").await;
+    let (http, https) = (free_port(), free_port());
+    let pebble = Pebble::start(http, https, None);
+    pebble.ready().await;
+    let gw = BinGateway::start(&acme_config(
+        http,
+        https,
+        &pebble,
+        up.addr,
+        "challenge = \"http-01\"",
+        true,
+    ));
+    wait_for_issued(https).await;
+    let root = pebble.issuing_root().await;
+    both_names_over_h1_and_h2(&root, https).await;
+    // everything else on the plain listener is still redirected
+    let r = plain_client()
+        .get(format!("http://127.0.0.1:{http}/x"))
+        .header("host", DOMAINS[0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 301);
+    drop(gw);
+}
+
+#[tokio::test]
+async fn a_ca_down_at_start_means_a_temporary_certificate_then_issuance() {
+    let up = TestUpstream::start("u").await;
+    let (http, https) = (free_port(), free_port());
+    let admin = free_port();
+    // the gateway starts while its CA is not running yet
+    let mut pebble = Pebble::prepare(http, https, None);
+    let toml =
+        acme_config(http, https, &pebble, up.addr, "", false) + &format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\n");
+    let gw = BinGateway::start(&toml);
+    // meanwhile: a temporary certificate, and /status says why
+    let (_, issuer) = served_serial(https, DOMAINS[0])
+        .await
+        .expect("a certificate is served at once");
+    assert!(
+        issuer.contains("orta-gateway"),
+        "temporary self-signed, issued by {issuer}"
+    );
+    let status: serde_json::Value = plain_client()
+        .get(format!("http://127.0.0.1:{admin}/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        status["acme"]["pending"].as_str().unwrap().contains("waiting"),
+        "{status}"
+    );
+    let metrics_url = format!("http://127.0.0.1:{admin}/metrics");
+    let failed = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("acme_renewals_total{result=\"failed\"} "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let m = &metrics_url;
+    wait_until(Duration::from_secs(10), "a failed order counted", || async move {
+        failed(&plain_client().get(m).send().await.unwrap().text().await.unwrap()) >= 1.0
+    })
+    .await;
+    // the CA comes up: issuance follows
+    pebble.launch();
+    pebble.ready().await;
+    wait_for_issued(https).await;
+    let metrics = plain_client()
+        .get(&metrics_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("acme_renewals_total{result=\"ok\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("certificate_expiry_seconds{domain=\"shop.test\"}"),
+        "{metrics}"
+    );
+    drop(gw);
+}
+
+#[tokio::test]
+async fn a_short_lived_certificate_is_renewed_under_load_without_a_failed_request() {
+    let up = TestUpstream::start("u").await;
+    let (http, https) = (free_port(), free_port());
+    // 60 s certificates, renewed with 50 s left: a new one every ~10 s
+    let pebble = Pebble::start(http, https, Some(60));
+    pebble.ready().await;
+    let gw = BinGateway::start(&acme_config(
+        http,
+        https,
+        &pebble,
+        up.addr,
+        "renew_before = \"50s\"",
+        false,
+    ));
+    let first = wait_for_issued(https).await;
+    let root = pebble.issuing_root().await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut workers = Vec::new();
+    for i in 0..4 {
+        let (stop, ok, failures, root) = (stop.clone(), ok.clone(), failures.clone(), root.clone());
+        workers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                // new connections, so new handshakes see the new certificate
+                let c = verified_client(&root, https, i % 2 == 0);
+                match c.get(format!("https://{}:{https}/x", DOMAINS[i % 2])).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        ok.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(r) => failures.lock().unwrap().push(r.status().to_string()),
+                    Err(e) => failures.lock().unwrap().push(format!("{e:?}")),
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    let mut renewed = None;
+    while renewed.is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(40),
+            "no renewal; log:\n{}",
+            gw.log_text()
+        );
+        if let Some((serial, issuer)) = served_serial(https, DOMAINS[0]).await
+            && issuer.contains("Pebble")
+            && serial != first
+        {
+            renewed = Some(serial);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let at_renewal = ok.load(Ordering::SeqCst);
+    wait_until(Duration::from_secs(10), "requests on the new certificate", || async {
+        ok.load(Ordering::SeqCst) > at_renewal + 20
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    assert!(gw.log_text().contains("renewing now"), "{}", gw.log_text());
+}
+
+#[tokio::test]
+async fn ari_windows_are_fetched_from_the_directory() {
+    use orta_gateway::tls::acme::ari;
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    // a CA, a leaf for the endpoint, and a certificate to ask about
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf.subject_alt_names
+        .push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
+    leaf.use_authority_key_identifier_extension = true;
+    let leaf = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+    let expected_id = ari::cert_id(leaf.der()).expect("an AKI and a serial");
+    // the RFC 9773 endpoint
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server_cfg = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_cfg));
+    let asked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let asked2 = asked.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (acceptor, asked) = (acceptor.clone(), asked2.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let asked = asked.clone();
+                    async move {
+                        let path = req.uri().path().to_string();
+                        asked.lock().unwrap().push(path.clone());
+                        let body = if path == "/dir" {
+                            serde_json::json!({"newNonce": "x", "renewalInfo": format!("https://{addr}/renewal-info")})
+                        } else {
+                            serde_json::json!({"suggestedWindow": {"start": "2031-01-02T04:00:00Z", "end": "2031-01-03T04:00:00Z"}})
+                        };
+                        let mut r =
+                            http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body.to_string())));
+                        r.headers_mut().insert("retry-after", "21600".parse().unwrap());
+                        Ok::<_, std::convert::Infallible>(r)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let client = Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let url = ari::renewal_info_url(&format!("https://{addr}/dir"), &client)
+        .await
+        .unwrap();
+    assert_eq!(url.as_deref(), Some(format!("https://{addr}/renewal-info").as_str()));
+    let info = ari::fetch(&url.unwrap(), leaf.der(), &client).await.unwrap();
+    assert_eq!(info.window.start, 1_925_092_800);
+    assert_eq!(info.window.end, 1_925_179_200);
+    assert_eq!(info.retry_after, Some(Duration::from_secs(21600)));
+    assert_eq!(
+        asked.lock().unwrap().last().unwrap(),
+        &format!("/renewal-info/{expected_id}")
+    );
+}
