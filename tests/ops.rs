@@ -244,7 +244,7 @@ rate_limit = "api"
     let gw_ref = &gw;
     wait_until(Duration::from_secs(3), "b marked down", || async move {
         let snap = gw_ref.gw().state.snapshot();
-        !snap.upstreams["pair"].servers[1].is_up()
+        !snap.upstreams["pair"].servers()[1].is_up()
     })
     .await;
     b.set_healthy(true);
@@ -256,8 +256,8 @@ rate_limit = "api"
         "the bucket is still empty"
     );
     let snap = gw.gw().state.snapshot();
-    assert!(!snap.upstreams["pair"].servers[1].is_up(), "health state kept");
-    assert!(snap.upstreams["pair"].servers[0].is_up());
+    assert!(!snap.upstreams["pair"].servers()[1].is_up(), "health state kept");
+    assert!(snap.upstreams["pair"].servers()[0].is_up());
     // a changed zone starts afresh
     gw.gw()
         .reload(parse(&toml(unrelated).replace("burst = 2", "burst = 3"), gw.dir.path()))

@@ -90,7 +90,7 @@ fn scrape_time_series(state: &State) -> Vec<Gauge> {
         ("upstream_inflight", "Requests in flight to the upstream server"),
     ] {
         for u in &upstreams {
-            for s in &u.servers {
+            for s in u.servers().iter() {
                 let value = if name == "upstream_up" {
                     f64::from(u8::from(s.is_up()))
                 } else {
@@ -186,7 +186,7 @@ fn status(state: &State) -> serde_json::Value {
         "connections_open": state.tracker.open(),
         "upstreams": upstreams.iter().map(|u| serde_json::json!({
             "name": u.spec.name,
-            "servers": u.servers.iter().map(|s| serde_json::json!({
+            "servers": u.servers().iter().map(|s| serde_json::json!({
                 "address": s.label,
                 "up": s.is_up(),
                 "inflight": s.inflight(),

@@ -91,6 +91,8 @@ pub struct ServerSettings {
     pub trusted_proxies: TrustedProxies,
     /// Expect a PROXY v1/v2 header from trusted proxies on both listeners.
     pub proxy_protocol: bool,
+    /// An `/etc/hosts`-format file answering before DNS for upstream server names.
+    pub hosts_file: Option<PathBuf>,
     pub server_header: bool,
 }
 
@@ -111,6 +113,7 @@ impl Default for ServerSettings {
             shutdown_grace: Duration::from_secs(30),
             trusted_proxies: TrustedProxies::default(),
             proxy_protocol: false,
+            hosts_file: None,
             server_header: false,
         }
     }
@@ -238,6 +241,8 @@ pub struct UpstreamSpec {
     pub read_timeout: Duration,
     pub retries: u32,
     pub health: Option<HealthSpec>,
+    /// `server.hosts_file`: consulted before DNS for server names.
+    pub hosts_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -260,6 +265,8 @@ pub struct RouteSpec {
     pub rate_limit: Option<String>,
     /// The route's security headers (`[headers]` with `[route.headers]` over it).
     pub headers: SecurityHeaders,
+    /// Only these client networks may use the route (403 for others); `None`: everyone.
+    pub allow: Option<Vec<ipnet::IpNet>>,
     /// 1-based line of the route in the file, to name it in logs and metrics.
     pub line: usize,
 }

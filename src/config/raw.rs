@@ -25,6 +25,7 @@ pub struct RawServer {
     pub trusted_proxies: Option<S<Vec<S<String>>>>,
     pub proxy_protocol: Option<S<bool>>,
     pub server_header: Option<S<bool>>,
+    pub hosts_file: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -131,6 +132,7 @@ pub struct RawRoute {
     pub rate_limit: Option<S<String>>,
     pub cache_control: Option<S<String>>,
     pub headers: Option<S<RawHeaders>>,
+    pub allow: Option<S<Vec<S<String>>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

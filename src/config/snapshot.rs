@@ -35,6 +35,8 @@ pub struct Route {
     pub headers: SecurityHeaders,
     pub rate_limit: Option<Arc<Zone>>,
     pub metrics: Arc<RouteMetrics>,
+    /// Client networks allowed (`None`: everyone).
+    pub allow: Option<Vec<ipnet::IpNet>>,
 }
 
 impl RoutePrefix for Route {
@@ -79,6 +81,7 @@ impl Snapshot {
                 handler,
                 headers: r.headers.clone(),
                 rate_limit: r.rate_limit.as_ref().and_then(|z| zones.get(z).cloned()),
+                allow: r.allow.clone(),
             };
             Some((r.hosts.clone(), Arc::new(route)))
         });

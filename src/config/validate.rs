@@ -205,7 +205,7 @@ impl Validator<'_> {
             .iter()
             .filter_map(|(_, z)| z.name.as_ref().map(|n| n.get_ref().clone()))
             .collect();
-        let upstreams = self.upstreams(&raw.upstreams);
+        let upstreams = self.upstreams(&raw.upstreams, server.hosts_file.as_ref());
         let headers = match &raw.headers {
             Some((_, h)) => {
                 if let Some(o) = &h.override_upstream {
@@ -406,6 +406,12 @@ impl Validator<'_> {
             s.trusted_proxies = TrustedProxies::new(nets);
         }
         s.proxy_protocol = r.proxy_protocol.as_ref().is_some_and(|b| *b.get_ref());
+        if let Some(h) = r.hosts_file.as_ref().filter(|h| !h.get_ref().trim().is_empty()) {
+            match std::fs::read_to_string(h.get_ref()) {
+                Ok(_) => s.hosts_file = Some(PathBuf::from(h.get_ref())),
+                Err(e) => self.err(h.span(), format!("hosts_file `{}` is not readable: {e}", h.get_ref())),
+            }
+        }
         if let Some(v) = r.proxy_protocol.as_ref().filter(|b| *b.get_ref())
             && s.trusted_proxies.is_empty()
         {
@@ -662,7 +668,7 @@ impl Validator<'_> {
         })
     }
 
-    fn upstreams(&mut self, raw: &[(Range<usize>, RawUpstream)]) -> Vec<UpstreamSpec> {
+    fn upstreams(&mut self, raw: &[(Range<usize>, RawUpstream)], hosts_file: Option<&PathBuf>) -> Vec<UpstreamSpec> {
         let mut out = Vec::new();
         let mut seen: HashMap<String, Range<usize>> = HashMap::new();
         for (span, u) in raw {
@@ -722,6 +728,7 @@ impl Validator<'_> {
                 read_timeout,
                 retries,
                 health,
+                hosts_file: hosts_file.cloned(),
             });
         }
         out
@@ -898,12 +905,32 @@ impl Validator<'_> {
                 Some(h) => self.headers(global_headers, h.get_ref()),
                 None => global_headers.clone(),
             };
+            let allow = r.allow.as_ref().map(|list| {
+                let mut nets = Vec::new();
+                for a in list.get_ref() {
+                    match parse_net(a.get_ref()) {
+                        Some(n) => nets.push(n),
+                        None => self.err(
+                            a.span(),
+                            format!("`{}` is not a CIDR or IP address, e.g. \"10.0.0.0/8\"", a.get_ref()),
+                        ),
+                    }
+                }
+                if list.get_ref().is_empty() {
+                    self.err(
+                        list.span(),
+                        "allow = [] refuses everyone: leave `allow` out to let everyone in",
+                    );
+                }
+                nets
+            });
             out.push(RouteSpec {
                 hosts,
                 path: p.clone(),
                 action,
                 rate_limit: r.rate_limit.as_ref().map(|z| z.get_ref().clone()),
                 headers,
+                allow,
                 line,
             });
         }

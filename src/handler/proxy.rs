@@ -61,14 +61,15 @@ pub async fn forward(
 
     let spec = &upstream.spec;
     let max_fails = spec.health.as_ref().map_or(1, |h| h.fails);
+    let servers = upstream.servers();
     let mut tried: Vec<usize> = Vec::with_capacity(2);
     let mut last_error = "No upstream server is available.";
     for _attempt in 0..=spec.retries {
-        let Some(i) = upstream.pick(ctx.client_ip, &tried) else {
+        let Some(i) = upstream.pick(&servers, ctx.client_ip, &tried) else {
             break;
         };
         tried.push(i);
-        let server = &upstream.servers[i];
+        let server = &servers[i];
         // counted in flight from now until the response body ends (least_conn reads this)
         let inflight = server.begin();
         let sent = std::time::Instant::now();

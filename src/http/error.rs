@@ -10,6 +10,8 @@ use super::body::Body;
 pub enum HttpError {
     /// A malformed request; the text says what was wrong.
     BadRequest(&'static str),
+    /// The route does not admit this client.
+    Forbidden,
     NotFound,
     MethodNotAllowed {
         allow: &'static str,
@@ -31,6 +33,7 @@ impl HttpError {
     pub fn status(&self) -> StatusCode {
         match self {
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpError::Forbidden => StatusCode::FORBIDDEN,
             HttpError::NotFound => StatusCode::NOT_FOUND,
             HttpError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             HttpError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -46,6 +49,7 @@ impl HttpError {
     pub fn message(&self) -> &'static str {
         match self {
             HttpError::BadRequest(why) => why,
+            HttpError::Forbidden => "This address is not open to you.",
             HttpError::NotFound => "Nothing is served at this address.",
             HttpError::MethodNotAllowed { .. } => "This method is not allowed here.",
             HttpError::RequestTimeout => "The request body did not arrive in time.",

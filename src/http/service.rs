@@ -220,6 +220,11 @@ async fn route<'s>(
     }
     let route = snap.router.lookup(&host, &path).ok_or(HttpError::NotFound)?;
     *matched = Some(route.as_ref());
+    if let Some(allow) = &route.allow
+        && !allow.iter().any(|n| n.contains(&ctx.client_ip))
+    {
+        return Err(HttpError::Forbidden);
+    }
     if let Some(zone) = &route.rate_limit {
         zone.check(ctx.client_ip).map_err(|wait| {
             meta.rate_limited = true;

@@ -8,28 +8,24 @@ use http::header::{CONNECTION, HOST, USER_AGENT};
 use http::{HeaderValue, Request};
 use tokio::time::{MissedTickBehavior, interval, timeout};
 
-use super::{Server, Upstream, pool};
+use super::{Server, pool};
 use crate::config::HealthSpec;
 use crate::http::body::Body;
 
-pub(super) fn spawn(upstream: &Arc<Upstream>) {
-    let Some(spec) = upstream.spec.health.clone() else {
-        return;
-    };
-    for server in &upstream.servers {
-        let weak = Arc::downgrade(server);
-        let spec = spec.clone();
-        tokio::spawn(async move {
-            let mut tick = interval(spec.interval);
-            tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                let Some(server) = weak.upgrade() else { break };
-                let ok = probe(&server, &spec).await;
-                server.record_check(ok, spec.fails, spec.passes);
-            }
-        });
-    }
+/// Checks `server` every `spec.interval` until it is dropped.
+pub(super) fn spawn(server: &Arc<Server>, spec: Option<&HealthSpec>) {
+    let Some(spec) = spec.cloned() else { return };
+    let weak = Arc::downgrade(server);
+    tokio::spawn(async move {
+        let mut tick = interval(spec.interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let Some(server) = weak.upgrade() else { break };
+            let ok = probe(&server, &spec).await;
+            server.record_check(ok, spec.fails, spec.passes);
+        }
+    });
 }
 
 /// One check: a 2xx or 3xx answer within `timeout` passes.

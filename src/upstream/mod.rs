@@ -3,6 +3,7 @@
 //! connections, or a sticky hash of the client IP). An upstream is long-lived state: a reload
 //! that leaves its config unchanged keeps it, with its health and pools.
 
+pub mod discovery;
 pub mod health;
 pub mod pool;
 
@@ -10,6 +11,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use crate::config::{Balance, ServerAddr, UpstreamSpec};
 use pool::Pool;
@@ -19,32 +22,63 @@ const PASSIVE_RETRY_AFTER: Duration = Duration::from_secs(10);
 
 pub struct Upstream {
     pub spec: UpstreamSpec,
-    pub servers: Vec<Arc<Server>>,
+    /// The servers now: server names (`backend:8000`) are resolved to every address they have,
+    /// again on each health-check interval (docker's `--scale` adds and removes replicas).
+    servers: ArcSwap<Vec<Arc<Server>>>,
     rr: AtomicUsize,
 }
 
 impl Upstream {
-    /// Creates the upstream and starts its health checks (which stop when it is dropped).
+    /// Creates the upstream (resolving server names) and starts its health checks and name
+    /// re-resolution, which stop when it is dropped.
     pub fn start(spec: UpstreamSpec) -> Arc<Self> {
-        let servers = spec
-            .servers
-            .iter()
-            .map(|addr| Arc::new(Server::new(addr.clone(), spec.health.is_some())))
-            .collect();
+        let addrs = discovery::resolve_all(&spec);
         let up = Arc::new(Self {
             spec,
-            servers,
+            servers: ArcSwap::from_pointee(Vec::new()),
             rr: AtomicUsize::new(0),
         });
-        health::spawn(&up);
+        up.set_servers(addrs);
+        discovery::spawn(&up);
         up
     }
 
-    /// Picks a server for a request from `client`, skipping the ones already `tried` and those
-    /// that are down; `None` when no server is left.
-    pub fn pick(&self, client: IpAddr, tried: &[usize]) -> Option<usize> {
-        let n = self.servers.len();
-        let candidate = |i: &usize| !tried.contains(i) && self.servers[*i].available();
+    /// The servers as they are now (one load per request: indexes refer to this list).
+    pub fn servers(&self) -> Arc<Vec<Arc<Server>>> {
+        self.servers.load_full()
+    }
+
+    /// Replaces the server list, keeping the servers (health, pools) whose address stays.
+    pub(crate) fn set_servers(&self, addrs: Vec<std::net::SocketAddr>) {
+        let current = self.servers.load_full();
+        if current.len() == addrs.len() && current.iter().zip(&addrs).all(|(s, a)| s.addr == ServerAddr::Ip(*a)) {
+            return;
+        }
+        let next: Vec<Arc<Server>> = addrs
+            .iter()
+            .map(|a| {
+                current
+                    .iter()
+                    .find(|s| s.addr == ServerAddr::Ip(*a))
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        let s = Arc::new(Server::new(ServerAddr::Ip(*a), self.spec.health.is_some()));
+                        health::spawn(&s, self.spec.health.as_ref());
+                        s
+                    })
+            })
+            .collect();
+        if !current.is_empty() {
+            tracing::info!(upstream = %self.spec.name, servers = ?addrs, "upstream servers changed");
+        }
+        self.servers.store(Arc::new(next));
+    }
+
+    /// Picks a server of `servers` (from [`Upstream::servers`]) for a request from `client`,
+    /// skipping the ones already `tried` and those that are down; `None` when none is left.
+    pub fn pick(&self, servers: &[Arc<Server>], client: IpAddr, tried: &[usize]) -> Option<usize> {
+        let n = servers.len();
+        let candidate = |i: &usize| !tried.contains(i) && servers[*i].available();
         match self.spec.balance {
             Balance::RoundRobin => {
                 let start = self.rr.fetch_add(1, Relaxed);
@@ -56,22 +90,20 @@ impl Upstream {
                 (0..n)
                     .map(|k| (start + k) % n)
                     .filter(candidate)
-                    .min_by_key(|i| self.servers[*i].inflight())
+                    .min_by_key(|i| servers[*i].inflight())
             }
             Balance::IpHash => {
                 // rendezvous hashing: a client keeps its server while that server is up, and
                 // only the clients of a server that goes down move
                 let key = ip_key(client);
-                (0..n)
-                    .filter(candidate)
-                    .max_by_key(|i| mix(key ^ self.servers[*i].hash))
+                (0..n).filter(candidate).max_by_key(|i| mix(key ^ servers[*i].hash))
             }
         }
     }
 
     /// True when at least one server is taking traffic.
     pub fn any_available(&self) -> bool {
-        self.servers.iter().any(|s| s.available())
+        self.servers.load().iter().any(|s| s.available())
     }
 }
 
@@ -238,17 +270,19 @@ mod tests {
             read_timeout: Duration::from_secs(1),
             retries: 1,
             health: None,
+            hosts_file: None,
         }
     }
 
     fn upstream(balance: Balance, n: u16) -> Upstream {
         let spec = spec(balance, n);
+        let servers: Vec<Arc<Server>> = spec
+            .servers
+            .iter()
+            .map(|a| Arc::new(Server::new(a.clone(), false)))
+            .collect();
         Upstream {
-            servers: spec
-                .servers
-                .iter()
-                .map(|a| Arc::new(Server::new(a.clone(), false)))
-                .collect(),
+            servers: ArcSwap::from_pointee(servers),
             spec,
             rr: AtomicUsize::new(0),
         }
@@ -259,20 +293,20 @@ mod tests {
     #[test]
     fn round_robin_cycles_and_skips_down_and_tried() {
         let u = upstream(Balance::RoundRobin, 3);
-        let picks: Vec<usize> = (0..6).map(|_| u.pick(IP, &[]).unwrap()).collect();
+        let picks: Vec<usize> = (0..6).map(|_| u.pick(&u.servers(), IP, &[]).unwrap()).collect();
         assert_eq!(picks, vec![0, 1, 2, 0, 1, 2]);
-        u.servers[1].record_failure(1);
-        let picks: Vec<usize> = (0..4).map(|_| u.pick(IP, &[]).unwrap()).collect();
+        u.servers()[1].record_failure(1);
+        let picks: Vec<usize> = (0..4).map(|_| u.pick(&u.servers(), IP, &[]).unwrap()).collect();
         assert!(!picks.contains(&1), "{picks:?}");
-        assert_eq!(u.pick(IP, &[0, 2]), None);
+        assert_eq!(u.pick(&u.servers(), IP, &[0, 2]), None);
     }
 
     #[test]
     fn least_conn_prefers_the_idle_server() {
         let u = upstream(Balance::LeastConn, 2);
-        let _busy = u.servers[0].begin();
+        let _busy = u.servers()[0].begin();
         for _ in 0..4 {
-            assert_eq!(u.pick(IP, &[]), Some(1));
+            assert_eq!(u.pick(&u.servers(), IP, &[]), Some(1));
         }
     }
 
@@ -282,8 +316,8 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for i in 0..64u8 {
             let ip = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, i));
-            let first = u.pick(ip, &[]).unwrap();
-            assert_eq!(u.pick(ip, &[]), Some(first));
+            let first = u.pick(&u.servers(), ip, &[]).unwrap();
+            assert_eq!(u.pick(&u.servers(), ip, &[]), Some(first));
             seen.insert(first);
         }
         assert_eq!(seen.len(), 4);
