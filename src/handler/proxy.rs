@@ -24,9 +24,6 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Limits on a request body streamed to an upstream.
 #[derive(Debug, Clone, Copy)]
@@ -166,23 +163,18 @@ async fn send(
 
 /// Rewrites the request head for the upstream: origin-form URI, HTTP/1.1, `Host` kept,
 /// hop-by-hop headers out, forwarding headers in.
-fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) {
+pub fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) {
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         let pq = parts.uri.path_and_query().cloned();
         parts.uri = pq.map_or_else(|| Uri::from_static("/"), Uri::from);
     }
     parts.version = Version::HTTP_11;
     let h = &mut parts.headers;
-    remove_hop_by_hop(h);
-    // Proxy-* headers are for proxies, never for the origin
-    let proxy_headers: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
-    for k in proxy_headers {
-        h.remove(k);
-    }
+    // hop-by-hop headers, and Proxy-* ones (for proxies, never for the origin); `Upgrade` goes
+    // unless this is an upgrade
+    strip_headers(h, |name| name.starts_with("proxy-") || (!upgrade && name == "upgrade"));
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        h.remove(header::UPGRADE);
     }
     if let Some(host) = &ctx.host_header {
         if !h.contains_key(header::HOST) {
@@ -192,7 +184,14 @@ fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) {
     }
     // X-Forwarded-For gets the hop we heard from (each proxy appends its peer); X-Real-IP is
     // the client as worked out through trusted proxies
-    let peer = ip_value(crate::http::client_ip::canonical(ctx.conn.remote.ip()));
+    let peer_ip = crate::http::client_ip::canonical(ctx.conn.remote.ip());
+    let peer = ip_value(peer_ip);
+    // usually the same address: one value for both headers
+    let real_ip = if ctx.client_ip == peer_ip {
+        peer.clone()
+    } else {
+        ip_value(ctx.client_ip)
+    };
     let xff = match h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()) {
         Some(prev) if !prev.is_empty() => {
             let mut v = Vec::with_capacity(prev.len() + 2 + peer.len());
@@ -204,7 +203,7 @@ fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) {
         _ => peer,
     };
     h.insert(X_FORWARDED_FOR.clone(), xff);
-    h.insert(X_REAL_IP.clone(), ip_value(ctx.client_ip));
+    h.insert(X_REAL_IP.clone(), real_ip);
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(ctx.scheme()));
     h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
 }
@@ -231,37 +230,51 @@ fn response(
         return Response::from_parts(parts, Body::Empty);
     }
     let (mut parts, incoming) = resp.into_parts();
-    remove_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(header::UPGRADE);
-    parts.headers.remove(&X_POWERED_BY);
+    strip_headers(&mut parts.headers, |name| name == "upgrade" || name == "x-powered-by");
     Response::from_parts(parts, Body::Upstream(PooledBody::new(incoming, tx, inflight)))
 }
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1 and those named in `Connection`
 /// (except `Upgrade`, which the caller decides on).
 pub fn remove_hop_by_hop(h: &mut HeaderMap) {
-    if let Some(conn) = h.get(header::CONNECTION) {
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| *n != header::UPGRADE)
-            .collect();
-        for n in named {
-            h.remove(n);
-        }
+    strip_headers(h, |_| false);
+}
+
+fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+    )
+}
+
+/// Removes hop-by-hop headers, those named in `Connection` (but `Upgrade`), and those `also`
+/// picks. One pass over the names first: most messages carry none, and then nothing is hashed.
+pub fn strip_headers(h: &mut HeaderMap, also: impl Fn(&str) -> bool) {
+    if !h.keys().any(|k| is_hop_by_hop(k.as_str()) || also(k.as_str())) {
+        return;
     }
-    for n in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::PROXY_AUTHORIZATION,
-        &header::PROXY_AUTHENTICATE,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-    ] {
+    let mut doomed: Vec<HeaderName> = h
+        .keys()
+        .filter(|k| is_hop_by_hop(k.as_str()) || also(k.as_str()))
+        .cloned()
+        .collect();
+    for conn in h.get_all(header::CONNECTION) {
+        doomed.extend(
+            conn.to_str()
+                .unwrap_or("")
+                .split(',')
+                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                .filter(|n| *n != header::UPGRADE),
+        );
+    }
+    for n in doomed {
         h.remove(n);
     }
 }
@@ -287,8 +300,14 @@ fn is_idempotent(m: &Method) -> bool {
 }
 
 fn ip_value(ip: IpAddr) -> HeaderValue {
+    use std::io::Write;
+    // formatted on the stack: the header value is the only allocation
+    let mut buf = [0u8; 45];
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cur, "{ip}");
+    let n = cur.position() as usize;
     // an IP address is always a valid header value
-    HeaderValue::from_str(&ip.to_string()).unwrap_or(HeaderValue::from_static("unknown"))
+    HeaderValue::from_bytes(&buf[..n]).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]

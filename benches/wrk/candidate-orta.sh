@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# orta-gateway as a candidate of ../shared/bench/bench.sh, configured from its BENCH_* variables
+# like the reference servers: no security headers, no rate limit, gzip only (level 1 on the
+# fly), access log off, no redirect, round robin over BENCH_UPSTREAMS with health checks,
+# static files from BENCH_STATIC_ROOT, the harness's certificate, BENCH_WORKERS threads.
+set -euo pipefail
+: "${BENCH_HTTP_PORT:?} ${BENCH_HTTPS_PORT:?} ${BENCH_UPSTREAMS:?} ${BENCH_STATIC_ROOT:?}"
+: "${BENCH_CERT:?} ${BENCH_KEY:?} ${BENCH_RUN_DIR:?} ${BENCH_ADMIN_PORT:?} ${BENCH_WORKERS:=1}"
+bin="${ORTA_BIN:?set ORTA_BIN to the release binary}"
+servers=$(printf '"%s", ' ${BENCH_UPSTREAMS//,/ } | sed 's/, $//')
+# the gateway refuses private keys others can read
+cp "$BENCH_KEY" "$BENCH_RUN_DIR/key.pem" && chmod 600 "$BENCH_RUN_DIR/key.pem"
+cat >"$BENCH_RUN_DIR/gateway.toml" <<CONF
+[server]
+http  = "127.0.0.1:$BENCH_HTTP_PORT"
+https = "127.0.0.1:$BENCH_HTTPS_PORT"
+redirect_to_https = false
+workers = $BENCH_WORKERS
+max_connections = 100000
+max_connections_per_ip = 100000
+
+[tls]
+source = "files"
+cert = "$BENCH_CERT"
+key  = "$BENCH_RUN_DIR/key.pem"
+
+[headers]
+strict_transport_security = ""
+x_content_type_options = ""
+x_frame_options = ""
+referrer_policy = ""
+content_security_policy = ""
+permissions_policy = ""
+
+[compression]
+algorithms = ["gzip"]
+min_size = 512
+types = ["text/*", "application/json", "application/javascript", "application/xml", "image/svg+xml"]
+
+[[upstream]]
+name = "backend"
+servers = [$servers]
+balance = "round_robin"
+  [upstream.health]
+  path = "/api/health"
+  interval = "5s"
+
+[[route]]
+path = "/api/"
+upstream = "backend"
+${ORTA_RATE_LIMIT:+rate_limit = "bench"}
+
+[[route]]
+path = "/"
+root = "$BENCH_STATIC_ROOT"
+index = "index.html"
+
+${ORTA_RATE_LIMIT:+[[rate_limit]]
+name = "bench"
+rate = "1000000/s"
+burst = 1000000}
+
+[log]
+level = "warn"
+access = "off"
+
+[admin]
+listen = "127.0.0.1:$BENCH_ADMIN_PORT"
+CONF
+"$bin" check --config "$BENCH_RUN_DIR/gateway.toml" >&2
+exec "$bin" run --config "$BENCH_RUN_DIR/gateway.toml"
