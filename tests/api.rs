@@ -354,8 +354,18 @@ async fn fifty_concurrent_bookings_of_one_slot_give_exactly_one_201() {
     assert_eq!((created, conflicts), (1, 49));
 }
 
+/// An `orta-gateway api` child process, killed when dropped (a failing test leaves none behind).
+struct ApiProcess(Child);
+
+impl Drop for ApiProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `orta-gateway api` as a child process; returns it and its address.
-fn api_process(db: &Path) -> (Child, SocketAddr) {
+fn api_process(db: &Path) -> (ApiProcess, SocketAddr) {
     let mut child = Command::new(bin_path())
         .args(["api", "--listen", "127.0.0.1:0", "--database"])
         .arg(db)
@@ -371,7 +381,7 @@ fn api_process(db: &Path) -> (Child, SocketAddr) {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    (child, addr)
+    (ApiProcess(child), addr)
 }
 
 #[tokio::test]
@@ -387,9 +397,9 @@ async fn a_201_booking_survives_kill_9() {
     )
     .await;
     assert_eq!(status, 201);
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    let (mut child, addr) = api_process(&db);
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
+    let (_child, addr) = api_process(&db);
     let r = c
         .get(format!("http://{addr}/api/appointments/{}", a["id"].as_str().unwrap()))
         .send()
@@ -397,8 +407,6 @@ async fn a_201_booking_survives_kill_9() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.json::<Value>().await.unwrap(), a);
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 #[tokio::test]
@@ -446,7 +454,7 @@ async fn two_api_processes_share_one_database() {
     assert_eq!(statuses.iter().filter(|s| **s == 201).count(), 1, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 409).count(), 19, "{statuses:?}");
     for p in [&mut a, &mut b] {
-        let _ = Command::new("kill").args(["-TERM", &p.id().to_string()]).status();
-        assert_eq!(p.wait().unwrap().code(), Some(0));
+        let _ = Command::new("kill").args(["-TERM", &p.0.id().to_string()]).status();
+        assert_eq!(p.0.wait().unwrap().code(), Some(0));
     }
 }

@@ -149,15 +149,25 @@ fn check_prints_ok_and_run_refuses_the_same_problems() {
 
 #[test]
 fn api_subcommand_answers_its_health_endpoint() {
+    /// The child process, killed even if an assertion fails.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(bin_path())
-        .args(["api", "--listen", "127.0.0.1:0", "--database"])
-        .arg(dir.path().join("orta.db"))
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut child = Reap(
+        Command::new(bin_path())
+            .args(["api", "--listen", "127.0.0.1:0", "--database"])
+            .arg(dir.path().join("orta.db"))
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
     let addr = loop {
         let line = lines.next().expect("api announces its address").unwrap();
         if let Some(a) = line.split("api=").nth(1) {
@@ -177,8 +187,8 @@ fn api_subcommand_answers_its_health_endpoint() {
     });
     assert_eq!(body["status"], "ok");
     assert_eq!(body["replica"], addr.as_str());
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let status = child.wait().unwrap();
+    let _ = Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status();
+    let status = child.0.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
 
