@@ -640,3 +640,59 @@ mod tokio_stream_shim {
         }
     }
 }
+
+#[tokio::test]
+async fn large_cached_files_go_out_with_sendfile_and_stay_intact_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    site(dir.path());
+    let gown: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    std::fs::write(dir.path().join("www/gown.jpg"), &gown).unwrap();
+    let gw = TestGateway::start_in(dir, &site_config("", "")).await;
+    let c = plain_client();
+    // no other test in this file caches a file large enough for a memory file, so the counter
+    // moves only for this test's responses
+    let before = orta_gateway::zerocopy::sent_bytes();
+    for _ in 0..3 {
+        let r = c.get(gw.http_url("/gown.jpg")).send().await.unwrap();
+        assert_eq!(r.headers()["content-length"], "300000");
+        assert_eq!(r.bytes().await.unwrap().as_ref(), gown.as_slice());
+    }
+    let r = c
+        .get(gw.http_url("/gown.jpg"))
+        .header("range", "bytes=1000-199999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap().as_ref(), &gown[1000..200_000]);
+    let sent = orta_gateway::zerocopy::sent_bytes() - before;
+    assert!(
+        sent >= 2 * 300_000 + 199_000,
+        "bodies after the first miss go out with sendfile: {sent} bytes"
+    );
+    let cached = gw
+        .gw()
+        .state
+        .snapshot()
+        .files
+        .get(&gw.dir.path().canonicalize().unwrap().join("www/gown.jpg"));
+    assert!(orta_gateway::zerocopy::is_sealed(&cached.expect("cached").body));
+
+    // the same bytes through TLS, HTTP/1.1 and HTTP/2
+    for h1 in [Some(true), None] {
+        let c = client_trusting(&gw.ca_pem(), h1);
+        let r = c.get(gw.https_url("/gown.jpg")).send().await.unwrap();
+        assert_eq!(r.bytes().await.unwrap().as_ref(), gown.as_slice());
+    }
+
+    // rewritten on disk: the new bytes, from a new memory file
+    let new: Vec<u8> = gown.iter().map(|b| b ^ 0x5a).collect();
+    std::fs::write(gw.dir.path().join("www/gown.jpg"), &new).unwrap();
+    wait_until(Duration::from_secs(2), "the rewritten file is served", || async {
+        let r = c.get(gw.http_url("/gown.jpg")).send().await.unwrap();
+        r.bytes().await.unwrap().as_ref() == new.as_slice()
+    })
+    .await;
+}

@@ -123,6 +123,13 @@ fn scrape_time_series(state: &State) -> Vec<Gauge> {
         vec![],
         files.weighted_size() as f64,
     ));
+    out.push(g(
+        "sendfile_bytes_total",
+        "Bytes of cached files sent to plain-HTTP clients with sendfile (no copy through user space)",
+        "counter",
+        vec![],
+        crate::zerocopy::sent_bytes() as f64,
+    ));
     let dropped = state.access_log.load().as_ref().map_or(0, |l| l.dropped());
     out.push(g(
         "access_log_dropped_total",

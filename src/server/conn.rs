@@ -30,6 +30,7 @@ use crate::http::client_ip::canonical;
 use crate::http::context::ConnInfo;
 use crate::http::service;
 use crate::state::State;
+use crate::zerocopy;
 
 const IDLE: u8 = 0;
 const READING_HEAD: u8 = 1;
@@ -279,7 +280,7 @@ async fn handshake(
 
 async fn serve_h1<T>(ctx: Arc<ConnCtx>, io: TokioIo<Monitored<T>>, max_header: usize, shutdown: watch::Receiver<bool>)
 where
-    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + PlainTcp + Unpin + Send + 'static,
 {
     let mut b = hyper::server::conn::http1::Builder::new();
     b.timer(TokioTimer::new())
@@ -493,7 +494,23 @@ impl<T: AsyncRead + Unpin> AsyncRead for Monitored<T> {
     }
 }
 
-impl<T: AsyncWrite + Unpin> AsyncWrite for Monitored<T> {
+/// The TCP socket under a transport when body bytes reach it unchanged (plain HTTP, not TLS):
+/// there a sealed body can go out with `sendfile`.
+pub(super) trait PlainTcp {
+    fn plain_tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl PlainTcp for Prefixed<TcpStream> {
+    fn plain_tcp(&self) -> Option<&TcpStream> {
+        Some(self.get_ref())
+    }
+}
+
+impl<T> PlainTcp for tokio_rustls::server::TlsStream<T> {}
+
+impl<T: AsyncWrite + PlainTcp + Unpin> AsyncWrite for Monitored<T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
@@ -503,6 +520,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Monitored<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        if let Some(tcp) = self.inner.plain_tcp()
+            && let Some(r) = zerocopy::poll_write_vectored(tcp, cx, bufs)
+        {
+            return r;
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 

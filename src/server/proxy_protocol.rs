@@ -127,6 +127,10 @@ impl<T> Prefixed<T> {
     pub fn new(prefix: Vec<u8>, inner: T) -> Self {
         Self { prefix, pos: 0, inner }
     }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {

@@ -19,6 +19,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::OnceCell;
 
 use crate::middleware::compression::{self, Encoding};
+use crate::zerocopy;
 
 /// How long a cached entry is trusted without looking at the disk, should inotify miss a change.
 const REVALIDATE_AFTER: Duration = Duration::from_secs(1);
@@ -263,7 +264,7 @@ impl FileCache {
             return Lookup::NotFound;
         }
         let entry = CachedFile {
-            body: Bytes::from(buf),
+            body: keep(buf),
             variants: [
                 sibling(&real, Encoding::Brotli, &md, root),
                 sibling(&real, Encoding::Gzip, &md, root),
@@ -285,10 +286,15 @@ impl FileCache {
         let body = entry.body.clone();
         let v = cell
             .get_or_init(|| async move {
-                tokio::task::spawn_blocking(move || compression::compress_bytes(&body, enc))
-                    .await
-                    .ok()
-                    .flatten()
+                tokio::task::spawn_blocking(move || {
+                    compression::compress_bytes(&body, enc).map(|v| match v.len() >= zerocopy::MAP_MIN {
+                        true => keep(v.to_vec()),
+                        false => v,
+                    })
+                })
+                .await
+                .ok()
+                .flatten()
             })
             .await
             .clone();
@@ -298,6 +304,18 @@ impl FileCache {
         }
         v
     }
+}
+
+/// A body to cache: large ones in a sealed memory file, so plain-HTTP connections can send
+/// them with `sendfile` (kept on the heap if that is not possible).
+fn keep(data: Vec<u8>) -> Bytes {
+    if data.len() < zerocopy::MAP_MIN {
+        return Bytes::from(data);
+    }
+    zerocopy::seal("orta-file", &data).unwrap_or_else(|e| {
+        tracing::debug!("cached file kept on the heap: {e}");
+        Bytes::from(data)
+    })
 }
 
 /// A precompressed sibling (`file.br`, `file.gz`) at least as new as the file, inside the root.
@@ -315,7 +333,7 @@ fn sibling(real: &Path, enc: Encoding, md: &fs::Metadata, root: &Path) -> OnceCe
         if !smd.is_file() || smd.modified().ok()? < md.modified().ok()? {
             return None;
         }
-        fs::read(&sib_real).ok().map(Bytes::from)
+        fs::read(&sib_real).ok().map(keep)
     })();
     match found {
         Some(b) => OnceCell::new_with(Some(Some(b))),

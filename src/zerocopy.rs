@@ -1,0 +1,211 @@
+//! Zero-copy bodies: large cached files live in sealed memory files (memfd) mapped read-only,
+//! so a response body is an ordinary `Bytes` for every layer above the socket (TLS, HTTP/2,
+//! compression, ranges), while a plain-TCP connection recognises such a body when hyper hands
+//! it over for writing and sends it with `sendfile(2)`, the kernel taking the pages straight
+//! from the memory file instead of copying them from user space (nginx's `sendfile on`).
+//!
+//! The seals (no write, grow, shrink) make the pages immutable, so a body in flight in the
+//! kernel never changes under the client even after the cache has dropped the file.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use rustix::fs::{MemfdFlags, SealFlags};
+use rustix::mm::{MapFlags, ProtFlags};
+use rustix::net::{SendAncillaryBuffer, SendFlags};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// Files at least this large are kept in a memory file (smaller ones cost more in syscalls and
+/// file descriptors than the copy they would save).
+pub const MAP_MIN: usize = 64 * 1024;
+/// Slices at least this large are looked up as part of a memory file (a range of a large file
+/// may be shorter than `MAP_MIN`).
+const SEND_MIN: usize = 16 * 1024;
+
+/// Live mappings by start address: (length, memory file).
+static MAPPINGS: RwLock<BTreeMap<usize, (usize, RawFd)>> = RwLock::new(BTreeMap::new());
+
+/// Bytes sent with `sendfile` since start (the `sendfile_bytes_total` metric).
+static SENT: AtomicU64 = AtomicU64::new(0);
+
+/// A sealed, read-only mapped memory file holding one body.
+struct Sealed {
+    ptr: *const u8,
+    len: usize,
+    /// Open for as long as the mapping is registered: `sendfile` reads from it.
+    _fd: OwnedFd,
+}
+
+// SAFETY: the mapping is read-only and never changes (sealed) until it is unmapped in `drop`.
+unsafe impl Send for Sealed {}
+unsafe impl Sync for Sealed {}
+
+impl AsRef<[u8]> for Sealed {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `ptr..ptr+len` is a live read-only mapping owned by `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for Sealed {
+    fn drop(&mut self) {
+        MAPPINGS
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(self.ptr as usize));
+        // SAFETY: the mapping is ours and no `Bytes` points into it any more (we are its owner).
+        let _ = unsafe { rustix::mm::munmap(self.ptr as *mut _, self.len) };
+    }
+}
+
+/// `data` as a `Bytes` backed by a sealed memory file, or an error (no memfd support, out of
+/// file descriptors): the caller then keeps an ordinary heap copy.
+pub fn seal(name: &str, data: &[u8]) -> io::Result<Bytes> {
+    if data.is_empty() {
+        return Ok(Bytes::new());
+    }
+    let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    let mut file = std::fs::File::from(fd);
+    io::Write::write_all(&mut file, data)?;
+    let fd = OwnedFd::from(file);
+    rustix::fs::fcntl_add_seals(
+        &fd,
+        SealFlags::WRITE | SealFlags::GROW | SealFlags::SHRINK | SealFlags::SEAL,
+    )?;
+    // SAFETY: a fresh read-only shared mapping of a file we own, sealed against any change.
+    let ptr = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            data.len(),
+            ProtFlags::READ,
+            MapFlags::SHARED,
+            &fd,
+            0,
+        )?
+    } as *const u8;
+    MAPPINGS
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(ptr as usize, (data.len(), fd.as_raw_fd()));
+    Ok(Bytes::from_owner(Sealed {
+        ptr,
+        len: data.len(),
+        _fd: fd,
+    }))
+}
+
+/// The memory file and offset holding `slice`, if it lies wholly inside one.
+fn find(slice: &[u8]) -> Option<(RawFd, u64)> {
+    let start = slice.as_ptr() as usize;
+    let map = MAPPINGS.read().unwrap_or_else(|e| e.into_inner());
+    let (&base, &(len, fd)) = map.range(..=start).next_back()?;
+    (start + slice.len() <= base + len).then_some((fd, (start - base) as u64))
+}
+
+/// Writes `bufs` to `tcp` like `writev`, except that a slice of a sealed body goes out with
+/// `sendfile` (the slices before it with `MSG_MORE`, so head and body share packets). `None`
+/// when no slice qualifies: the caller writes as usual.
+pub fn poll_write_vectored(
+    tcp: &TcpStream,
+    cx: &mut Context<'_>,
+    bufs: &[io::IoSlice<'_>],
+) -> Option<Poll<io::Result<usize>>> {
+    let (at, (fd, offset)) = bufs
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| b.len() >= SEND_MIN)
+        .find_map(|(i, b)| find(b).map(|f| (i, f)))?;
+    let head = &bufs[..at];
+    let head_len: usize = head.iter().map(|b| b.len()).sum();
+    let body_len = bufs[at].len();
+    let mut written = 0;
+    if head_len > 0 {
+        match poll_io(tcp, cx, || {
+            rustix::net::sendmsg(
+                tcp,
+                head,
+                &mut SendAncillaryBuffer::default(),
+                SendFlags::MORE | SendFlags::NOSIGNAL,
+            )
+            .map_err(io::Error::from)
+        }) {
+            Poll::Ready(Ok(n)) if n == head_len => written = n,
+            other => return Some(other),
+        }
+    }
+    // SAFETY: `fd` belongs to the mapping `bufs[at]` points into, which the caller's `Bytes`
+    // keeps alive for the length of this call.
+    let file = unsafe { BorrowedFd::borrow_raw(fd) };
+    let mut off = offset;
+    match poll_io(tcp, cx, || {
+        rustix::fs::sendfile(tcp, file, Some(&mut off), body_len).map_err(io::Error::from)
+    }) {
+        Poll::Ready(Ok(n)) => {
+            SENT.fetch_add(n as u64, Relaxed);
+            Some(Poll::Ready(Ok(written + n)))
+        }
+        // the head went out: report it, the body follows on the next call
+        Poll::Pending | Poll::Ready(Err(_)) if written > 0 => Some(Poll::Ready(Ok(written))),
+        other => Some(other),
+    }
+}
+
+/// Runs a non-blocking write on `tcp` once it is writable, registering for readiness when not.
+fn poll_io(
+    tcp: &TcpStream,
+    cx: &mut Context<'_>,
+    mut op: impl FnMut() -> io::Result<usize>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        match tcp.poll_write_ready(cx) {
+            Poll::Ready(Ok(())) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+        match tcp.try_io(Interest::WRITABLE, &mut op) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            r => return Poll::Ready(r),
+        }
+    }
+}
+
+/// Bytes sent with `sendfile` since the process started.
+pub fn sent_bytes() -> u64 {
+    SENT.load(Relaxed)
+}
+
+/// Whether `b` is backed by a sealed memory file (for tests and metrics).
+pub fn is_sealed(b: &Bytes) -> bool {
+    b.len() >= SEND_MIN && find(b).is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_bytes_read_back_and_unregister_on_drop() {
+        let data: Vec<u8> = (0..MAP_MIN * 2).map(|i| (i * 7 % 251) as u8).collect();
+        let b = seal("test", &data).unwrap();
+        assert_eq!(&b[..], &data[..]);
+        assert!(is_sealed(&b));
+        let part = b.slice(100..100 + SEND_MIN);
+        assert_eq!(find(&part).map(|(_, off)| off), Some(100));
+        let start = b.as_ptr() as usize;
+        drop(b);
+        assert!(is_sealed(&part), "a slice keeps the mapping alive");
+        drop(part);
+        assert!(!MAPPINGS.read().unwrap().contains_key(&start));
+    }
+
+    #[test]
+    fn heap_bytes_are_not_sealed() {
+        assert!(!is_sealed(&Bytes::from(vec![1u8; MAP_MIN])));
+    }
+}
