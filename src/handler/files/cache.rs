@@ -3,13 +3,19 @@
 //! response, bounded by `max_size` in bytes (moka, weighed by size). A file changed or removed
 //! on disk is dropped at once (inotify on the roots, via notify) and, should an event be missed,
 //! re-checked against its mtime and size at most a second later.
+//!
+//! Hits are answered from a plain hash map in front of moka (a read lock and one hash, where
+//! moka's own read path costs its admission bookkeeping on every call): the front holds only
+//! what moka holds, every removal from moka (eviction, replacement, invalidation) removes the
+//! entry from the front too, and one hit in `TOUCH_EVERY` is reported to moka so that its
+//! eviction order still sees which files are hot.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -20,6 +26,9 @@ use tokio::sync::OnceCell;
 
 use crate::middleware::compression::{self, Encoding};
 use crate::zerocopy;
+
+/// One hit in this many served from the front is also reported to moka (recency).
+const TOUCH_EVERY: u32 = 32;
 
 /// How long a cached entry is trusted without looking at the disk, should inotify miss a change.
 const REVALIDATE_AFTER: Duration = Duration::from_secs(1);
@@ -98,6 +107,7 @@ pub struct CachedFile {
     pub meta: FileMeta,
     variants: [OnceCell<Option<Bytes>>; 2],
     checked_ms: AtomicU64,
+    front_hits: AtomicU32,
 }
 
 impl CachedFile {
@@ -125,6 +135,39 @@ impl CachedFile {
     }
 }
 
+/// The map in front of moka for hits. `generation` moves on every removal, so that an entry
+/// copied from moka while it was being removed is not left behind in the front.
+#[derive(Default)]
+struct Front {
+    map: RwLock<HashMap<PathBuf, Arc<CachedFile>, foldhash::fast::RandomState>>,
+    generation: AtomicU64,
+}
+
+impl Front {
+    fn get(&self, path: &Path) -> Option<Arc<CachedFile>> {
+        self.map.read().unwrap_or_else(|e| e.into_inner()).get(path).cloned()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<PathBuf, Arc<CachedFile>, foldhash::fast::RandomState>> {
+        self.map.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn remove(&self, path: &Path) {
+        self.generation.fetch_add(1, SeqCst);
+        self.write().remove(path);
+    }
+
+    fn remove_below(&self, prefix: &Path) {
+        self.generation.fetch_add(1, SeqCst);
+        self.write().retain(|k, _| !k.starts_with(prefix));
+    }
+
+    fn clear(&self) {
+        self.generation.fetch_add(1, SeqCst);
+        self.write().clear();
+    }
+}
+
 /// What loading a path found.
 pub enum Lookup {
     Cached(Arc<CachedFile>),
@@ -137,6 +180,7 @@ pub enum Lookup {
 
 pub struct FileCache {
     entries: Cache<PathBuf, Arc<CachedFile>>,
+    front: Arc<Front>,
     pub settings: CacheSettings,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -147,22 +191,28 @@ pub struct FileCache {
 
 impl FileCache {
     pub fn new(settings: CacheSettings) -> Arc<Self> {
+        let front = Arc::new(Front::default());
+        let removed = front.clone();
         let entries: Cache<PathBuf, Arc<CachedFile>> = Cache::builder()
             .max_capacity(settings.max_size)
             .weigher(|_k: &PathBuf, v: &Arc<CachedFile>| v.weight())
             .support_invalidation_closures()
+            .eviction_listener(move |k: Arc<PathBuf>, _v, _cause| removed.remove(&k))
             .build();
-        let for_events = entries.clone();
+        let (for_events, front_events) = (entries.clone(), front.clone());
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
             // our own reads show up as access events: only changes matter
             Ok(ev) if !ev.kind.is_access() => {
                 for p in &ev.paths {
-                    invalidate_path(&for_events, p);
+                    invalidate_path(&for_events, &front_events, p);
                 }
             }
             Ok(_) => {}
             // lost events (queue overflow): drop everything rather than risk stale files
-            Err(_) => for_events.invalidate_all(),
+            Err(_) => {
+                for_events.invalidate_all();
+                front_events.clear();
+            }
         })
         .map_err(|e| {
             tracing::warn!("file change notifications unavailable ({e}); cached files are re-checked every second")
@@ -170,6 +220,7 @@ impl FileCache {
         .ok();
         Arc::new(Self {
             entries,
+            front,
             settings,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -216,7 +267,24 @@ impl FileCache {
 
     /// The cached file at `path` when present and still current.
     pub fn get(&self, path: &Path) -> Option<Arc<CachedFile>> {
-        let entry = self.entries.get(path)?;
+        let entry = match self.front.get(path) {
+            Some(entry) => {
+                if entry.front_hits.fetch_add(1, Relaxed) % TOUCH_EVERY == 0 {
+                    let _ = self.entries.get(path);
+                }
+                entry
+            }
+            None => {
+                let generation = self.front.generation.load(SeqCst);
+                let entry = self.entries.get(path)?;
+                self.front.write().insert(path.to_path_buf(), entry.clone());
+                if self.front.generation.load(SeqCst) != generation {
+                    // removed from moka meanwhile: don't keep it in the front
+                    self.front.write().remove(path);
+                }
+                entry
+            }
+        };
         let now = self.now_ms();
         if now.saturating_sub(entry.checked_ms.load(Relaxed)) >= REVALIDATE_AFTER.as_millis() as u64 {
             // a stat at most once a second per file, in case a change notification was missed
@@ -224,6 +292,7 @@ impl FileCache {
                 Ok(md) if entry.meta.same_as(&md) => entry.checked_ms.store(now, Relaxed),
                 _ => {
                     self.entries.invalidate(path);
+                    self.front.remove(path);
                     return None;
                 }
             }
@@ -271,6 +340,7 @@ impl FileCache {
             ],
             meta,
             checked_ms: AtomicU64::new(self.now_ms()),
+            front_hits: AtomicU32::new(1),
         };
         let entry = Arc::new(entry);
         self.entries.insert(path.to_path_buf(), entry.clone());
@@ -343,15 +413,19 @@ fn sibling(real: &Path, enc: Encoding, md: &fs::Metadata, root: &Path) -> OnceCe
 
 /// Drops what an event on `p` may have changed: the file, a file whose precompressed sibling
 /// it is, and anything below it if it is (or was) a directory.
-fn invalidate_path(entries: &Cache<PathBuf, Arc<CachedFile>>, p: &Path) {
+fn invalidate_path(entries: &Cache<PathBuf, Arc<CachedFile>>, front: &Front, p: &Path) {
     entries.invalidate(p);
+    front.remove(p);
     if let Some(ext) = p.extension().and_then(|e| e.to_str())
         && (ext == "br" || ext == "gz")
     {
         entries.invalidate(&p.with_extension(""));
+        front.remove(&p.with_extension(""));
     }
     // a directory (or something gone, which may have been one): everything below it
     if !p.is_file() {
+        // at once in the front; moka applies its invalidation closures lazily
+        front.remove_below(p);
         let prefix = p.to_path_buf();
         let _ = entries.invalidate_entries_if(move |k, _| k.starts_with(&prefix) && k != &prefix);
     }
@@ -374,6 +448,34 @@ mod tests {
         assert_eq!(content_type(Path::new("a.jpg")), "image/jpeg");
         assert_eq!(content_type(Path::new("a.webp")), "image/webp");
         assert_eq!(content_type(Path::new("noext")), "application/octet-stream");
+    }
+
+    #[test]
+    fn the_front_never_outlives_moka() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let cache = FileCache::new(CacheSettings::default());
+        let p = root.join("a.txt");
+        fs::write(&p, "one").unwrap();
+        assert!(matches!(cache.load(&p, &root), Lookup::Cached(_)));
+        assert_eq!(&cache.get(&p).unwrap().body[..], b"one");
+        assert!(cache.front.get(&p).is_some(), "a hit fills the front");
+        // replaced in moka (a reload from disk): the front follows
+        fs::write(&p, "two").unwrap();
+        assert!(matches!(cache.load(&p, &root), Lookup::Cached(_)));
+        assert_eq!(&cache.get(&p).unwrap().body[..], b"two");
+        // invalidated (a change event): gone from both
+        invalidate_path(&cache.entries, &cache.front, &p);
+        assert!(cache.get(&p).is_none());
+        // a directory event drops everything below it from the front at once
+        let sub = root.join("d");
+        fs::create_dir(&sub).unwrap();
+        fs::write(sub.join("b.txt"), "b").unwrap();
+        assert!(matches!(cache.load(&sub.join("b.txt"), &root), Lookup::Cached(_)));
+        assert!(cache.get(&sub.join("b.txt")).is_some());
+        fs::remove_dir_all(&sub).unwrap();
+        invalidate_path(&cache.entries, &cache.front, &sub);
+        assert!(cache.get(&sub.join("b.txt")).is_none());
     }
 
     #[test]
