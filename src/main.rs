@@ -121,7 +121,10 @@ fn tracing_warn(line: &str) {
 }
 
 /// The async runtime: `workers` threads (0 = one per core, or TOKIO_WORKER_THREADS). With one
-/// worker, a single-threaded scheduler: no work-stealing bookkeeping on the hot path.
+/// worker, a single-threaded scheduler: no work-stealing bookkeeping on the hot path. Blocking
+/// work (file cache misses, SQLite, name resolution) gets at most `4 × workers` threads, 16 at
+/// least: tokio's default of 512 let a burst of cache misses start hundreds of threads, each
+/// with its own stack and allocator heap (peak RSS 160 MB instead of 15).
 fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, String> {
     let from_env = std::env::var("TOKIO_WORKER_THREADS")
         .ok()
@@ -137,7 +140,8 @@ fn runtime(workers: usize) -> Result<tokio::runtime::Runtime, String> {
         b.worker_threads(n);
         b
     };
-    b.enable_all()
+    b.max_blocking_threads((4 * n).max(16))
+        .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))
 }
