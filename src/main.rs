@@ -7,11 +7,6 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use orta_gateway::config::{self, LogSettings};
 
-/// mimalloc: per-thread free lists make the many small, short-lived allocations of a request
-/// (header maps, futures, buffers) cheaper than glibc malloc.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "orta-gateway",
