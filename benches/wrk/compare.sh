@@ -24,6 +24,8 @@ ORTA_BIN="$repo/target/release/orta-gateway" \
 SERVERS="${SERVERS:-nginx}" \
 OUT_DIR="$out" \
   bash "$referee"
+# the 30 KB gzip static file the referee has no scenario for
+gzip_static=$(ROUNDS="${ROUNDS:-3}" bash "$repo/benches/wrk/static-gzip.sh" "$repo/target/release/orta-gateway")
 {
   echo "# Benchmark results"
   echo
@@ -41,6 +43,15 @@ OUT_DIR="$out" \
   echo
   echo '```'
   cat "$out/summary.txt"
+  echo '```'
+  echo
+  echo "The referee has no scenario for a mid-size compressible file; \`benches/wrk/static-gzip.sh\`"
+  echo "measures one the same way (pinned cores, interleaved rounds, medians, checked response)."
+  echo "nginx gzips it on every request (\`gzip on\`, level 1, as in the referee's config); the"
+  echo "gateway serves the variant it compressed once and cached."
+  echo
+  echo '```'
+  echo "$gzip_static"
   echo '```'
 } > "$repo/benches/RESULTS.md"
 echo "compare.sh: wrote benches/RESULTS.md (raw results in $out)"
