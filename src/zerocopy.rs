@@ -6,12 +6,17 @@
 //!
 //! The seals (no write, grow, shrink) make the pages immutable, so a body in flight in the
 //! kernel never changes under the client even after the cache has dropped the file.
+//!
+//! Each memory file holds a file descriptor: at most a quarter of the process's descriptor
+//! limit are kept open (further large files stay on the heap), so cached files never take the
+//! descriptors that connections need.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
 use std::sync::RwLock;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -33,6 +38,38 @@ static MAPPINGS: RwLock<BTreeMap<usize, (usize, RawFd)>> = RwLock::new(BTreeMap:
 
 /// Bytes sent with `sendfile` since start (the `sendfile_bytes_total` metric).
 static SENT: AtomicU64 = AtomicU64::new(0);
+
+/// Memory files open now.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// How many memory files may be open at once: a quarter of the descriptor limit.
+fn max_live() -> usize {
+    static MAX: OnceLock<usize> = OnceLock::new();
+    *MAX.get_or_init(|| {
+        let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        (limit.unwrap_or(1 << 20) / 4).clamp(16, 1 << 20) as usize
+    })
+}
+
+/// Raises the soft limit on open files to the hard limit (what nginx's `worker_rlimit_nofile`
+/// is set by hand for): connections and memory files both need descriptors, and the usual soft
+/// default of 1024 is small for a gateway. Returns the limit now in force.
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // an unlimited hard limit still stops at the kernel's nr_open (1048576 by default)
+    let target = limit.maximum.unwrap_or(1 << 20);
+    if let Some(current) = limit.current
+        && current < target
+    {
+        let raised = Rlimit {
+            current: Some(target),
+            maximum: limit.maximum,
+        };
+        let _ = setrlimit(Resource::Nofile, raised);
+    }
+    getrlimit(Resource::Nofile).current
+}
 
 /// A sealed, read-only mapped memory file holding one body.
 struct Sealed {
@@ -59,6 +96,7 @@ impl Drop for Sealed {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&(self.ptr as usize));
+        LIVE.fetch_sub(1, Relaxed);
         // SAFETY: the mapping is ours and no `Bytes` points into it any more (we are its owner).
         let _ = unsafe { rustix::mm::munmap(self.ptr as *mut _, self.len) };
     }
@@ -67,8 +105,17 @@ impl Drop for Sealed {
 /// `data` as a `Bytes` backed by a sealed memory file, or an error (no memfd support, out of
 /// file descriptors): the caller then keeps an ordinary heap copy.
 pub fn seal(name: &str, data: &[u8]) -> io::Result<Bytes> {
+    seal_within(name, data, max_live())
+}
+
+fn seal_within(name: &str, data: &[u8], max_live: usize) -> io::Result<Bytes> {
     if data.is_empty() {
         return Ok(Bytes::new());
+    }
+    if LIVE.load(Relaxed) >= max_live {
+        return Err(io::Error::other(format!(
+            "{max_live} memory files open already (a quarter of the descriptor limit)"
+        )));
     }
     let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
     let mut file = std::fs::File::from(fd);
@@ -93,6 +140,7 @@ pub fn seal(name: &str, data: &[u8]) -> io::Result<Bytes> {
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .insert(ptr as usize, (data.len(), fd.as_raw_fd()));
+    LIVE.fetch_add(1, Relaxed);
     Ok(Bytes::from_owner(Sealed {
         ptr,
         len: data.len(),
@@ -202,6 +250,36 @@ mod tests {
         assert!(is_sealed(&part), "a slice keeps the mapping alive");
         drop(part);
         assert!(!MAPPINGS.read().unwrap().contains_key(&start));
+    }
+
+    #[test]
+    fn no_more_memory_files_than_the_descriptor_budget() {
+        let data = vec![7u8; MAP_MIN];
+        let open = LIVE.load(Relaxed);
+        assert!(seal_within("test", &data, open + 64).is_ok());
+        let err = seal_within("test", &data, LIVE.load(Relaxed)).unwrap_err();
+        assert!(err.to_string().contains("memory files open already"), "{err}");
+        assert!(max_live() >= 16);
+    }
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+        let before = getrlimit(Resource::Nofile);
+        let hard = before.maximum.unwrap_or(1 << 20);
+        if hard > 512 {
+            let lowered = Rlimit {
+                current: Some(512),
+                maximum: before.maximum,
+            };
+            setrlimit(Resource::Nofile, lowered).unwrap();
+        }
+        let now = raise_fd_limit();
+        match before.maximum {
+            Some(hard) => assert_eq!(now, Some(hard)),
+            // unlimited: raised as far as the kernel's nr_open allows
+            None => assert!(now.is_none_or(|n| n > 512), "{now:?}"),
+        }
     }
 
     #[test]

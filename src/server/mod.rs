@@ -127,6 +127,8 @@ impl Gateway {
     /// bound addresses are in [`Gateway::http_addr`] and friends.
     pub async fn start(config: Arc<Config>) -> Result<Gateway, String> {
         tls::provider();
+        let fd_limit = crate::zerocopy::raise_fd_limit();
+        tracing::debug!(?fd_limit, "open files limit");
         let certs = Arc::new(CertStore::new(load_certs(&config)?.unwrap_or_default()));
         let state = State::new(config.clone(), certs);
         let acme = match &config.tls.source {
