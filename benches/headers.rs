@@ -10,13 +10,12 @@ use orta_gateway::handler::proxy::{prepare_request, strip_headers};
 use orta_gateway::http::context::{ConnInfo, RequestCtx};
 
 fn bench(c: &mut Criterion) {
-    let conn = ConnInfo {
-        peer: "203.0.113.9:51234".parse().unwrap(),
-        remote: "203.0.113.9:51234".parse().unwrap(),
-        local: "127.0.0.1:8443".parse().unwrap(),
-        tls: true,
-        tls_version: Some("TLSv1.3"),
-    };
+    let mut conn = ConnInfo::new(
+        "203.0.113.9:51234".parse().unwrap(),
+        "127.0.0.1:8443".parse().unwrap(),
+        true,
+    );
+    conn.tls_version = Some("TLSv1.3");
     let ctx = RequestCtx {
         conn: &conn,
         client_ip: conn.peer.ip(),

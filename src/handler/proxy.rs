@@ -4,7 +4,6 @@
 //! request without a body is also retried elsewhere when its connection breaks before an answer.
 //! WebSocket upgrades are joined into a byte tunnel.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -185,12 +184,12 @@ pub fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) {
     // X-Forwarded-For gets the hop we heard from (each proxy appends its peer); X-Real-IP is
     // the client as worked out through trusted proxies
     let peer_ip = crate::http::client_ip::canonical(ctx.conn.remote.ip());
-    let peer = ip_value(peer_ip);
+    let peer = ctx.conn.remote_header().clone();
     // usually the same address: one value for both headers
     let real_ip = if ctx.client_ip == peer_ip {
         peer.clone()
     } else {
-        ip_value(ctx.client_ip)
+        crate::http::context::ip_value(ctx.client_ip)
     };
     let xff = match h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()) {
         Some(prev) if !prev.is_empty() => {
@@ -270,7 +269,11 @@ pub fn strip_headers(h: &mut HeaderMap, also: impl Fn(&str) -> bool) {
             conn.to_str()
                 .unwrap_or("")
                 .split(',')
-                .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+                .map(str::trim)
+                // the usual tokens name no header to remove (keep-alive goes anyway): skipped
+                // before they cost a header name each
+                .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
                 .filter(|n| *n != header::UPGRADE),
         );
     }
@@ -297,17 +300,6 @@ fn is_idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
-}
-
-fn ip_value(ip: IpAddr) -> HeaderValue {
-    use std::io::Write;
-    // formatted on the stack: the header value is the only allocation
-    let mut buf = [0u8; 45];
-    let mut cur = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(cur, "{ip}");
-    let n = cur.position() as usize;
-    // an IP address is always a valid header value
-    HeaderValue::from_bytes(&buf[..n]).unwrap_or(HeaderValue::from_static("unknown"))
 }
 
 #[cfg(test)]

@@ -375,7 +375,8 @@ fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
         *slot = b"0123456789abcdef"[(n & 0xf) as usize];
         n >>= 4;
     }
-    HeaderValue::from_bytes(&buf).unwrap_or(HeaderValue::from_static("0"))
+    // owned by one shared allocation: the copies for the upstream and the response are free
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf)).unwrap_or(HeaderValue::from_static("0"))
 }
 
 #[cfg(test)]

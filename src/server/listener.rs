@@ -165,13 +165,7 @@ fn admit(state: &Arc<State>, stream: TcpStream, peer: SocketAddr, tls: bool) {
         return;
     }
     let _ = stream.set_nodelay(true);
-    let info = ConnInfo {
-        peer,
-        remote: peer,
-        local: stream.local_addr().unwrap_or(peer),
-        tls,
-        tls_version: None,
-    };
+    let info = ConnInfo::new(peer, stream.local_addr().unwrap_or(peer), tls);
     tokio::spawn(conn::serve(state.clone(), stream, info, slot));
 }
 
