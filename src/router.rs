@@ -111,12 +111,23 @@ pub fn normalize_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
 }
 
 /// No escapes, no dot segments, no empty segments, no backslash: nothing to normalise.
+/// One pass over the bytes (three substring searches cost 7% of a small static request).
 fn is_plain(p: &str) -> bool {
     let b = p.as_bytes();
-    if b.iter().any(|&c| c == b'%' || c == b'\\') {
-        return false;
+    for (i, &c) in b.iter().enumerate() {
+        match c {
+            b'%' | b'\\' => return false,
+            b'/' => match (b.get(i + 1), b.get(i + 2), b.get(i + 3)) {
+                // `//`, and `/.` or `/..` as a whole segment
+                (Some(b'/'), _, _) => return false,
+                (Some(b'.'), None | Some(b'/'), _) => return false,
+                (Some(b'.'), Some(b'.'), None | Some(b'/')) => return false,
+                _ => {}
+            },
+            _ => {}
+        }
     }
-    !(p.contains("//") || p.contains("/./") || p.contains("/../") || p.ends_with("/.") || p.ends_with("/.."))
+    true
 }
 
 fn percent_decode(raw: &str) -> Result<Vec<u8>, PathError> {
@@ -187,6 +198,46 @@ mod tests {
         assert_eq!(r.lookup("a", "/other").unwrap().1, "root");
         let empty: Router<R> = Router::new(vec![(vec!["a".into()], Arc::new(R("/only/", "a-only")))]);
         assert!(empty.lookup("b", "/only/x").is_none());
+    }
+
+    #[test]
+    fn is_plain_matches_the_substring_rules() {
+        // the rule as substrings: no escapes, and none of these
+        let old = |p: &str| {
+            let bad = ["%", "\\", "//", "/./", "/../"].iter().any(|n| p.contains(n))
+                || p.ends_with("/.")
+                || p.ends_with("/..");
+            !bad
+        };
+        for p in [
+            "/",
+            "/a",
+            "/a/",
+            "//",
+            "/a//b",
+            "/.",
+            "/./",
+            "/a/.",
+            "/a/./b",
+            "/..",
+            "/../",
+            "/a/..",
+            "/a/../b",
+            "/.a",
+            "/..a",
+            "/a.",
+            "/a..",
+            "/a/...",
+            "/.../",
+            "/%2e",
+            "/a\\b",
+            "/a/.b/",
+            "/a/..b/c",
+            "/static/app.css",
+            "/api/ping",
+        ] {
+            assert_eq!(is_plain(p), old(p), "{p}");
+        }
     }
 
     #[test]

@@ -138,28 +138,48 @@ impl CachedFile {
 /// The map in front of moka for hits. `generation` moves on every removal, so that an entry
 /// copied from moka while it was being removed is not left behind in the front.
 #[derive(Default)]
+/// Keyed by the path's bytes (hashing a `Path` walks its components): every key is spelled
+/// the same way, a canonical root joined with a normalised request path, as are the paths
+/// that change events and moka's removals name.
 struct Front {
-    map: RwLock<HashMap<PathBuf, Arc<CachedFile>, foldhash::fast::RandomState>>,
+    map: RwLock<FrontMap>,
     generation: AtomicU64,
 }
 
+fn key(path: &Path) -> &[u8] {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str().as_bytes()
+}
+
+type FrontMap = HashMap<Box<[u8]>, Arc<CachedFile>, foldhash::fast::RandomState>;
+
 impl Front {
     fn get(&self, path: &Path) -> Option<Arc<CachedFile>> {
-        self.map.read().unwrap_or_else(|e| e.into_inner()).get(path).cloned()
+        self.map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key(path))
+            .cloned()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<PathBuf, Arc<CachedFile>, foldhash::fast::RandomState>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, FrontMap> {
         self.map.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn insert(&self, path: &Path, entry: Arc<CachedFile>) {
+        self.write().insert(key(path).into(), entry);
     }
 
     fn remove(&self, path: &Path) {
         self.generation.fetch_add(1, SeqCst);
-        self.write().remove(path);
+        self.write().remove(key(path));
     }
 
     fn remove_below(&self, prefix: &Path) {
         self.generation.fetch_add(1, SeqCst);
-        self.write().retain(|k, _| !k.starts_with(prefix));
+        use std::os::unix::ffi::OsStrExt;
+        self.write()
+            .retain(|k, _| !Path::new(std::ffi::OsStr::from_bytes(k)).starts_with(prefix));
     }
 
     fn clear(&self) {
@@ -277,10 +297,10 @@ impl FileCache {
             None => {
                 let generation = self.front.generation.load(SeqCst);
                 let entry = self.entries.get(path)?;
-                self.front.write().insert(path.to_path_buf(), entry.clone());
+                self.front.insert(path, entry.clone());
                 if self.front.generation.load(SeqCst) != generation {
                     // removed from moka meanwhile: don't keep it in the front
-                    self.front.write().remove(path);
+                    self.front.write().remove(key(path));
                 }
                 entry
             }
