@@ -10,7 +10,6 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -504,26 +503,11 @@ async fn a_short_lived_certificate_is_renewed_under_load_without_a_failed_reques
     ));
     let first = wait_for_issued(https).await;
     let root = pebble.issuing_root().await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-    let mut workers = Vec::new();
-    for i in 0..4 {
-        let (stop, ok, failures, root) = (stop.clone(), ok.clone(), failures.clone(), root.clone());
-        workers.push(tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                // new connections, so new handshakes see the new certificate
-                let c = verified_client(&root, https, i % 2 == 0);
-                match c.get(format!("https://{}:{https}/x", DOMAINS[i % 2])).send().await {
-                    Ok(r) if r.status() == 200 => {
-                        ok.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(r) => failures.lock().unwrap().push(r.status().to_string()),
-                    Err(e) => failures.lock().unwrap().push(format!("{e:?}")),
-                }
-            }
-        }));
-    }
+    let load = Load::start(&tokio::runtime::Handle::current(), 4, |i| {
+        let root = root.clone();
+        // a new client per request: new handshakes see the new certificate
+        move || verified_client(&root, https, i % 2 == 0).get(format!("https://{}:{https}/x", DOMAINS[i % 2]))
+    });
     let started = Instant::now();
     let mut renewed = None;
     while renewed.is_none() {
@@ -540,22 +524,12 @@ async fn a_short_lived_certificate_is_renewed_under_load_without_a_failed_reques
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let at_renewal = ok.load(Ordering::SeqCst);
+    let at_renewal = load.ok();
     wait_until(Duration::from_secs(10), "requests on the new certificate", || async {
-        ok.load(Ordering::SeqCst) > at_renewal + 20
+        load.ok() > at_renewal + 20
     })
     .await;
-    stop.store(true, Ordering::SeqCst);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let failures = failures.lock().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(3)]
-    );
+    load.finish().await;
     assert!(gw.log_text().contains("renewing now"), "{}", gw.log_text());
 }
 

@@ -7,7 +7,6 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -160,48 +159,21 @@ async fn a_hundred_reloads_under_load_fail_no_request() {
         parse(&routed_to(a.addr, b.addr, "a", ""), &dir),
         parse(&routed_to(a.addr, b.addr, "b", ""), &dir),
     ];
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut workers = Vec::new();
-    for i in 0..6 {
-        let (gw, stop, ok, failures) = (gw.clone(), stop.clone(), ok.clone(), failures.clone());
-        workers.push(tokio::spawn(async move {
-            // half on keep-alive HTTP/1.1, half on HTTP/2
-            let c = if i % 2 == 0 { plain_client() } else { gw.client() };
-            let url = if i % 2 == 0 {
-                gw.http_url("/x")
-            } else {
-                gw.https_url("/x")
-            };
-            while !stop.load(Ordering::SeqCst) {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => {
-                        ok.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(r) => failures.lock().unwrap().push(format!("{}", r.status())),
-                    Err(e) => failures.lock().unwrap().push(format!("{e}")),
-                }
-            }
-        }));
-    }
+    let load = Load::start(&tokio::runtime::Handle::current(), 6, |i| {
+        // half on keep-alive HTTP/1.1, half on HTTP/2
+        let (c, url) = if i % 2 == 0 {
+            (plain_client(), gw.http_url("/x"))
+        } else {
+            (gw.client(), gw.https_url("/x"))
+        };
+        move || c.get(&url)
+    });
     for i in 0..100 {
         let generation = gw.gw().reload(configs[i % 2].clone()).unwrap();
         assert_eq!(generation, i as u64 + 2);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    stop.store(true, Ordering::SeqCst);
-    for w in workers {
-        w.await.unwrap();
-    }
-    let failures = failures.lock().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} failures: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(5)]
-    );
-    assert!(ok.load(Ordering::SeqCst) > 100);
+    assert!(load.finish().await > 100);
     assert!(a.hits() > 0 && b.hits() > 0, "both configs served");
 }
 
@@ -638,29 +610,14 @@ fn restart_handover_loses_no_request() {
     let toml = proxy_config(&[up.addr], "").replace("http = \"127.0.0.1:0\"", &format!("http = \"127.0.0.1:{port}\""));
     let old = BinGateway::start(&toml);
     let url = format!("http://127.0.0.1:{port}/x");
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut workers = Vec::new();
-    for _ in 0..4 {
-        let (stop, ok, failures, url) = (stop.clone(), ok.clone(), failures.clone(), url.clone());
-        workers.push(rt.spawn(async move {
-            let c = plain_client();
-            while !stop.load(Ordering::SeqCst) {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => {
-                        ok.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(r) => failures.lock().unwrap().push(r.status().to_string()),
-                    Err(e) => failures.lock().unwrap().push(format!("{e:?}")),
-                }
-            }
-        }));
-    }
+    let load = Load::start(rt.handle(), 4, |_| {
+        let (c, url) = (plain_client(), url.clone());
+        move || c.get(&url)
+    });
     rt.block_on(wait_until(
         Duration::from_secs(5),
         "load on the old process",
-        || async { ok.load(Ordering::SeqCst) > 200 },
+        || async { load.ok() > 200 },
     ));
     // the new process binds the same address (SO_REUSEPORT), then the old one drains
     let new = BinGateway::start(&toml);
@@ -668,22 +625,12 @@ fn restart_handover_loses_no_request() {
     old.signal("TERM");
     let code = old.child.wait().unwrap();
     assert_eq!(code.code(), Some(0));
-    let at_exit = ok.load(Ordering::SeqCst);
+    let at_exit = load.ok();
     rt.block_on(wait_until(
         Duration::from_secs(5),
         "load on the new process",
-        || async { ok.load(Ordering::SeqCst) > at_exit + 200 },
+        || async { load.ok() > at_exit + 200 },
     ));
-    stop.store(true, Ordering::SeqCst);
-    for w in workers {
-        rt.block_on(w).unwrap();
-    }
-    let failures = failures.lock().unwrap();
-    assert!(
-        failures.is_empty(),
-        "{} failed: {:?}",
-        failures.len(),
-        &failures[..failures.len().min(3)]
-    );
+    rt.block_on(load.finish());
     drop(new);
 }

@@ -128,6 +128,72 @@ pub fn client_trusting(ca_pem: &[u8], h1: Option<bool>) -> reqwest::Client {
 }
 
 /// A plain HTTP client: no redirects followed, no proxy.
+/// Client load for the "under load, no request fails" tests: `workers` tasks each send requests
+/// one after another until stopped, counting 200s and recording anything else.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts the workers on `rt`; `worker(i)` makes worker `i`'s request maker (its client,
+    /// or a new one per request).
+    pub fn start<W>(rt: &tokio::runtime::Handle, workers: usize, worker: impl Fn(usize) -> W) -> Load
+    where
+        W: FnMut() -> reqwest::RequestBuilder + Send + 'static,
+    {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::new()));
+        let workers = (0..workers)
+            .map(|i| {
+                let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+                let mut request = worker(i);
+                rt.spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        match request().send().await {
+                            Ok(r) if r.status() == 200 => {
+                                ok.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(r) => failures.lock().unwrap().push(r.status().to_string()),
+                            Err(e) => failures.lock().unwrap().push(format!("{e:?}")),
+                        }
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            failures,
+            workers,
+        }
+    }
+
+    /// 200s so far.
+    pub fn ok(&self) -> usize {
+        self.ok.load(Ordering::SeqCst)
+    }
+
+    /// Stops the workers and panics if any request failed; returns the 200s.
+    pub async fn finish(self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        for w in self.workers {
+            w.await.unwrap();
+        }
+        let failures = self.failures.lock().unwrap();
+        assert!(
+            failures.is_empty(),
+            "{} failed: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        self.ok.load(Ordering::SeqCst)
+    }
+}
+
 pub fn plain_client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()

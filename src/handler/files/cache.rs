@@ -376,15 +376,10 @@ impl FileCache {
         let body = entry.body.clone();
         let v = cell
             .get_or_init(|| async move {
-                tokio::task::spawn_blocking(move || {
-                    compression::compress_bytes(&body, enc).map(|v| match v.len() >= zerocopy::MAP_MIN {
-                        true => keep(v.to_vec()),
-                        false => v,
-                    })
-                })
-                .await
-                .ok()
-                .flatten()
+                tokio::task::spawn_blocking(move || compression::compress_bytes(&body, enc).map(keep))
+                    .await
+                    .ok()
+                    .flatten()
             })
             .await
             .clone();
@@ -398,13 +393,14 @@ impl FileCache {
 
 /// A body to cache: large ones in a sealed memory file, so plain-HTTP connections can send
 /// them with `sendfile` (kept on the heap if that is not possible).
-fn keep(data: Vec<u8>) -> Bytes {
+fn keep(data: impl Into<Bytes>) -> Bytes {
+    let data = data.into();
     if data.len() < zerocopy::MAP_MIN {
-        return Bytes::from(data);
+        return data;
     }
     zerocopy::seal("orta-file", &data).unwrap_or_else(|e| {
         tracing::debug!("cached file kept on the heap: {e}");
-        Bytes::from(data)
+        data
     })
 }
 
