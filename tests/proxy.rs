@@ -449,3 +449,181 @@ async fn streams_50_mib_up_and_down_with_bounded_memory() {
         "peak RSS grew from {before} KiB to {peak} KiB while streaming 2 x 50 MiB"
     );
 }
+
+/// An upstream that writes canned responses byte for byte, with framings hyper's server never
+/// produces: chunk extensions and trailers, interim 1xx answers, bodies ended by close, a
+/// keep-alive connection closed right after its answer, conflicting lengths. Counts its
+/// connections, and says on `closed` when it has closed one after `/then-close`.
+async fn raw_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let (closed_tx, closed) = tokio::sync::mpsc::unbounded_channel();
+    let counted = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    // one request: its head, then its Content-Length body
+                    let end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse().unwrap());
+                    while buf.len() < end + len {
+                        let mut chunk = [0u8; 4096];
+                        let n = s.read(&mut chunk).await.unwrap();
+                        assert!(n > 0, "request body cut short");
+                        buf.extend_from_slice(&chunk[..n]);
+                    }
+                    let body = buf[end..end + len].to_vec();
+                    buf.drain(..end + len);
+                    let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    let (answer, close): (Vec<u8>, bool) = match path.as_str() {
+                        "/chunked" => (
+                            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n\
+                              5\r\nhello\r\n1;ext=x\r\n,\r\n6\r\n world\r\n0\r\nx-checksum: 1\r\n\r\n"
+                                .to_vec(),
+                            false,
+                        ),
+                        "/interim" => (
+                            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n\
+                              HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                                .to_vec(),
+                            false,
+                        ),
+                        "/until-close" => (
+                            b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nread until close".to_vec(),
+                            true,
+                        ),
+                        "/head-len" => (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n".to_vec(), false),
+                        "/then-close" => (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbye.".to_vec(), true),
+                        "/bad-length" => (
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello".to_vec(),
+                            false,
+                        ),
+                        "/post" => {
+                            let mut a =
+                                format!("HTTP/1.1 201 Created\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+                            a.extend_from_slice(&body);
+                            (a, false)
+                        }
+                        _ => (b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(), false),
+                    };
+                    if s.write_all(&answer).await.is_err() {
+                        return;
+                    }
+                    if close {
+                        drop(s);
+                        if path == "/then-close" {
+                            let _ = closed_tx.send(());
+                        }
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns, closed)
+}
+
+#[tokio::test]
+async fn upstream_framings_interim_answers_and_closed_keepalives_are_handled() {
+    let (up, conns, mut closed) = raw_upstream().await;
+    let gw = TestGateway::start(&proxy_config(&[up], "")).await;
+    let client = plain_client();
+    let get = |path: &str| client.get(gw.http_url(path)).send();
+
+    let r = get("/chunked").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.text().await.unwrap(),
+        "hello, world",
+        "chunks with extensions and trailers"
+    );
+    let r = get("/interim").await.unwrap();
+    assert_eq!(r.status(), 200, "100 and 103 are skipped for the final answer");
+    assert_eq!(r.text().await.unwrap(), "ok");
+    assert_eq!(conns.load(Ordering::SeqCst), 1, "a keep-alive connection is reused");
+
+    let r = get("/until-close").await.unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        "read until close",
+        "an HTTP/1.0 body ended by close"
+    );
+    let r = client.head(gw.http_url("/head-len")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-length"],
+        "1000",
+        "HEAD: the length stays, no body is awaited"
+    );
+    let r = get("/chunked").await.unwrap();
+    assert_eq!(
+        r.text().await.unwrap(),
+        "hello, world",
+        "the connection after HEAD is still in step"
+    );
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        2,
+        "the closed connection was replaced once"
+    );
+
+    // the upstream closes a keep-alive connection after answering: the next request, a POST
+    // (never retried), must not be sent on it
+    let r = get("/then-close").await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "bye.");
+    closed.recv().await.unwrap();
+    let r = client.post(gw.http_url("/post")).body("order #1").send().await.unwrap();
+    assert_eq!(r.status(), 201, "a POST after the upstream closed its idle connection");
+    assert_eq!(r.text().await.unwrap(), "order #1");
+    assert_eq!(conns.load(Ordering::SeqCst), 3);
+
+    let r = get("/bad-length").await.unwrap();
+    assert_eq!(r.status(), 502, "conflicting Content-Length from the upstream");
+}
+
+#[tokio::test]
+async fn a_request_body_streams_while_the_upstream_echoes_it() {
+    // the upstream answers at once and echoes as it reads: a proxy that wrote the whole body
+    // before reading the answer would stall once the socket buffers on both sides are full
+    const SIZE: usize = 32 << 20;
+    let up = TestUpstream::start("echo").await;
+    let gw = TestGateway::start(&proxy_config(&[up.addr], "").replace(
+        "redirect_to_https = false",
+        "redirect_to_https = false\nmax_body_size = \"64MiB\"",
+    ))
+    .await;
+    let chunks = (0..SIZE / 65536).map(|i| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![(i % 251) as u8; 65536])));
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let r = plain_client()
+        .post(gw.http_url("/echo-body"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let back = r.bytes().await.unwrap();
+    assert_eq!(back.len(), SIZE);
+    assert!(
+        back.chunks(65536)
+            .enumerate()
+            .all(|(i, c)| c.iter().all(|b| *b == (i % 251) as u8))
+    );
+}

@@ -11,11 +11,13 @@ use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncWriteExt;
 
 use crate::http::body::{self, Body};
 use crate::http::context::RequestCtx;
 use crate::http::error::HttpError;
-use crate::upstream::pool::{self, ConnectError, PooledBody, Sender};
+use crate::upstream::h1::{self, RecvBody};
+use crate::upstream::pool::{self, ConnectError};
 use crate::upstream::{InflightGuard, Server, Upstream};
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -45,15 +47,14 @@ pub async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, incoming) = req.into_parts();
     prepare_request(&mut parts, ctx, upgrade);
-    let body = if incoming.is_end_stream() {
+    let mut body = if incoming.is_end_stream() {
         Body::Empty
     } else {
         Body::limited(incoming, limits.max_size, limits.read_timeout)
     };
-    // an idempotent request without a body can be sent again if its connection breaks
-    let replay = (upstream.spec.retries > 0 && is_idempotent(&parts.method) && body.is_end_stream())
-        .then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
-    let mut req = Request::from_parts(parts, body);
+    // an idempotent request without a body can be sent again if its connection breaks (the
+    // head stays here, borrowed by each attempt)
+    let replay = upstream.spec.retries > 0 && is_idempotent(&parts.method) && body.is_end_stream();
 
     let spec = &upstream.spec;
     let max_fails = spec.health.as_ref().map_or(1, |h| h.fails);
@@ -69,17 +70,17 @@ pub async fn forward(
         // counted in flight from now until the response body ends (least_conn reads this)
         let inflight = server.begin();
         let sent = std::time::Instant::now();
-        match send(server, req, spec.connect_timeout, spec.read_timeout).await {
-            Outcome::Response(resp, tx) => {
+        match send(server, &parts, body, upgrade, spec.connect_timeout, spec.read_timeout).await {
+            Outcome::Response(resp) => {
                 server.record_success();
                 *answered_by = Some((server.clone(), sent.elapsed()));
-                return Ok(response(resp, tx, inflight, client_upgrade));
+                return Ok(response(resp, inflight, client_upgrade));
             }
             Outcome::NotSent(back, err) => {
                 tracing::warn!(server = %server.label, "upstream {err}; trying another server");
                 server.record_failure(max_fails);
                 last_error = "No upstream server could be reached.";
-                req = back;
+                body = back;
             }
             Outcome::TimedOut => return Err(HttpError::GatewayTimeout),
             Outcome::Failed(err) => {
@@ -94,16 +95,10 @@ pub async fn forward(
                 tracing::warn!(server = %server.label, "upstream request failed: {err}");
                 server.record_failure(max_fails);
                 last_error = "The upstream server closed the connection.";
-                match &replay {
-                    Some((method, uri, headers)) => {
-                        let mut again = Request::new(Body::Empty);
-                        *again.method_mut() = method.clone();
-                        *again.uri_mut() = uri.clone();
-                        *again.headers_mut() = headers.clone();
-                        req = again;
-                    }
-                    None => return Err(HttpError::BadGateway(last_error)),
+                if !replay {
+                    return Err(HttpError::BadGateway(last_error));
                 }
+                body = Body::Empty;
             }
         }
     }
@@ -111,50 +106,43 @@ pub async fn forward(
 }
 
 enum Outcome {
-    Response(Response<Incoming>, Sender),
+    Response(Response<RecvBody>),
     /// The request never left: it can go to another server whatever its method.
-    NotSent(Request<Body>, ConnectError),
+    NotSent(Body, ConnectError),
     /// Sent, then the connection failed before a response.
-    Failed(hyper::Error),
+    Failed(h1::Error),
     TimedOut,
 }
 
 /// Sends on a pooled connection (skipping stale ones) or a new one.
 async fn send(
     server: &Arc<Server>,
-    mut req: Request<Body>,
+    head: &Parts,
+    mut body: Body,
+    upgrade: bool,
     connect_timeout: std::time::Duration,
     read_timeout: std::time::Duration,
 ) -> Outcome {
-    let mut fresh = false;
     loop {
-        let tx = match server.pool.take() {
-            Some(tx) => tx,
+        let (conn, fresh) = match server.pool.take() {
+            Some(conn) => (conn, false),
             None => {
-                fresh = true;
                 // boxed: connecting is rare (pooled connections are reused) and its future is
                 // large, so it should not swell every request's future
                 match Box::pin(pool::connect(&server.addr, connect_timeout)).await {
-                    Ok(tx) => tx,
-                    Err(e) => return Outcome::NotSent(req, e),
+                    Ok(conn) => (conn, true),
+                    Err(e) => return Outcome::NotSent(body, e),
                 }
             }
         };
-        let mut tx = tx;
-        if tx.ready().await.is_err() {
-            if fresh {
-                return Outcome::NotSent(req, ConnectError::Closed);
-            }
-            continue;
-        }
-        match tokio::time::timeout(read_timeout, tx.try_send_request(req)).await {
+        match tokio::time::timeout(read_timeout, conn.send(head, body, upgrade)).await {
             Err(_) => return Outcome::TimedOut,
-            Ok(Ok(resp)) => return Outcome::Response(resp, tx),
-            Ok(Err(mut e)) => match e.take_message() {
+            Ok(Ok(resp)) => return Outcome::Response(resp),
+            Ok(Err(e)) => match e.body {
                 // not sent (the pooled connection was closing): try the next connection
-                Some(back) if !fresh => req = back,
+                Some(back) if !fresh => body = back,
                 Some(back) => return Outcome::NotSent(back, ConnectError::Closed),
-                None => return Outcome::Failed(e.into_error()),
+                None => return Outcome::Failed(e.error),
             },
         }
     }
@@ -210,27 +198,29 @@ pub fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) {
 /// The upstream's response for the client: hop-by-hop headers and `X-Powered-By` out, the body
 /// streamed and its connection pooled at the end; a 101 joins the two upgraded connections.
 fn response(
-    mut resp: Response<Incoming>,
-    tx: Sender,
+    resp: Response<RecvBody>,
     inflight: InflightGuard,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Response<Body> {
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS
+    let (mut parts, mut body) = resp.into_parts();
+    if parts.status == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client) = client_upgrade
+        && let Some((mut upstream, early)) = body.into_upgraded()
     {
-        let upstream = hyper::upgrade::on(&mut resp);
         tokio::spawn(async move {
-            if let (Ok(c), Ok(u)) = tokio::join!(client, upstream) {
-                let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u)).await;
+            if let Ok(client) = client.await {
+                let mut client = TokioIo::new(client);
+                if early.is_empty() || client.write_all(&early).await.is_ok() {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
             }
-            drop((tx, inflight));
+            drop(inflight);
         });
-        let (parts, _) = resp.into_parts();
         return Response::from_parts(parts, Body::Empty);
     }
-    let (mut parts, incoming) = resp.into_parts();
+    body.pooled(inflight);
     strip_headers(&mut parts.headers, |name| name == "upgrade" || name == "x-powered-by");
-    Response::from_parts(parts, Body::Upstream(PooledBody::new(incoming, tx, inflight)))
+    Response::from_parts(parts, Body::Upstream(body))
 }
 
 /// Removes the hop-by-hop headers of RFC 9110 §7.6.1 and those named in `Connection`

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
-use crate::upstream::pool::PooledBody;
+use crate::upstream::h1::RecvBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -24,7 +24,7 @@ pub enum Body {
     /// A client's request body, failing with [`BodyTooLarge`] past the size limit and with
     /// [`BodyTimeout`] when the client pauses too long between chunks (slow-POST attacks).
     Limited(Box<Limited>),
-    Upstream(PooledBody),
+    Upstream(RecvBody),
     Boxed(BoxBody<Bytes, BoxError>),
 }
 

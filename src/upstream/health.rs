@@ -31,14 +31,15 @@ pub(super) fn spawn(server: &Arc<Server>, spec: Option<&HealthSpec>) {
 /// One check: a 2xx or 3xx answer within `timeout` passes.
 pub async fn probe(server: &Server, spec: &HealthSpec) -> bool {
     let result = timeout(spec.timeout, async {
-        let mut tx = pool::connect(&server.addr, spec.timeout).await.ok()?;
+        let conn = pool::connect(&server.addr, spec.timeout).await.ok()?;
         let req = Request::get(spec.path.as_str())
             .header(HOST, HeaderValue::from_str(&server.label).ok()?)
             .header(CONNECTION, "close")
             .header(USER_AGENT, "orta-gateway health check")
             .body(Body::Empty)
             .ok()?;
-        let resp = tx.send_request(req).await.ok()?;
+        let (parts, body) = req.into_parts();
+        let resp = conn.send(&parts, body, false).await.ok()?;
         let s = resp.status();
         Some(s.is_success() || s.is_redirection())
     })

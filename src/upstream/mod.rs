@@ -4,6 +4,7 @@
 //! that leaves its config unchanged keeps it, with its health and pools.
 
 pub mod discovery;
+pub mod h1;
 pub mod health;
 pub mod pool;
 

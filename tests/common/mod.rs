@@ -237,7 +237,8 @@ pub fn proxy_config(servers: &[SocketAddr], extra_upstream: &str) -> String {
 
 /// A real HTTP/1.1 upstream server on a free port. Endpoints:
 /// `/api/health` (200, or 503 when set unhealthy), `/echo` (request as JSON),
-/// `/slow?ms=N`, `/download?bytes=N` (streamed), `/upload` (counts the body), `/ws` (WebSocket
+/// `/slow?ms=N`, `/download?bytes=N` (streamed), `/upload` (counts the body), `/echo-body` (the
+/// body streamed back while it arrives), `/ws` (WebSocket
 /// echo), `.../own-headers` (sets its own CSP and X-Frame-Options); anything else answers its
 /// name. Every response carries `x-upstream: NAME`.
 pub struct TestUpstream {
@@ -380,6 +381,8 @@ async fn upstream_handle(
             }
             Response::new(Body::full(n.to_string()))
         }
+        // the body streams back as it arrives: the upstream answers before the request ends
+        "/echo-body" => Response::new(Body::boxed(req.into_body())),
         "/ws" => websocket_echo(&mut req),
         p if p.ends_with("/own-headers") => {
             let mut r = Response::new(Body::full("own headers"));

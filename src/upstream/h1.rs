@@ -1,0 +1,774 @@
+//! The HTTP/1.1 client side of a proxied exchange, run in the request's own task: the request
+//! head is written straight to the upstream connection, the response head parsed from it, and
+//! the response body read from it as the client's side asks for more. No connection task and no
+//! channels between tasks; the connection goes back to its pool when the exchange is over.
+//!
+//! A request body is written while the response head is awaited and, if the upstream answers
+//! early, while its response body streams (an echoing upstream never deadlocks the two).
+
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Version};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::InflightGuard;
+use crate::http::body::{Body, BoxError};
+
+/// A response head larger than this is refused (offsets into it fit in a `u16`).
+const MAX_HEAD: usize = 64 * 1024 - 1;
+const MAX_HEADERS: usize = 100;
+/// Reads start at this size and grow, while reads fill them, up to `MAX_READ`.
+const MIN_READ: usize = 16 * 1024;
+const MAX_READ: usize = 256 * 1024;
+/// A chunk-size line (with extensions) longer than this is refused.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// An open HTTP/1.1 connection to an upstream server, idle between exchanges.
+pub struct Conn {
+    io: TcpStream,
+    buf: BytesMut,
+    read_size: usize,
+    head: Vec<u8>,
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub enum Error {
+    Io(io::Error),
+    /// The connection closed before a whole response head arrived.
+    Closed,
+    /// The upstream's response is not valid HTTP/1.1.
+    Malformed(&'static str),
+    /// The client's request body failed (too large, too slow, broken): the client's fault.
+    RequestBody(BoxError),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "upstream connection: {e}"),
+            Error::Closed => f.write_str("upstream closed the connection before a complete response"),
+            Error::Malformed(m) => write!(f, "malformed upstream response: {m}"),
+            Error::RequestBody(e) => write!(f, "request body: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            Error::RequestBody(e) => Some(e.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+/// A failed [`Conn::send`]; the request `body` is handed back when none of the request reached
+/// the upstream.
+pub struct SendError {
+    pub body: Option<Body>,
+    pub error: Error,
+}
+
+impl Conn {
+    /// Boxed: a connection moves between the pool, the request and its response body, and a
+    /// pointer moves cheaper than the connection.
+    pub fn new(io: TcpStream) -> Box<Self> {
+        Box::new(Self {
+            io,
+            buf: BytesMut::new(),
+            read_size: MIN_READ,
+            head: Vec::with_capacity(512),
+        })
+    }
+
+    /// True while the idle connection can take a request: the server has neither closed it nor
+    /// sent anything unasked (either would make it readable). No system call: the reactor's
+    /// readiness is read, with a waker that does nothing.
+    pub fn is_open(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.buf.is_empty() && self.io.poll_read_ready(&mut cx).is_pending()
+    }
+
+    /// Sends the request `parts` (origin-form target, hop-by-hop headers already removed) with
+    /// `body`, and waits for the response head. The head is borrowed, so a caller can send it
+    /// again elsewhere. `upgrade`: the request asks for a protocol switch, so a 101 is the
+    /// answer and the connection becomes a tunnel.
+    pub async fn send(
+        mut self: Box<Self>,
+        parts: &http::request::Parts,
+        body: Body,
+        upgrade: bool,
+    ) -> Result<Response<RecvBody>, SendError> {
+        let framing = encode_head(&mut self.head, parts, &body);
+        if let Err(e) = self.io.write_all(&self.head).await {
+            // an incomplete head is nothing the upstream can act on
+            return Err(SendError {
+                body: Some(body),
+                error: Error::Io(e),
+            });
+        }
+        let head_only = parts.method == Method::HEAD;
+        let mut upload = framing.map(|chunked| Box::new(Upload::new(body, chunked)));
+        let mut reusable = true;
+        let fail = |error| SendError { body: None, error };
+        let head = poll_fn(|cx| {
+            if let Some(up) = &mut upload {
+                match up.poll(&mut self.io, cx) {
+                    Poll::Ready(Ok(())) => upload = None,
+                    Poll::Ready(Err(UploadError::Body(e))) => return Poll::Ready(Err(Error::RequestBody(e))),
+                    // the upstream stopped reading the body: its answer may already be on its way
+                    Poll::Ready(Err(UploadError::Io)) => {
+                        upload = None;
+                        reusable = false;
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            self.poll_head(cx, head_only, upgrade)
+        })
+        .await
+        .map_err(fail)?;
+        let body = RecvBody {
+            conn: Some(self),
+            framing: head.framing,
+            upload,
+            reusable: reusable && head.keep_alive,
+            inflight: None,
+        };
+        let (parts, ()) = head.resp.into_parts();
+        Ok(Response::from_parts(parts, body))
+    }
+
+    /// Reads until a final response head is parsed (1xx heads other than 101 are skipped).
+    fn poll_head(&mut self, cx: &mut Context<'_>, head_only: bool, upgrade: bool) -> Poll<Result<Head, Error>> {
+        loop {
+            if !self.buf.is_empty() {
+                match parse_head(&mut self.buf, head_only, upgrade)? {
+                    Some(Parsed::Interim) => continue,
+                    Some(Parsed::Final(head)) => return Poll::Ready(Ok(head)),
+                    None if self.buf.len() > MAX_HEAD => {
+                        return Poll::Ready(Err(Error::Malformed("response head too large")));
+                    }
+                    None => {}
+                }
+            }
+            let had = self.buf.len();
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) if had == 0 => return Poll::Ready(Err(Error::Closed)),
+                Ok(0) => return Poll::Ready(Err(Error::Malformed("incomplete response head"))),
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(Error::Io(e))),
+            }
+        }
+    }
+
+    /// Reads what the socket has into the buffer; `Ok(0)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < self.read_size / 4 {
+            self.buf.reserve(self.read_size);
+        }
+        let room = self.buf.capacity() - self.buf.len();
+        let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf))?;
+        if n == room && self.read_size < MAX_READ {
+            // reads fill the buffer: the stream is fast, read more at a time
+            self.read_size *= 2;
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// How the request body goes: `Some(chunked)` when there is one to write.
+fn encode_head(out: &mut Vec<u8>, parts: &http::request::Parts, body: &Body) -> Option<bool> {
+    out.clear();
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(if target.is_empty() { b"/" } else { target.as_bytes() });
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let has_length = parts.headers.contains_key(header::CONTENT_LENGTH);
+    let framing = if body.is_end_stream() {
+        if !has_length && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+            out.extend_from_slice(b"content-length: 0\r\n");
+        }
+        None
+    } else if has_length {
+        Some(false)
+    } else if let Some(n) = body.size_hint().exact() {
+        out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
+        Some(false)
+    } else {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Some(true)
+    };
+    out.extend_from_slice(b"\r\n");
+    framing
+}
+
+enum Parsed {
+    /// A 1xx head that is not the answer: skipped.
+    Interim,
+    Final(Head),
+}
+
+/// A final response head: the response without its body, the body's framing, and whether the
+/// connection can take another request after it.
+struct Head {
+    resp: Response<()>,
+    framing: Framing,
+    keep_alive: bool,
+}
+
+/// Parses a response head off the front of `buf`; `None` while it is incomplete.
+fn parse_head(buf: &mut BytesMut, head_only: bool, upgrade: bool) -> Result<Option<Parsed>, Error> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, &mut slots) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Error::Malformed("too many headers")),
+        Err(_) => return Err(Error::Malformed("bad response head")),
+    };
+    let code = parsed.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| Error::Malformed("bad status code"))?;
+    let version = if parsed.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+        buf.advance(len);
+        return Ok(Some(Parsed::Interim));
+    }
+    // where each name and value sits, to slice them out of the frozen head without copies
+    if len > MAX_HEAD {
+        return Err(Error::Malformed("response head too large"));
+    }
+    let base = buf.as_ptr() as usize;
+    let count = parsed.headers.len();
+    let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
+    let at = |p: *const u8| (p as usize - base) as u16;
+    for (h, span) in parsed.headers.iter().zip(spans.iter_mut()) {
+        let (name, value) = (at(h.name.as_ptr()), at(h.value.as_ptr()));
+        *span = (name, name + h.name.len() as u16, value, value + h.value.len() as u16);
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for &(n0, n1, v0, v1) in &spans[..count] {
+        let name =
+            HeaderName::from_bytes(&head[n0 as usize..n1 as usize]).map_err(|_| Error::Malformed("bad header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
+            .map_err(|_| Error::Malformed("bad header value"))?;
+        headers.append(name, value);
+    }
+    let (framing, mut keep_alive) = framing(&mut headers, status, version, head_only)?;
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        if !upgrade {
+            return Err(Error::Malformed("101 to a request that asked for no upgrade"));
+        }
+        keep_alive = false;
+    }
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    *resp.version_mut() = version;
+    *resp.headers_mut() = headers;
+    Ok(Some(Parsed::Final(Head {
+        resp,
+        framing,
+        keep_alive,
+    })))
+}
+
+/// The response body's framing (RFC 9112 §6.3) and whether the connection stays open after it.
+fn framing(
+    headers: &mut HeaderMap,
+    status: StatusCode,
+    version: Version,
+    head_only: bool,
+) -> Result<(Framing, bool), Error> {
+    fn tokens(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &[u8]> + '_ {
+        headers
+            .get_all(name)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .map(|t| t.trim_ascii())
+    }
+    let close = tokens(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case(b"close"));
+    let keep_alive = if version == Version::HTTP_11 {
+        !close
+    } else {
+        tokens(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case(b"keep-alive"))
+    };
+    if head_only || status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok((Framing::Done, keep_alive));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        let chunked = tokens(headers, header::TRANSFER_ENCODING)
+            .last()
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+        // the decoded body is re-framed for the client: a length sent beside it is void
+        headers.remove(header::CONTENT_LENGTH);
+        return Ok(if chunked {
+            (Framing::Chunked(Chunked::Size), keep_alive)
+        } else {
+            (Framing::UntilClose, false)
+        });
+    }
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    if let Some(first) = lengths.next() {
+        if lengths.any(|l| l != first) {
+            return Err(Error::Malformed("conflicting Content-Length headers"));
+        }
+        let n = std::str::from_utf8(first.as_bytes())
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or(Error::Malformed("bad Content-Length"))?;
+        return Ok((if n == 0 { Framing::Done } else { Framing::Length(n) }, keep_alive));
+    }
+    Ok((Framing::UntilClose, false))
+}
+
+enum Framing {
+    Length(u64),
+    Chunked(Chunked),
+    UntilClose,
+    Done,
+}
+
+/// Where a chunked decoder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunked {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes to go.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one.
+    Trailers,
+}
+
+enum Decoded {
+    Data(Bytes),
+    NeedMore,
+    End,
+}
+
+impl Chunked {
+    /// Takes what it can from the front of `buf`.
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Error> {
+        loop {
+            match *self {
+                Chunked::Size => {
+                    let Some(eol) = memchr::memchr(b'\n', buf) else {
+                        return if buf.len() > MAX_CHUNK_LINE {
+                            Err(Error::Malformed("chunk-size line too long"))
+                        } else {
+                            Ok(Decoded::NeedMore)
+                        };
+                    };
+                    let line = buf[..eol]
+                        .strip_suffix(b"\r")
+                        .ok_or(Error::Malformed("bad chunk-size line"))?;
+                    let digits = line.split(|b| *b == b';').next().unwrap_or(b"").trim_ascii();
+                    if digits.is_empty() || digits.len() > 15 {
+                        return Err(Error::Malformed("bad chunk size"));
+                    }
+                    let size = digits.iter().try_fold(0u64, |acc, b| {
+                        let d = (*b as char).to_digit(16)?;
+                        Some(acc * 16 + d as u64)
+                    });
+                    let size = size.ok_or(Error::Malformed("bad chunk size"))?;
+                    buf.advance(eol + 1);
+                    *self = if size == 0 {
+                        Chunked::Trailers
+                    } else {
+                        Chunked::Data(size)
+                    };
+                }
+                Chunked::Data(left) => {
+                    if buf.is_empty() {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    let n = left.min(buf.len() as u64) as usize;
+                    let data = buf.split_to(n).freeze();
+                    *self = if n as u64 == left {
+                        Chunked::DataEnd
+                    } else {
+                        Chunked::Data(left - n as u64)
+                    };
+                    return Ok(Decoded::Data(data));
+                }
+                Chunked::DataEnd => {
+                    if buf.len() < 2 {
+                        return Ok(Decoded::NeedMore);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(Error::Malformed("chunk data not followed by CRLF"));
+                    }
+                    buf.advance(2);
+                    *self = Chunked::Size;
+                }
+                Chunked::Trailers => {
+                    let Some(eol) = memchr::memchr(b'\n', buf) else {
+                        return if buf.len() > MAX_HEAD {
+                            Err(Error::Malformed("trailers too large"))
+                        } else {
+                            Ok(Decoded::NeedMore)
+                        };
+                    };
+                    let empty = eol == 0 || (eol == 1 && buf[0] == b'\r');
+                    buf.advance(eol + 1);
+                    if empty {
+                        return Ok(Decoded::End);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A request body on its way to the upstream.
+struct Upload {
+    body: Body,
+    chunked: bool,
+    /// Bytes queued for the socket, in order (a chunk's size line, data and CRLF).
+    queue: Vec<Bytes>,
+    finished: bool,
+}
+
+enum UploadError {
+    Body(BoxError),
+    /// The socket refused more: the upstream closed, or stopped reading to answer early.
+    Io,
+}
+
+impl Upload {
+    fn new(body: Body, chunked: bool) -> Self {
+        Self {
+            body,
+            chunked,
+            queue: Vec::with_capacity(3),
+            finished: false,
+        }
+    }
+
+    /// Writes the body until it is all sent (`Ready(Ok)`) or the socket or the body waits.
+    fn poll(&mut self, io: &mut TcpStream, cx: &mut Context<'_>) -> Poll<Result<(), UploadError>> {
+        loop {
+            while !self.queue.is_empty() {
+                let slices: Vec<IoSlice<'_>> = self.queue.iter().map(|b| IoSlice::new(b)).collect();
+                let n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices)).map_err(|_| UploadError::Io)?;
+                if n == 0 {
+                    return Poll::Ready(Err(UploadError::Io));
+                }
+                let mut n = n;
+                while n > 0 {
+                    let first = &mut self.queue[0];
+                    if n >= first.len() {
+                        n -= first.len();
+                        self.queue.remove(0);
+                    } else {
+                        first.advance(n);
+                        n = 0;
+                    }
+                }
+            }
+            if self.finished {
+                return Poll::Ready(Ok(()));
+            }
+            match ready!(Pin::new(&mut self.body).poll_frame(cx)) {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data()
+                        && !data.is_empty()
+                    {
+                        if self.chunked {
+                            self.queue.push(Bytes::from(format!("{:x}\r\n", data.len())));
+                            self.queue.push(data);
+                            self.queue.push(Bytes::from_static(b"\r\n"));
+                        } else {
+                            self.queue.push(data);
+                        }
+                    }
+                }
+                Some(Err(e)) => return Poll::Ready(Err(UploadError::Body(e))),
+                None => {
+                    if self.chunked {
+                        self.queue.push(Bytes::from_static(b"0\r\n\r\n"));
+                    }
+                    self.finished = true;
+                }
+            }
+        }
+    }
+}
+
+/// An upstream response body, read from its connection as it is polled. Read to its end on a
+/// keep-alive connection, with the request body all sent, the connection goes back to the pool;
+/// dropped earlier, the connection closes.
+pub struct RecvBody {
+    conn: Option<Box<Conn>>,
+    framing: Framing,
+    upload: Option<Box<Upload>>,
+    reusable: bool,
+    /// Counts the exchange in flight on its server until the body is dropped; also names the
+    /// pool the connection returns to.
+    inflight: Option<InflightGuard>,
+}
+
+impl RecvBody {
+    /// Returns the connection to `inflight`'s server's pool at the end, and holds the guard.
+    pub fn pooled(&mut self, inflight: InflightGuard) {
+        self.inflight = Some(inflight);
+        if matches!(self.framing, Framing::Done) {
+            self.finish();
+        }
+    }
+
+    /// The connection after a 101: the socket and what the upstream already sent past the head.
+    pub fn into_upgraded(&mut self) -> Option<(TcpStream, Bytes)> {
+        let conn = *self.conn.take()?;
+        Some((conn.io, conn.buf.freeze()))
+    }
+
+    /// The response is complete: the connection goes back to the pool if it can be reused.
+    fn finish(&mut self) {
+        self.framing = Framing::Done;
+        let Some(conn) = self.conn.take() else { return };
+        if self.reusable
+            && self.upload.is_none()
+            && conn.buf.is_empty()
+            && let Some(guard) = &self.inflight
+        {
+            guard.server().pool.put(conn);
+        }
+    }
+
+    fn fail(&mut self, e: Error) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        self.conn = None;
+        self.framing = Framing::Done;
+        Poll::Ready(Some(Err(Box::new(e))))
+    }
+}
+
+impl HttpBody for RecvBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if let (Some(up), Some(conn)) = (&mut this.upload, &mut this.conn) {
+            match up.poll(&mut conn.io, cx) {
+                Poll::Ready(Ok(())) => this.upload = None,
+                Poll::Ready(Err(UploadError::Body(e))) => return this.fail(Error::RequestBody(e)),
+                Poll::Ready(Err(UploadError::Io)) => {
+                    this.upload = None;
+                    this.reusable = false;
+                }
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            let Some(conn) = &mut this.conn else {
+                return Poll::Ready(None);
+            };
+            match &mut this.framing {
+                Framing::Done => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Framing::Length(left) if !conn.buf.is_empty() => {
+                    let n = (*left).min(conn.buf.len() as u64);
+                    let data = conn.buf.split_to(n as usize).freeze();
+                    *left -= n;
+                    if *left == 0 {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::UntilClose if !conn.buf.is_empty() => {
+                    let data = conn.buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Framing::Chunked(state) if !conn.buf.is_empty() => match state.decode(&mut conn.buf) {
+                    Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Decoded::End) => {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Decoded::NeedMore) => {}
+                    Err(e) => return this.fail(e),
+                },
+                _ => {}
+            }
+            let conn = this.conn.as_mut().expect("checked above");
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if matches!(this.framing, Framing::UntilClose) => {
+                    this.conn = None;
+                    this.framing = Framing::Done;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return this.fail(Error::Closed),
+                Ok(_) => {}
+                Err(e) => return this.fail(Error::Io(e)),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn decode_all(input: &[u8], split: usize) -> Result<Vec<u8>, Error> {
+        let mut state = Chunked::Size;
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for piece in input.chunks(split) {
+            buf.extend_from_slice(piece);
+            loop {
+                match state.decode(&mut buf)? {
+                    Decoded::Data(d) => out.extend_from_slice(&d),
+                    Decoded::NeedMore => break,
+                    Decoded::End => return Ok(out),
+                }
+            }
+        }
+        Err(Error::Closed)
+    }
+
+    #[test]
+    fn chunked_bodies_decode_whatever_the_read_boundaries() {
+        let wire = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nx-trailer: 1\r\n\r\n";
+        for split in 1..wire.len() {
+            assert_eq!(decode_all(wire, split).unwrap(), b"hello, world", "split {split}");
+        }
+        assert_eq!(decode_all(b"A\r\n0123456789\r\n0\r\n\r\n", 64).unwrap(), b"0123456789");
+    }
+
+    #[test]
+    fn bad_chunked_framing_is_refused() {
+        for wire in [
+            &b"x\r\nhello\r\n0\r\n\r\n"[..],
+            b"5\r\nhelloXX0\r\n\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"\r\n",
+            b"fffffffffffffffff\r\n",
+        ] {
+            assert!(decode_all(wire, 64).is_err(), "{:?}", String::from_utf8_lossy(wire));
+        }
+    }
+
+    fn head(raw: &str, head_only: bool) -> Result<(Response<()>, Framing, bool), Error> {
+        let mut buf = BytesMut::from(raw.as_bytes());
+        loop {
+            match parse_head(&mut buf, head_only, false)? {
+                Some(Parsed::Interim) => continue,
+                Some(Parsed::Final(h)) => return Ok((h.resp, h.framing, h.keep_alive)),
+                None => return Err(Error::Closed),
+            }
+        }
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let (r, f, k) = head("HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX-A: b\r\n\r\n", false).unwrap();
+        assert!(matches!(f, Framing::Length(12)) && k);
+        assert_eq!(r.headers()["x-a"], "b");
+        let (_, f, k) = head("HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n", true).unwrap();
+        assert!(matches!(f, Framing::Done) && k);
+        let (r, f, _) = head(
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(matches!(f, Framing::Chunked(_)) && !r.headers().contains_key("content-length"));
+        let (_, f, k) = head("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", false).unwrap();
+        assert!(matches!(f, Framing::UntilClose) && !k);
+        let (_, _, k) = head(
+            "HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 1\r\n\r\n",
+            false,
+        )
+        .unwrap();
+        assert!(!k);
+        let (_, _, k) = head("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", false).unwrap();
+        assert!(!k);
+        let (r, f, _) = head("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n", false).unwrap();
+        assert_eq!(r.status(), 204);
+        assert!(matches!(f, Framing::Done));
+        assert!(
+            head(
+                "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                false
+            )
+            .is_err()
+        );
+        assert!(head("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", false).is_err());
+        assert!(head("HTTP/1.1 101 Switching Protocols\r\n\r\n", false).is_err());
+        assert!(head("HTTP/1.1 2000 OK\r\n\r\n", false).is_err());
+    }
+
+    #[test]
+    fn heads_encode_with_the_right_body_framing() {
+        let enc = |method: Method, cl: Option<&'static str>, body: Body| {
+            let mut req = Request::builder().method(method).uri("/a?b=1");
+            if let Some(cl) = cl {
+                req = req.header("content-length", cl);
+            }
+            let (parts, _) = req.body(()).unwrap().into_parts();
+            let mut out = Vec::new();
+            let framing = encode_head(&mut out, &parts, &body);
+            (String::from_utf8(out).unwrap(), framing)
+        };
+        let (h, f) = enc(Method::GET, None, Body::Empty);
+        assert_eq!(h, "GET /a?b=1 HTTP/1.1\r\n\r\n");
+        assert_eq!(f, None);
+        let (h, _) = enc(Method::POST, None, Body::Empty);
+        assert!(h.contains("content-length: 0\r\n"));
+        let (h, f) = enc(Method::POST, None, Body::full("abc"));
+        assert!(h.contains("content-length: 3\r\n"));
+        assert_eq!(f, Some(false));
+        let (h, f) = enc(Method::POST, Some("3"), Body::full("abc"));
+        assert_eq!(h.matches("content-length").count(), 1);
+        assert_eq!(f, Some(false));
+        let stream = Body::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(vec![Ok::<
+            _,
+            std::io::Error,
+        >(
+            Frame::data(Bytes::from_static(b"x")),
+        )])));
+        let (h, f) = enc(Method::POST, None, stream);
+        assert!(h.contains("transfer-encoding: chunked\r\n"));
+        assert_eq!(f, Some(true));
+    }
+}
