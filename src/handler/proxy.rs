@@ -157,6 +157,8 @@ pub fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) {
     }
     parts.version = Version::HTTP_11;
     let h = &mut parts.headers;
+    // the forwarding headers below, in one growth of the map
+    h.reserve(6);
     // hop-by-hop headers, and Proxy-* ones (for proxies, never for the origin); `Upgrade` goes
     // unless this is an upgrade
     strip_headers(h, |name| name.starts_with("proxy-") || (!upgrade && name == "upgrade"));

@@ -268,7 +268,9 @@ fn parse_head(buf: &mut BytesMut, head_only: bool, upgrade: bool) -> Result<Opti
         *span = (name, name + h.name.len() as u16, value, value + h.value.len() as u16);
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
+    // room for what the gateway adds on the way out (request id, Vary, security headers), so
+    // adding them does not grow the map
+    let mut headers = HeaderMap::with_capacity(count + 8);
     for &(n0, n1, v0, v1) in &spans[..count] {
         let name =
             HeaderName::from_bytes(&head[n0 as usize..n1 as usize]).map_err(|_| Error::Malformed("bad header name"))?;
