@@ -16,7 +16,7 @@ use tokio::io::AsyncWriteExt;
 use crate::http::body::{self, Body};
 use crate::http::context::RequestCtx;
 use crate::http::error::HttpError;
-use crate::upstream::h1::{self, RecvBody};
+use crate::upstream::h1::{self, RecvBody, is_hop_by_hop};
 use crate::upstream::pool::{self, ConnectError};
 use crate::upstream::{InflightGuard, Server, Upstream};
 
@@ -229,20 +229,6 @@ fn response(
 /// (except `Upgrade`, which the caller decides on).
 pub fn remove_hop_by_hop(h: &mut HeaderMap) {
     strip_headers(h, |_| false);
-}
-
-fn is_hop_by_hop(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authorization"
-            | "proxy-authenticate"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-    )
 }
 
 /// Removes hop-by-hop headers, those named in `Connection` (but `Upgrade`), and those `also`

@@ -255,10 +255,10 @@ fn parse_head(buf: &mut BytesMut, head_only: bool, upgrade: bool) -> Result<Opti
         buf.advance(len);
         return Ok(Some(Parsed::Interim));
     }
-    // where each name and value sits, to slice them out of the frozen head without copies
     if len > MAX_HEAD {
         return Err(Error::Malformed("response head too large"));
     }
+    // where each name and value sits, to slice them out of the frozen head without copies
     let base = buf.as_ptr() as usize;
     let count = parsed.headers.len();
     let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
@@ -271,14 +271,35 @@ fn parse_head(buf: &mut BytesMut, head_only: bool, upgrade: bool) -> Result<Opti
     // room for what the gateway adds on the way out (request id, Vary, security headers), so
     // adding them does not grow the map
     let mut headers = HeaderMap::with_capacity(count + 8);
+    // hop-by-hop headers describe this connection: read here, and not passed on (but a 101's,
+    // which carry the switch to the client)
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    let mut hop = HopByHop::default();
     for &(n0, n1, v0, v1) in &spans[..count] {
         let name =
             HeaderName::from_bytes(&head[n0 as usize..n1 as usize]).map_err(|_| Error::Malformed("bad header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
-            .map_err(|_| Error::Malformed("bad header value"))?;
+        let value = head.slice(v0 as usize..v1 as usize);
+        if name == header::CONNECTION {
+            hop.connection(&value);
+        } else if name == header::TRANSFER_ENCODING {
+            hop.transfer_encoding = Some(last_token(&value).eq_ignore_ascii_case(b"chunked"));
+        }
+        // (`Upgrade` outside a 101 is an offer to this hop)
+        if !switching && (is_hop_by_hop(name.as_str()) || name == header::UPGRADE) {
+            continue;
+        }
+        let value = HeaderValue::from_maybe_shared(value).map_err(|_| Error::Malformed("bad header value"))?;
         headers.append(name, value);
     }
-    let (framing, mut keep_alive) = framing(&mut headers, status, version, head_only)?;
+    if !switching {
+        // headers the upstream named in `Connection` are this hop's too
+        for name in &hop.listed {
+            if let Ok(name) = HeaderName::from_bytes(name) {
+                headers.remove(name);
+            }
+        }
+    }
+    let (framing, mut keep_alive) = framing(&mut headers, status, version, head_only, &hop)?;
     if status == StatusCode::SWITCHING_PROTOCOLS {
         if !upgrade {
             return Err(Error::Malformed("101 to a request that asked for no upgrade"));
@@ -296,34 +317,70 @@ fn parse_head(buf: &mut BytesMut, head_only: bool, upgrade: bool) -> Result<Opti
     })))
 }
 
+/// The hop-by-hop facts of a response head.
+#[derive(Default)]
+struct HopByHop {
+    close: bool,
+    keep_alive: bool,
+    /// `Transfer-Encoding` was sent: whether its last coding is chunked.
+    transfer_encoding: Option<bool>,
+    /// Other headers named in `Connection` (rare: no allocation until one is).
+    listed: Vec<Bytes>,
+}
+
+impl HopByHop {
+    fn connection(&mut self, value: &Bytes) {
+        for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            if token.eq_ignore_ascii_case(b"close") {
+                self.close = true;
+            } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                self.keep_alive = true;
+            } else if !token.is_empty() && !token.eq_ignore_ascii_case(b"upgrade") {
+                let start = token.as_ptr() as usize - value.as_ptr() as usize;
+                self.listed.push(value.slice(start..start + token.len()));
+            }
+        }
+    }
+}
+
+fn last_token(value: &[u8]) -> &[u8] {
+    value.rsplit(|b| *b == b',').next().unwrap_or(b"").trim_ascii()
+}
+
+/// Headers that concern one connection only (RFC 9110 §7.6.1, and the `Proxy-*` ones of the
+/// hop they were meant for); `Upgrade` is decided by the caller.
+pub fn is_hop_by_hop(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+    )
+}
+
 /// The response body's framing (RFC 9112 §6.3) and whether the connection stays open after it.
 fn framing(
     headers: &mut HeaderMap,
     status: StatusCode,
     version: Version,
     head_only: bool,
+    hop: &HopByHop,
 ) -> Result<(Framing, bool), Error> {
-    fn tokens(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &[u8]> + '_ {
-        headers
-            .get_all(name)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-            .map(|t| t.trim_ascii())
-    }
-    let close = tokens(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case(b"close"));
     let keep_alive = if version == Version::HTTP_11 {
-        !close
+        !hop.close
     } else {
-        tokens(headers, header::CONNECTION).any(|t| t.eq_ignore_ascii_case(b"keep-alive"))
+        hop.keep_alive && !hop.close
     };
     if head_only || status.is_informational() || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED
     {
         return Ok((Framing::Done, keep_alive));
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        let chunked = tokens(headers, header::TRANSFER_ENCODING)
-            .last()
-            .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked"));
+    if let Some(chunked) = hop.transfer_encoding {
         // the decoded body is re-framed for the client: a length sent beside it is void
         headers.remove(header::CONTENT_LENGTH);
         return Ok(if chunked {
@@ -738,6 +795,26 @@ mod tests {
         assert!(head("HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", false).is_err());
         assert!(head("HTTP/1.1 101 Switching Protocols\r\n\r\n", false).is_err());
         assert!(head("HTTP/1.1 2000 OK\r\n\r\n", false).is_err());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_stay_on_their_hop_but_a_101_keeps_them() {
+        let raw = "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
+                   X-Hop: 1\r\nUpgrade: h2c\r\nTrailer: x\r\nX-End: 2\r\nContent-Length: 0\r\n\r\n";
+        let (r, _, k) = head(raw, false).unwrap();
+        let mut names: Vec<&str> = r.headers().keys().map(|n| n.as_str()).collect();
+        names.sort();
+        assert_eq!(names, ["content-length", "x-end"]);
+        assert!(k);
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"[..],
+        );
+        let Ok(Some(Parsed::Final(h))) = parse_head(&mut buf, false, true) else {
+            panic!("a 101 to an upgrade request parses");
+        };
+        assert_eq!(h.resp.headers()["upgrade"], "websocket");
+        assert_eq!(h.resp.headers()["connection"], "Upgrade");
+        assert!(!h.keep_alive);
     }
 
     #[test]
