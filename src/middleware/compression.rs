@@ -92,19 +92,20 @@ impl CompressionSettings {
         if self.algorithms.is_empty() {
             return false;
         }
-        let Some(ct) = content_type.and_then(|v| v.to_str().ok()) else {
+        let Some(ct) = content_type else {
             return false;
         };
-        let mime = ct.split(';').next().unwrap_or("").trim();
+        // bytes, not str: asked once per response, and char searches cost more than the answer
+        let ct = ct.as_bytes();
+        let mime = ct[..memchr::memchr(b';', ct).unwrap_or(ct.len())].trim_ascii();
         // streams that must reach the client as they are produced
-        if mime.eq_ignore_ascii_case("text/event-stream") {
+        if mime.eq_ignore_ascii_case(b"text/event-stream") {
             return false;
         }
+        let top = &mime[..memchr::memchr(b'/', mime).unwrap_or(0)];
         self.types.iter().any(|t| match t.strip_suffix("/*") {
-            Some(prefix) => mime
-                .split_once('/')
-                .is_some_and(|(ty, _)| ty.eq_ignore_ascii_case(prefix)),
-            None => mime.eq_ignore_ascii_case(t),
+            Some(prefix) => !top.is_empty() && top.eq_ignore_ascii_case(prefix.as_bytes()),
+            None => mime.eq_ignore_ascii_case(t.as_bytes()),
         })
     }
 

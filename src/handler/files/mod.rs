@@ -65,9 +65,18 @@ pub async fn serve<B>(
     let root = route.root.as_ref().ok_or(HttpError::NotFound)?;
     let rel = path.get(route.prefix.len()..).unwrap_or("").trim_start_matches('/');
     let dir_request = rel.is_empty() || rel.ends_with('/');
-    let mut fs_path = root.join(rel);
-    if dir_request {
-        fs_path.push(route.index.as_deref().ok_or(HttpError::NotFound)?);
+    let index = if dir_request {
+        Some(route.index.as_deref().ok_or(HttpError::NotFound)?)
+    } else {
+        None
+    };
+    // one allocation of the right size (a join grows its buffer twice)
+    let size = root.as_os_str().len() + rel.len() + index.map_or(0, str::len) + 2;
+    let mut fs_path = std::path::PathBuf::with_capacity(size);
+    fs_path.push(root);
+    fs_path.push(rel);
+    if let Some(index) = index {
+        fs_path.push(index);
     }
     let lookup = match files.get(&fs_path) {
         Some(hit) => {
@@ -338,6 +347,10 @@ fn common_headers(h: &mut HeaderMap, route: &StaticRoute, meta: &FileMeta, etag:
     }
 }
 
+/// Room in a file response's header map: its own (up to 9) and the gateway's (request id,
+/// `Server`, six security headers).
+const RESPONSE_HEADERS: usize = 18;
+
 fn full_response(
     route: &StaticRoute,
     meta: &FileMeta,
@@ -349,6 +362,9 @@ fn full_response(
 ) -> Response<Body> {
     let mut resp = Response::new(body);
     let h = resp.headers_mut();
+    // sized once for the file's headers and those added on the way out (request id, security
+    // headers): growing a map as it fills costs more than the inserts
+    h.reserve(RESPONSE_HEADERS);
     h.insert(header::CONTENT_TYPE, meta.content_type.clone());
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -367,6 +383,7 @@ fn full_response(
 
 fn not_modified(route: &StaticRoute, meta: &FileMeta, etag: &HeaderValue, compressible: bool) -> Response<Body> {
     let mut resp = Response::new(Body::Empty);
+    resp.headers_mut().reserve(RESPONSE_HEADERS);
     *resp.status_mut() = StatusCode::NOT_MODIFIED;
     common_headers(resp.headers_mut(), route, meta, etag, compressible);
     resp
