@@ -43,8 +43,8 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || Request::from_parts(clone_parts(&bare_parts), ()).into_parts().0,
             |mut p| {
-                prepare_request(&mut p, black_box(&ctx), false);
-                p
+                let forwarding = prepare_request(&mut p, black_box(&ctx), false);
+                (p, forwarding)
             },
             criterion::BatchSize::SmallInput,
         )
@@ -53,8 +53,8 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || Request::from_parts(clone_parts(&browser_parts), ()).into_parts().0,
             |mut p| {
-                prepare_request(&mut p, black_box(&ctx), false);
-                p
+                let forwarding = prepare_request(&mut p, black_box(&ctx), false);
+                (p, forwarding)
             },
             criterion::BatchSize::SmallInput,
         )

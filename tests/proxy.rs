@@ -120,6 +120,10 @@ async fn upstream_sees_forwarded_headers_and_request_id_without_hop_by_hop() {
     let r = client
         .get(gw.https_url("/echo?q=1"))
         .header("x-forwarded-for", "203.0.113.7")
+        .header("x-forwarded-for", "198.51.100.2")
+        .header("x-real-ip", "6.6.6.6")
+        .header("x-forwarded-proto", "gopher")
+        .header("x-forwarded-host", "evil.example")
         .header("x-request-id", "req-abc-123")
         .header("proxy-authorization", "Basic c2VjcmV0")
         .header("connection", "x-drop-me")
@@ -138,8 +142,16 @@ async fn upstream_sees_forwarded_headers_and_request_id_without_hop_by_hop() {
     let h = &echo["headers"];
     assert_eq!(echo["uri"], "/echo?q=1");
     assert_eq!(echo["version"], "HTTP/1.1");
-    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
+    assert_eq!(
+        h["x-forwarded-for"], "203.0.113.7, 198.51.100.2, 127.0.0.1",
+        "every X-Forwarded-For line kept, in order, then the peer"
+    );
     assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert_eq!(
+        echo["duplicates"],
+        serde_json::json!([]),
+        "the client's forwarding headers are replaced, not added to"
+    );
     assert_eq!(h["x-forwarded-proto"], "https");
     assert_eq!(h["x-forwarded-host"], format!("{}", gw.https()));
     assert_eq!(h["host"], format!("{}", gw.https()));

@@ -46,7 +46,7 @@ pub async fn forward(
     let upgrade = is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, incoming) = req.into_parts();
-    prepare_request(&mut parts, ctx, upgrade);
+    let forwarding = prepare_request(&mut parts, ctx, upgrade);
     let mut body = if incoming.is_end_stream() {
         Body::Empty
     } else {
@@ -70,7 +70,8 @@ pub async fn forward(
         // counted in flight from now until the response body ends (least_conn reads this)
         let inflight = server.begin();
         let sent = std::time::Instant::now();
-        match send(server, &parts, body, upgrade, spec.connect_timeout, spec.read_timeout).await {
+        let head = (&parts, &forwarding);
+        match send(server, head, body, upgrade, spec.connect_timeout, spec.read_timeout).await {
             Outcome::Response(resp) => {
                 server.record_success();
                 *answered_by = Some((server.clone(), sent.elapsed()));
@@ -117,7 +118,7 @@ enum Outcome {
 /// Sends on a pooled connection (skipping stale ones) or a new one.
 async fn send(
     server: &Arc<Server>,
-    head: &Parts,
+    (head, forwarding): (&Parts, &Forwarding),
     mut body: Body,
     upgrade: bool,
     connect_timeout: std::time::Duration,
@@ -135,7 +136,7 @@ async fn send(
                 }
             }
         };
-        match tokio::time::timeout(read_timeout, conn.send(head, body, upgrade)).await {
+        match tokio::time::timeout(read_timeout, conn.send(head, forwarding.headers(), body, upgrade)).await {
             Err(_) => return Outcome::TimedOut,
             Ok(Ok(resp)) => return Outcome::Response(resp),
             Ok(Err(e)) => match e.body {
@@ -148,53 +149,106 @@ async fn send(
     }
 }
 
+/// The forwarding headers of a request to an upstream. They are written after the request's
+/// own headers (whose copies of them were removed) straight onto the wire, never through the
+/// header map: five map inserts per request saved.
+pub struct Forwarding {
+    host: Option<HeaderValue>,
+    forwarded_for: HeaderValue,
+    real_ip: HeaderValue,
+    proto: HeaderValue,
+    request_id: HeaderValue,
+}
+
+impl Forwarding {
+    pub fn headers(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        let host = self.host.iter().map(|h| (&X_FORWARDED_HOST, h));
+        host.chain([
+            (&X_FORWARDED_FOR, &self.forwarded_for),
+            (&X_REAL_IP, &self.real_ip),
+            (&X_FORWARDED_PROTO, &self.proto),
+            (&X_REQUEST_ID, &self.request_id),
+        ])
+    }
+}
+
+fn is_forwarding(name: &str) -> bool {
+    matches!(
+        name,
+        "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto" | "x-real-ip" | "x-request-id"
+    )
+}
+
 /// Rewrites the request head for the upstream: origin-form URI, HTTP/1.1, `Host` kept,
-/// hop-by-hop headers out, forwarding headers in.
-pub fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) {
+/// hop-by-hop headers out; returns the forwarding headers to send with it.
+pub fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) -> Forwarding {
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         let pq = parts.uri.path_and_query().cloned();
         parts.uri = pq.map_or_else(|| Uri::from_static("/"), Uri::from);
     }
+    // HTTP/2 names the host in `:authority`: it becomes `Host`
+    let needs_host = parts.version >= Version::HTTP_2;
     parts.version = Version::HTTP_11;
     let h = &mut parts.headers;
-    // the forwarding headers below, in one growth of the map
-    h.reserve(6);
-    // hop-by-hop headers, and Proxy-* ones (for proxies, never for the origin); `Upgrade` goes
-    // unless this is an upgrade
-    strip_headers(h, |name| name.starts_with("proxy-") || (!upgrade && name == "upgrade"));
+    // X-Forwarded-For gets the hop we heard from appended (each proxy appends its peer); the
+    // values that came with the request, read in the same pass that finds what must go
+    let peer = ctx.conn.remote_header().clone();
+    let mut forwarded_for: Option<Vec<u8>> = None;
+    let mut strip = false;
+    for (name, value) in h.iter() {
+        let n = name.as_str();
+        if name == X_FORWARDED_FOR {
+            if !value.is_empty() {
+                let list = forwarded_for.get_or_insert_with(Vec::new);
+                if !list.is_empty() {
+                    list.extend_from_slice(b", ");
+                }
+                list.extend_from_slice(value.as_bytes());
+            }
+            strip = true;
+        } else if is_forwarding(n) || is_hop_by_hop(n) || n.starts_with("proxy-") || (!upgrade && n == "upgrade") {
+            strip = true;
+        }
+    }
+    if strip {
+        // hop-by-hop headers, Proxy-* ones (for proxies, never for the origin), `Upgrade`
+        // unless this is an upgrade, and the client's own forwarding headers
+        strip_headers(h, |name| {
+            name.starts_with("proxy-") || (!upgrade && name == "upgrade") || is_forwarding(name)
+        });
+    }
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    if let Some(host) = &ctx.host_header {
-        if !h.contains_key(header::HOST) {
-            h.insert(header::HOST, host.clone());
-        }
-        h.insert(X_FORWARDED_HOST.clone(), host.clone());
+    if needs_host
+        && let Some(host) = &ctx.host_header
+        && !h.contains_key(header::HOST)
+    {
+        h.insert(header::HOST, host.clone());
     }
-    // X-Forwarded-For gets the hop we heard from (each proxy appends its peer); X-Real-IP is
-    // the client as worked out through trusted proxies
+    let forwarded_for = match forwarded_for {
+        Some(mut list) => {
+            list.extend_from_slice(b", ");
+            list.extend_from_slice(peer.as_bytes());
+            HeaderValue::from_bytes(&list).unwrap_or_else(|_| peer.clone())
+        }
+        None => peer.clone(),
+    };
+    // X-Real-IP is the client as worked out through trusted proxies; usually the peer itself,
+    // and then the same value
     let peer_ip = crate::http::client_ip::canonical(ctx.conn.remote.ip());
-    let peer = ctx.conn.remote_header().clone();
-    // usually the same address: one value for both headers
     let real_ip = if ctx.client_ip == peer_ip {
-        peer.clone()
+        peer
     } else {
         crate::http::context::ip_value(ctx.client_ip)
     };
-    let xff = match h.get(&X_FORWARDED_FOR).map(|v| v.as_bytes()) {
-        Some(prev) if !prev.is_empty() => {
-            let mut v = Vec::with_capacity(prev.len() + 2 + peer.len());
-            v.extend_from_slice(prev);
-            v.extend_from_slice(b", ");
-            v.extend_from_slice(peer.as_bytes());
-            HeaderValue::from_bytes(&v).unwrap_or_else(|_| peer.clone())
-        }
-        _ => peer,
-    };
-    h.insert(X_FORWARDED_FOR.clone(), xff);
-    h.insert(X_REAL_IP.clone(), real_ip);
-    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(ctx.scheme()));
-    h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    Forwarding {
+        host: ctx.host_header.clone(),
+        forwarded_for,
+        real_ip,
+        proto: HeaderValue::from_static(ctx.scheme()),
+        request_id: ctx.request_id.clone(),
+    }
 }
 
 /// The upstream's response for the client: hop-by-hop headers and `X-Powered-By` out, the body

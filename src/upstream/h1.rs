@@ -99,17 +99,18 @@ impl Conn {
         self.buf.is_empty() && self.io.poll_read_ready(&mut cx).is_pending()
     }
 
-    /// Sends the request `parts` (origin-form target, hop-by-hop headers already removed) with
-    /// `body`, and waits for the response head. The head is borrowed, so a caller can send it
-    /// again elsewhere. `upgrade`: the request asks for a protocol switch, so a 101 is the
-    /// answer and the connection becomes a tunnel.
-    pub async fn send(
+    /// Sends the request `parts` (origin-form target, hop-by-hop headers already removed), then
+    /// the `extra` headers, with `body`, and waits for the response head. The head is borrowed,
+    /// so a caller can send it again elsewhere. `upgrade`: the request asks for a protocol
+    /// switch, so a 101 is the answer and the connection becomes a tunnel.
+    pub async fn send<'h>(
         mut self: Box<Self>,
         parts: &http::request::Parts,
+        extra: impl Iterator<Item = (&'h HeaderName, &'h HeaderValue)>,
         body: Body,
         upgrade: bool,
     ) -> Result<Response<RecvBody>, SendError> {
-        let framing = encode_head(&mut self.head, parts, &body);
+        let framing = encode_head(&mut self.head, parts, extra, &body);
         if let Err(e) = self.io.write_all(&self.head).await {
             // an incomplete head is nothing the upstream can act on
             return Err(SendError {
@@ -188,18 +189,29 @@ impl Conn {
 }
 
 /// How the request body goes: `Some(chunked)` when there is one to write.
-fn encode_head(out: &mut Vec<u8>, parts: &http::request::Parts, body: &Body) -> Option<bool> {
+fn encode_head<'h>(
+    out: &mut Vec<u8>,
+    parts: &http::request::Parts,
+    extra: impl Iterator<Item = (&'h HeaderName, &'h HeaderValue)>,
+    body: &Body,
+) -> Option<bool> {
     out.clear();
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(if target.is_empty() { b"/" } else { target.as_bytes() });
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
+    let mut line = |name: &HeaderName, value: &HeaderValue| {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    };
+    for (name, value) in &parts.headers {
+        line(name, value);
+    }
+    for (name, value) in extra {
+        line(name, value);
     }
     let has_length = parts.headers.contains_key(header::CONTENT_LENGTH);
     let framing = if body.is_end_stream() {
@@ -826,7 +838,7 @@ mod tests {
             }
             let (parts, _) = req.body(()).unwrap().into_parts();
             let mut out = Vec::new();
-            let framing = encode_head(&mut out, &parts, &body);
+            let framing = encode_head(&mut out, &parts, std::iter::empty(), &body);
             (String::from_utf8(out).unwrap(), framing)
         };
         let (h, f) = enc(Method::GET, None, Body::Empty);

@@ -39,7 +39,7 @@ pub async fn probe(server: &Server, spec: &HealthSpec) -> bool {
             .body(Body::Empty)
             .ok()?;
         let (parts, body) = req.into_parts();
-        let resp = conn.send(&parts, body, false).await.ok()?;
+        let resp = conn.send(&parts, std::iter::empty(), body, false).await.ok()?;
         let s = resp.status();
         Some(s.is_success() || s.is_redirection())
     })

@@ -347,7 +347,15 @@ async fn upstream_handle(
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").into()))
                 .collect();
+            // names sent more than once (the map above keeps the last value only)
+            let duplicates: Vec<&str> = req
+                .headers()
+                .keys()
+                .filter(|k| req.headers().get_all(*k).iter().count() > 1)
+                .map(|k| k.as_str())
+                .collect();
             let body = serde_json::json!({
+                "duplicates": duplicates,
                 "method": req.method().as_str(),
                 "uri": req.uri().to_string(),
                 "version": format!("{:?}", req.version()),
