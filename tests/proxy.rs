@@ -465,7 +465,9 @@ async fn streams_50_mib_up_and_down_with_bounded_memory() {
 /// An upstream that writes canned responses byte for byte, with framings hyper's server never
 /// produces: chunk extensions and trailers, interim 1xx answers, bodies ended by close, a
 /// keep-alive connection closed right after its answer, conflicting lengths. Counts its
-/// connections, and says on `closed` when it has closed one after `/then-close`.
+/// connections, and says on `closed` when it has closed one after `/then-close`. `/once` is
+/// answered as the first request of a connection only: later on the same connection it is read
+/// and the connection closed unanswered (an idle keep-alive timing out as the request arrives).
 async fn raw_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::sync::mpsc::UnboundedReceiver<()>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -479,7 +481,7 @@ async fn raw_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::sync::mpsc::Unb
             let closed_tx = closed_tx.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                loop {
+                for served in 0.. {
                     // one request: its head, then its Content-Length body
                     let end = loop {
                         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -505,7 +507,11 @@ async fn raw_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::sync::mpsc::Unb
                     let body = buf[end..end + len].to_vec();
                     buf.drain(..end + len);
                     let path = head.split(' ').nth(1).unwrap_or("").to_string();
+                    if path == "/once" && served > 0 {
+                        return;
+                    }
                     let (answer, close): (Vec<u8>, bool) = match path.as_str() {
+                        "/once" => (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nonce".to_vec(), false),
                         "/chunked" => (
                             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/plain\r\n\r\n\
                               5\r\nhello\r\n1;ext=x\r\n,\r\n6\r\n world\r\n0\r\nx-checksum: 1\r\n\r\n"
@@ -638,4 +644,25 @@ async fn a_request_body_streams_while_the_upstream_echoes_it() {
             .enumerate()
             .all(|(i, c)| c.iter().all(|b| *b == (i % 251) as u8))
     );
+}
+
+#[tokio::test]
+async fn a_get_on_a_keepalive_the_upstream_drops_unanswered_goes_again_on_a_new_connection() {
+    let (up, conns, _closed) = raw_upstream().await;
+    // one server: the replay is on a new connection to it, not on another server
+    let gw = TestGateway::start(&proxy_config(&[up], "")).await;
+    let client = plain_client();
+    let r = client.get(gw.http_url("/once")).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "once");
+    let r = client.get(gw.http_url("/once")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the GET went again on a new connection");
+    assert_eq!(r.text().await.unwrap(), "once");
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+    // the upstream may have acted on a POST before dropping the connection: not replayed
+    let r = client.post(gw.http_url("/once")).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+    // and the server was not taken out by those: the next request is answered
+    let r = client.get(gw.http_url("/chunked")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
 }

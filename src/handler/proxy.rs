@@ -54,7 +54,8 @@ pub async fn forward(
     };
     // an idempotent request without a body can be sent again if its connection breaks (the
     // head stays here, borrowed by each attempt)
-    let replay = upstream.spec.retries > 0 && is_idempotent(&parts.method) && body.is_end_stream();
+    let replayable = is_idempotent(&parts.method) && body.is_end_stream();
+    let replay = upstream.spec.retries > 0 && replayable;
 
     let spec = &upstream.spec;
     let max_fails = spec.health.as_ref().map_or(1, |h| h.fails);
@@ -71,7 +72,17 @@ pub async fn forward(
         let inflight = server.begin();
         let sent = std::time::Instant::now();
         let head = (&parts, &forwarding);
-        match send(server, head, body, upgrade, spec.connect_timeout, spec.read_timeout).await {
+        match send(
+            server,
+            head,
+            body,
+            replayable,
+            upgrade,
+            spec.connect_timeout,
+            spec.read_timeout,
+        )
+        .await
+        {
             Outcome::Response(resp) => {
                 server.record_success();
                 *answered_by = Some((server.clone(), sent.elapsed()));
@@ -84,7 +95,7 @@ pub async fn forward(
                 body = back;
             }
             Outcome::TimedOut => return Err(HttpError::GatewayTimeout),
-            Outcome::Failed(err) => {
+            Outcome::Failed(err, stale) => {
                 match body::client_body_error(&err) {
                     Some(body::ClientBodyError::TooLarge) => return Err(HttpError::PayloadTooLarge),
                     Some(body::ClientBodyError::Timeout) => return Err(HttpError::RequestTimeout),
@@ -94,7 +105,9 @@ pub async fn forward(
                     None => {}
                 }
                 tracing::warn!(server = %server.label, "upstream request failed: {err}");
-                server.record_failure(max_fails);
+                if !stale {
+                    server.record_failure(max_fails);
+                }
                 last_error = "The upstream server closed the connection.";
                 if !replay {
                     return Err(HttpError::BadGateway(last_error));
@@ -110,8 +123,9 @@ enum Outcome {
     Response(Response<RecvBody>),
     /// The request never left: it can go to another server whatever its method.
     NotSent(Body, ConnectError),
-    /// Sent, then the connection failed before a response.
-    Failed(h1::Error),
+    /// Sent, then the connection failed before a response. `stale`: a reused connection closed
+    /// unanswered, the upstream's idle timeout rather than a sign of a sick server.
+    Failed(h1::Error, bool),
     TimedOut,
 }
 
@@ -120,6 +134,7 @@ async fn send(
     server: &Arc<Server>,
     (head, forwarding): (&Parts, &Forwarding),
     mut body: Body,
+    replayable: bool,
     upgrade: bool,
     connect_timeout: std::time::Duration,
     read_timeout: std::time::Duration,
@@ -143,7 +158,14 @@ async fn send(
                 // not sent (the pooled connection was closing): try the next connection
                 Some(back) if !fresh => body = back,
                 Some(back) => return Outcome::NotSent(back, ConnectError::Closed),
-                None => return Outcome::Failed(e.error),
+                // a reused connection the upstream closed as the request went out (its idle
+                // keep-alive ran out): nothing was answered, so a request that can be replayed
+                // goes again on another connection, and the server is not blamed (as nginx)
+                None if !fresh && replayable && matches!(e.error, h1::Error::Closed) => body = Body::Empty,
+                None => {
+                    let stale = !fresh && matches!(e.error, h1::Error::Closed);
+                    return Outcome::Failed(e.error, stale);
+                }
             },
         }
     }

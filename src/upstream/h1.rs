@@ -43,8 +43,10 @@ pub struct Conn {
 #[derive(Debug)]
 pub enum Error {
     Io(io::Error),
-    /// The connection closed before a whole response head arrived.
+    /// The connection closed (or was reset) before any byte of a response arrived.
     Closed,
+    /// The connection closed in the middle of a response body.
+    Truncated,
     /// The upstream's response is not valid HTTP/1.1.
     Malformed(&'static str),
     /// The client's request body failed (too large, too slow, broken): the client's fault.
@@ -55,7 +57,8 @@ impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Error::Io(e) => write!(f, "upstream connection: {e}"),
-            Error::Closed => f.write_str("upstream closed the connection before a complete response"),
+            Error::Closed => f.write_str("upstream closed the connection before answering"),
+            Error::Truncated => f.write_str("upstream closed the connection in the middle of a response"),
             Error::Malformed(m) => write!(f, "malformed upstream response: {m}"),
             Error::RequestBody(e) => write!(f, "request body: {e}"),
         }
@@ -168,6 +171,17 @@ impl Conn {
                 Ok(0) if had == 0 => return Poll::Ready(Err(Error::Closed)),
                 Ok(0) => return Poll::Ready(Err(Error::Malformed("incomplete response head"))),
                 Ok(_) => {}
+                Err(e)
+                    if had == 0
+                        && matches!(
+                            e.kind(),
+                            io::ErrorKind::ConnectionReset
+                                | io::ErrorKind::ConnectionAborted
+                                | io::ErrorKind::BrokenPipe
+                        ) =>
+                {
+                    return Poll::Ready(Err(Error::Closed));
+                }
                 Err(e) => return Poll::Ready(Err(Error::Io(e))),
             }
         }
@@ -696,7 +710,7 @@ impl HttpBody for RecvBody {
                     this.framing = Framing::Done;
                     return Poll::Ready(None);
                 }
-                Ok(0) => return this.fail(Error::Closed),
+                Ok(0) => return this.fail(Error::Truncated),
                 Ok(_) => {}
                 Err(e) => return this.fail(Error::Io(e)),
             }
