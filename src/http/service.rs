@@ -67,9 +67,14 @@ pub async fn handle(state: &State, conn: &ConnInfo, req: Request<Incoming>) -> (
     let snap = state.snapshot();
     let server = &snap.config.server;
     let request_id = request_id(req.headers().get(&X_REQUEST_ID));
-    let client_ip = server
-        .trusted_proxies
-        .client_ip(conn.remote.ip(), req.headers().get(&X_FORWARDED_FOR));
+    let trusted = &server.trusted_proxies;
+    // X-Forwarded-For is looked up only when some proxy is trusted to send it
+    let xff = if trusted.is_empty() {
+        None
+    } else {
+        req.headers().get(&X_FORWARDED_FOR)
+    };
+    let client_ip = trusted.client_ip(conn.remote.ip(), xff);
     let ctx = RequestCtx {
         conn,
         client_ip,
@@ -187,7 +192,7 @@ async fn route<'s>(
         }
         None => Cow::Borrowed(""),
     };
-    check_framing(&req)?;
+    let content_length = check_framing(&req)?;
     let server = &snap.config.server;
     if let Some(token) = req.uri().path().strip_prefix(ACME_CHALLENGE_PREFIX)
         && let Some(challenges) = state.acme_challenges.load_full()
@@ -215,7 +220,7 @@ async fn route<'s>(
         PathError::Escapes => HttpError::BadRequest("The path climbs above the root."),
         PathError::Malformed => HttpError::BadRequest("The path is not valid."),
     })?;
-    if content_length(&req).is_some_and(|len| len > server.max_body_size) {
+    if content_length.is_some_and(|len| len > server.max_body_size) {
         return Err(HttpError::PayloadTooLarge);
     }
     let route = snap.router.lookup(&host, &path).ok_or(HttpError::NotFound)?;
@@ -269,8 +274,9 @@ async fn route<'s>(
 
 /// Refuses requests whose framing or target could be read two ways (request smuggling and
 /// cache poisoning vectors): both `Content-Length` and `Transfer-Encoding`, several differing
-/// `Content-Length`s, or an absolute-form target naming another host than `Host`.
-fn check_framing<B>(req: &Request<B>) -> Result<(), HttpError> {
+/// `Content-Length`s, or an absolute-form target naming another host than `Host`. Returns the
+/// declared length, if any.
+fn check_framing<B>(req: &Request<B>) -> Result<Option<u64>, HttpError> {
     let h = req.headers();
     let raw_ambiguous = req.extensions().get::<crate::server::AmbiguousFraming>().is_some();
     if raw_ambiguous || (h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH)) {
@@ -279,7 +285,8 @@ fn check_framing<B>(req: &Request<B>) -> Result<(), HttpError> {
         ));
     }
     let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
-    if let Some(first) = lengths.next()
+    let first = lengths.next();
+    if let Some(first) = first
         && lengths.any(|l| l != first)
     {
         return Err(HttpError::BadRequest("Conflicting Content-Length headers."));
@@ -292,7 +299,7 @@ fn check_framing<B>(req: &Request<B>) -> Result<(), HttpError> {
             "The request target names another host than Host.",
         ));
     }
-    Ok(())
+    Ok(first.and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()))
 }
 
 /// The request's target host: `:authority` (HTTP/2, or an absolute-form target), else `Host`.
@@ -351,13 +358,6 @@ fn host_for_url(host: &str) -> Cow<'_, str> {
     } else {
         Cow::Borrowed(host)
     }
-}
-
-fn content_length(req: &Request<Incoming>) -> Option<u64> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
 }
 
 /// The client's `X-Request-Id` when it is sane (1-128 visible ASCII characters), else a new
