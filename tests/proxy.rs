@@ -529,6 +529,18 @@ async fn raw_upstream() -> (SocketAddr, Arc<AtomicUsize>, tokio::sync::mpsc::Unb
                             true,
                         ),
                         "/head-len" => (b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n".to_vec(), false),
+                        "/te-and-cl" => (
+                            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n\
+                              5\r\nhello\r\n0\r\n\r\n"
+                                .to_vec(),
+                            false,
+                        ),
+                        "/listed" => (
+                            b"HTTP/1.1 200 OK\r\nConnection: content-length, x-secret\r\nX-Secret: 1\r\n\
+                              Content-Length: 2\r\n\r\nok"
+                                .to_vec(),
+                            false,
+                        ),
                         "/then-close" => (b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbye.".to_vec(), true),
                         "/bad-length" => (
                             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello".to_vec(),
@@ -612,6 +624,19 @@ async fn upstream_framings_interim_answers_and_closed_keepalives_are_handled() {
     assert_eq!(r.status(), 201, "a POST after the upstream closed its idle connection");
     assert_eq!(r.text().await.unwrap(), "order #1");
     assert_eq!(conns.load(Ordering::SeqCst), 3);
+
+    // headers named in Connection go, but not the length the body is framed by
+    let r = get("/listed").await.unwrap();
+    assert!(r.headers().get("x-secret").is_none());
+    assert_eq!(r.text().await.unwrap(), "ok");
+    assert_eq!(conns.load(Ordering::SeqCst), 3, "still in step: reused");
+    // Transfer-Encoding beside Content-Length: decoded as chunked, and the connection, which a
+    // peer might read the other way, is not reused
+    let r = get("/te-and-cl").await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "hello");
+    let r = get("/chunked").await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "hello, world");
+    assert_eq!(conns.load(Ordering::SeqCst), 4);
 
     let r = get("/bad-length").await.unwrap();
     assert_eq!(r.status(), 502, "conflicting Content-Length from the upstream");

@@ -175,6 +175,18 @@ impl std::error::Error for BodyBroken {
     }
 }
 
+/// The request body did not match its `Content-Length`.
+#[derive(Debug)]
+pub struct BodyLengthMismatch;
+
+impl std::fmt::Display for BodyLengthMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body does not match its Content-Length")
+    }
+}
+
+impl std::error::Error for BodyLengthMismatch {}
+
 /// Why a client's request body failed, when it was the client's fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientBodyError {
@@ -183,7 +195,8 @@ pub enum ClientBodyError {
     Broken,
 }
 
-/// Finds a [`BodyTooLarge`], [`BodyTimeout`] or [`BodyBroken`] in `err`'s source chain.
+/// Finds a [`BodyTooLarge`], [`BodyTimeout`], [`BodyBroken`] or [`BodyLengthMismatch`] in
+/// `err`'s source chain.
 pub fn client_body_error(err: &(dyn std::error::Error + 'static)) -> Option<ClientBodyError> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
@@ -193,7 +206,7 @@ pub fn client_body_error(err: &(dyn std::error::Error + 'static)) -> Option<Clie
         if e.is::<BodyTimeout>() {
             return Some(ClientBodyError::Timeout);
         }
-        if e.is::<BodyBroken>() {
+        if e.is::<BodyBroken>() || e.is::<BodyLengthMismatch>() {
             return Some(ClientBodyError::Broken);
         }
         cur = e.source();

@@ -20,7 +20,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::InflightGuard;
-use crate::http::body::{Body, BoxError};
+use crate::http::body::{Body, BodyLengthMismatch, BoxError};
 
 /// A response head larger than this is refused (offsets into it fit in a `u16`).
 const MAX_HEAD: usize = 64 * 1024 - 1;
@@ -37,6 +37,8 @@ pub struct Conn {
     buf: BytesMut,
     read_size: usize,
     head: Vec<u8>,
+    /// The upstream sent a 1xx for the request in progress: it has answered something.
+    interim: bool,
 }
 
 /// Why an exchange failed.
@@ -91,6 +93,7 @@ impl Conn {
             buf: BytesMut::new(),
             read_size: MIN_READ,
             head: Vec::with_capacity(512),
+            interim: false,
         })
     }
 
@@ -113,6 +116,7 @@ impl Conn {
         body: Body,
         upgrade: bool,
     ) -> Result<Response<RecvBody>, SendError> {
+        self.interim = false;
         let framing = encode_head(&mut self.head, parts, extra, &body);
         if let Err(e) = self.io.write_all(&self.head).await {
             // an incomplete head is nothing the upstream can act on
@@ -122,7 +126,7 @@ impl Conn {
             });
         }
         let head_only = parts.method == Method::HEAD;
-        let mut upload = framing.map(|chunked| Box::new(Upload::new(body, chunked)));
+        let mut upload = framing.map(|framing| Box::new(Upload::new(body, framing)));
         let mut reusable = true;
         let fail = |error| SendError { body: None, error };
         let head = poll_fn(|cx| {
@@ -158,7 +162,10 @@ impl Conn {
         loop {
             if !self.buf.is_empty() {
                 match parse_head(&mut self.buf, head_only, upgrade)? {
-                    Some(Parsed::Interim) => continue,
+                    Some(Parsed::Interim) => {
+                        self.interim = true;
+                        continue;
+                    }
                     Some(Parsed::Final(head)) => return Poll::Ready(Ok(head)),
                     None if self.buf.len() > MAX_HEAD => {
                         return Poll::Ready(Err(Error::Malformed("response head too large")));
@@ -166,13 +173,14 @@ impl Conn {
                     None => {}
                 }
             }
-            let had = self.buf.len();
+            // nothing at all from the upstream yet (not even a 1xx)
+            let silent = self.buf.is_empty() && !self.interim;
             match ready!(self.poll_fill(cx)) {
-                Ok(0) if had == 0 => return Poll::Ready(Err(Error::Closed)),
+                Ok(0) if silent => return Poll::Ready(Err(Error::Closed)),
                 Ok(0) => return Poll::Ready(Err(Error::Malformed("incomplete response head"))),
                 Ok(_) => {}
                 Err(e)
-                    if had == 0
+                    if silent
                         && matches!(
                             e.kind(),
                             io::ErrorKind::ConnectionReset
@@ -202,13 +210,21 @@ impl Conn {
     }
 }
 
-/// How the request body goes: `Some(chunked)` when there is one to write.
+/// How a request body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyFraming {
+    /// Exactly this many bytes (the request's `Content-Length`).
+    Length(u64),
+    Chunked,
+}
+
+/// How the request body goes: `Some` when there is one to write.
 fn encode_head<'h>(
     out: &mut Vec<u8>,
     parts: &http::request::Parts,
     extra: impl Iterator<Item = (&'h HeaderName, &'h HeaderValue)>,
     body: &Body,
-) -> Option<bool> {
+) -> Option<BodyFraming> {
     out.clear();
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
@@ -227,20 +243,22 @@ fn encode_head<'h>(
     for (name, value) in extra {
         line(name, value);
     }
-    let has_length = parts.headers.contains_key(header::CONTENT_LENGTH);
+    let length = parts.headers.get(header::CONTENT_LENGTH);
     let framing = if body.is_end_stream() {
-        if !has_length && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+        if length.is_none() && matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
             out.extend_from_slice(b"content-length: 0\r\n");
         }
         None
-    } else if has_length {
-        Some(false)
+    } else if let Some(length) = length {
+        // (hyper checked it; unreadable, it lets no byte through)
+        let n = length.to_str().ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        Some(BodyFraming::Length(n))
     } else if let Some(n) = body.size_hint().exact() {
         out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
-        Some(false)
+        Some(BodyFraming::Length(n))
     } else {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-        Some(true)
+        Some(BodyFraming::Chunked)
     };
     out.extend_from_slice(b"\r\n");
     framing
@@ -317,15 +335,18 @@ fn parse_head(buf: &mut BytesMut, head_only: bool, upgrade: bool) -> Result<Opti
         let value = HeaderValue::from_maybe_shared(value).map_err(|_| Error::Malformed("bad header value"))?;
         headers.append(name, value);
     }
+    let (framing, mut keep_alive) = framing(&mut headers, status, version, head_only, &hop)?;
     if !switching {
-        // headers the upstream named in `Connection` are this hop's too
+        // headers the upstream named in `Connection` are this hop's too (but the body's length,
+        // which the framing above has read, stays)
         for name in &hop.listed {
-            if let Ok(name) = HeaderName::from_bytes(name) {
+            if let Ok(name) = HeaderName::from_bytes(name)
+                && name != header::CONTENT_LENGTH
+            {
                 headers.remove(name);
             }
         }
     }
-    let (framing, mut keep_alive) = framing(&mut headers, status, version, head_only, &hop)?;
     if status == StatusCode::SWITCHING_PROTOCOLS {
         if !upgrade {
             return Err(Error::Malformed("101 to a request that asked for no upgrade"));
@@ -407,6 +428,10 @@ fn framing(
         return Ok((Framing::Done, keep_alive));
     }
     if let Some(chunked) = hop.transfer_encoding {
+        // Transfer-Encoding beside Content-Length, or in HTTP/1.0, is framing a peer may read
+        // the other way (RFC 9112 §6.1): decoded as sent, and the connection closed after
+        let ambiguous = version == Version::HTTP_10 || headers.contains_key(header::CONTENT_LENGTH);
+        let keep_alive = keep_alive && !ambiguous;
         // the decoded body is re-framed for the client: a length sent beside it is void
         headers.remove(header::CONTENT_LENGTH);
         return Ok(if chunked {
@@ -534,6 +559,9 @@ impl Chunked {
 struct Upload {
     body: Body,
     chunked: bool,
+    /// Bytes still owed under a `Content-Length`: the body must match it to the byte, or what
+    /// follows would be read by the upstream as another request.
+    owed: Option<u64>,
     /// Bytes queued for the socket, in order (a chunk's size line, data and CRLF).
     queue: Vec<Bytes>,
     finished: bool,
@@ -546,10 +574,14 @@ enum UploadError {
 }
 
 impl Upload {
-    fn new(body: Body, chunked: bool) -> Self {
+    fn new(body: Body, framing: BodyFraming) -> Self {
         Self {
             body,
-            chunked,
+            chunked: framing == BodyFraming::Chunked,
+            owed: match framing {
+                BodyFraming::Length(n) => Some(n),
+                BodyFraming::Chunked => None,
+            },
             queue: Vec::with_capacity(3),
             finished: false,
         }
@@ -584,6 +616,12 @@ impl Upload {
                     if let Ok(data) = frame.into_data()
                         && !data.is_empty()
                     {
+                        if let Some(owed) = &mut self.owed {
+                            let Some(left) = owed.checked_sub(data.len() as u64) else {
+                                return Poll::Ready(Err(UploadError::Body(Box::new(BodyLengthMismatch))));
+                            };
+                            *owed = left;
+                        }
                         if self.chunked {
                             self.queue.push(Bytes::from(format!("{:x}\r\n", data.len())));
                             self.queue.push(data);
@@ -595,6 +633,9 @@ impl Upload {
                 }
                 Some(Err(e)) => return Poll::Ready(Err(UploadError::Body(e))),
                 None => {
+                    if self.owed.is_some_and(|owed| owed > 0) {
+                        return Poll::Ready(Err(UploadError::Body(Box::new(BodyLengthMismatch))));
+                    }
                     if self.chunked {
                         self.queue.push(Bytes::from_static(b"0\r\n\r\n"));
                     }
@@ -662,8 +703,9 @@ impl HttpBody for RecvBody {
         if let (Some(up), Some(conn)) = (&mut this.upload, &mut this.conn) {
             match up.poll(&mut conn.io, cx) {
                 Poll::Ready(Ok(())) => this.upload = None,
-                Poll::Ready(Err(UploadError::Body(e))) => return this.fail(Error::RequestBody(e)),
-                Poll::Ready(Err(UploadError::Io)) => {
+                // the upstream has answered already: its answer stands, whatever became of the
+                // rest of the request (the connection, out of step, is not reused)
+                Poll::Ready(Err(_)) => {
                     this.upload = None;
                     this.reusable = false;
                 }
@@ -823,6 +865,83 @@ mod tests {
         assert!(head("HTTP/1.1 2000 OK\r\n\r\n", false).is_err());
     }
 
+    /// An upstream on loopback that reads a request head, answers `answer` at once, and
+    /// keeps reading whatever else comes (the request body) until the connection closes.
+    async fn early_answer(answer: &'static [u8]) -> std::net::SocketAddr {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut chunk).await.unwrap();
+                got.extend_from_slice(&chunk[..n]);
+            }
+            s.write_all(answer).await.unwrap();
+            while s.read(&mut chunk).await.is_ok_and(|n| n > 0) {}
+        });
+        addr
+    }
+
+    fn streamed(rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, std::io::Error>>) -> Body {
+        let frames = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|f| (f, rx)) });
+        Body::boxed(http_body_util::StreamBody::new(frames))
+    }
+
+    #[tokio::test]
+    async fn an_early_answer_stands_when_the_rest_of_the_request_body_fails() {
+        use http_body_util::BodyExt;
+        let addr = early_answer(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 6\r\n\r\nlog in").await;
+        let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tx.send(Ok(Frame::data(Bytes::from_static(b"first part"))))
+            .await
+            .unwrap();
+        let (parts, ()) = Request::post("/upload").body(()).unwrap().into_parts();
+        let Ok(resp) = conn.send(&parts, std::iter::empty(), streamed(rx), false).await else {
+            panic!("the answer came before the body ended");
+        };
+        assert_eq!(resp.status(), 401);
+        // the client's body now fails (too large, too slow...): the answer is still whole
+        tx.send(Err(std::io::Error::other("client went away"))).await.unwrap();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"log in");
+    }
+
+    #[tokio::test]
+    async fn a_request_body_longer_or_shorter_than_its_length_is_refused() {
+        for (declared, sent) in [("3", &b"abcdef"[..]), ("10", &b"abc"[..])] {
+            let addr = early_answer(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+            let conn = Conn::new(TcpStream::connect(addr).await.unwrap());
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            tx.send(Ok(Frame::data(Bytes::copy_from_slice(sent)))).await.unwrap();
+            drop(tx);
+            let (parts, ()) = Request::post("/")
+                .header("content-length", declared)
+                .body(())
+                .unwrap()
+                .into_parts();
+            match conn.send(&parts, std::iter::empty(), streamed(rx), false).await {
+                Err(SendError {
+                    error: Error::RequestBody(e),
+                    ..
+                }) => {
+                    assert!(e.is::<BodyLengthMismatch>(), "{e}")
+                }
+                // the answer may win the race: then the connection must not be reused
+                Ok(resp) => {
+                    use http_body_util::BodyExt;
+                    let mut body = resp.into_body();
+                    while body.frame().await.is_some() {}
+                    assert!(!body.reusable, "declared {declared}, sent {}", sent.len());
+                }
+                Err(e) => panic!("unexpected error: {}", e.error),
+            }
+        }
+    }
+
     #[test]
     fn hop_by_hop_headers_stay_on_their_hop_but_a_101_keeps_them() {
         let raw = "HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
@@ -862,10 +981,10 @@ mod tests {
         assert!(h.contains("content-length: 0\r\n"));
         let (h, f) = enc(Method::POST, None, Body::full("abc"));
         assert!(h.contains("content-length: 3\r\n"));
-        assert_eq!(f, Some(false));
+        assert_eq!(f, Some(BodyFraming::Length(3)));
         let (h, f) = enc(Method::POST, Some("3"), Body::full("abc"));
         assert_eq!(h.matches("content-length").count(), 1);
-        assert_eq!(f, Some(false));
+        assert_eq!(f, Some(BodyFraming::Length(3)));
         let stream = Body::boxed(http_body_util::StreamBody::new(futures_util::stream::iter(vec![Ok::<
             _,
             std::io::Error,
@@ -874,6 +993,6 @@ mod tests {
         )])));
         let (h, f) = enc(Method::POST, None, stream);
         assert!(h.contains("transfer-encoding: chunked\r\n"));
-        assert_eq!(f, Some(true));
+        assert_eq!(f, Some(BodyFraming::Chunked));
     }
 }

@@ -2,6 +2,7 @@
 //! kept in a small LIFO pool. A response body hands its connection back when it has been read to
 //! the end; a body dropped early takes its connection down with it.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -35,17 +36,17 @@ impl std::fmt::Display for ConnectError {
     }
 }
 
-/// The idle connections of one upstream server.
+/// The idle connections of one upstream server, oldest first.
 #[derive(Default)]
 pub struct Pool {
-    idle: Mutex<Vec<(Box<Conn>, Instant)>>,
+    idle: Mutex<VecDeque<(Box<Conn>, Instant)>>,
 }
 
 impl Pool {
     /// The most recently used idle connection that is still open.
     pub fn take(&self) -> Option<Box<Conn>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((conn, since)) = idle.pop() {
+        while let Some((conn, since)) = idle.pop_back() {
             if conn.is_open() && since.elapsed() < MAX_IDLE_AGE {
                 return Some(conn);
             }
@@ -54,12 +55,16 @@ impl Pool {
     }
 
     pub fn put(&self, conn: Box<Conn>) {
+        let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() >= MAX_IDLE {
-            // the oldest go first
-            idle.remove(0);
+        // the oldest go first: past their age, closed by the server (else they would sit in
+        // CLOSE_WAIT under the busy top of the stack), or over the count
+        while let Some((oldest, since)) = idle.front()
+            && (idle.len() >= MAX_IDLE || now.duration_since(*since) >= MAX_IDLE_AGE || !oldest.is_open())
+        {
+            idle.pop_front();
         }
-        idle.push((conn, Instant::now()));
+        idle.push_back((conn, now));
     }
 
     /// Closes every idle connection (the server went down).
