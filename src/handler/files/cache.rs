@@ -352,8 +352,16 @@ impl FileCache {
         if file.read_to_end(&mut buf).is_err() {
             return Lookup::NotFound;
         }
+        let body = if buf.len() < zerocopy::MAP_MIN {
+            Bytes::from(buf)
+        } else {
+            zerocopy::seal_file("orta-file", &buf, &file).unwrap_or_else(|e| {
+                tracing::debug!("cached file kept on the heap: {e}");
+                Bytes::from(buf)
+            })
+        };
         let entry = CachedFile {
-            body: keep(buf),
+            body,
             variants: [
                 sibling(&real, Encoding::Brotli, &md, root),
                 sibling(&real, Encoding::Gzip, &md, root),
