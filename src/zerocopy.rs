@@ -211,12 +211,8 @@ fn seal_within(name: &str, data: &[u8], origin: Option<&std::fs::File>, max_live
     }))
 }
 
-/// The memory file and offset holding `slice`, if it lies wholly inside one.
-fn find(slice: &[u8]) -> Option<(RawFd, u64)> {
-    find_with_origin(slice).map(|(fd, off, _)| (fd, off))
-}
-
-fn find_with_origin(slice: &[u8]) -> Option<(RawFd, u64, Option<Origin>)> {
+/// The memory file, offset and original file holding `slice`, if it lies wholly inside one.
+fn find(slice: &[u8]) -> Option<(RawFd, u64, Option<Origin>)> {
     let start = slice.as_ptr() as usize;
     let map = MAPPINGS.read().unwrap_or_else(|e| e.into_inner());
     let (&base, &(len, fd, origin)) = map.range(..=start).next_back()?;
@@ -235,7 +231,7 @@ pub fn poll_write_vectored(
         .iter()
         .enumerate()
         .filter(|(_, b)| b.len() >= SEND_MIN)
-        .find_map(|(i, b)| find_with_origin(b).map(|f| (i, f)))?;
+        .find_map(|(i, b)| find(b).map(|f| (i, f)))?;
     let head = &bufs[..at];
     let head_len: usize = head.iter().map(|b| b.len()).sum();
     let body_len = bufs[at].len();
@@ -326,7 +322,7 @@ mod tests {
         assert_eq!(&b[..], &data[..]);
         assert!(is_sealed(&b));
         let part = b.slice(100..100 + SEND_MIN);
-        assert_eq!(find(&part).map(|(_, off)| off), Some(100));
+        assert_eq!(find(&part).map(|(_, off, _)| off), Some(100));
         let start = b.as_ptr() as usize;
         drop(b);
         assert!(is_sealed(&part), "a slice keeps the mapping alive");

@@ -23,6 +23,7 @@ use crate::upstream::{InflightGuard, Server, Upstream};
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_POWERED_BY: HeaderName = HeaderName::from_static("x-powered-by");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -158,13 +159,16 @@ async fn send(
                 // not sent (the pooled connection was closing): try the next connection
                 Some(back) if !fresh => body = back,
                 Some(back) => return Outcome::NotSent(back, ConnectError::Closed),
-                // a reused connection the upstream closed as the request went out (its idle
-                // keep-alive ran out): nothing was answered, so a request that can be replayed
-                // goes again on another connection, and the server is not blamed (as nginx)
-                None if !fresh && replayable && matches!(e.error, h1::Error::Closed) => body = Body::Empty,
                 None => {
+                    // a reused connection the upstream closed as the request went out (its idle
+                    // keep-alive ran out): nothing was answered, so a request that can be
+                    // replayed goes again on another connection, and the server is not blamed
+                    // (as nginx)
                     let stale = !fresh && matches!(e.error, h1::Error::Closed);
-                    return Outcome::Failed(e.error, stale);
+                    if !(stale && replayable) {
+                        return Outcome::Failed(e.error, stale);
+                    }
+                    body = Body::Empty;
                 }
             },
         }
@@ -215,6 +219,9 @@ pub fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) -
     // X-Forwarded-For gets the hop we heard from appended (each proxy appends its peer); the
     // values that came with the request, read in the same pass that finds what must go
     let peer = ctx.conn.remote_header().clone();
+    // besides hop-by-hop headers: Proxy-* ones (for proxies, never for the origin), `Upgrade`
+    // unless this is an upgrade, and the client's own forwarding headers
+    let doomed = |name: &str| name.starts_with("proxy-") || (!upgrade && name == "upgrade") || is_forwarding(name);
     let mut forwarded_for: Option<Vec<u8>> = None;
     let mut strip = false;
     for (name, value) in h.iter() {
@@ -228,16 +235,12 @@ pub fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) -
                 list.extend_from_slice(value.as_bytes());
             }
             strip = true;
-        } else if is_forwarding(n) || is_hop_by_hop(n) || n.starts_with("proxy-") || (!upgrade && n == "upgrade") {
+        } else if is_hop_by_hop(n) || doomed(n) {
             strip = true;
         }
     }
     if strip {
-        // hop-by-hop headers, Proxy-* ones (for proxies, never for the origin), `Upgrade`
-        // unless this is an upgrade, and the client's own forwarding headers
-        strip_headers(h, |name| {
-            name.starts_with("proxy-") || (!upgrade && name == "upgrade") || is_forwarding(name)
-        });
+        strip_headers(h, doomed);
     }
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -297,7 +300,8 @@ fn response(
         return Response::from_parts(parts, Body::Empty);
     }
     body.pooled(inflight);
-    strip_headers(&mut parts.headers, |name| name == "upgrade" || name == "x-powered-by");
+    // the client left hop-by-hop headers (and `Upgrade`) out as it parsed the head
+    parts.headers.remove(&X_POWERED_BY);
     Response::from_parts(parts, Body::Upstream(body))
 }
 

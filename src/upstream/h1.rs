@@ -130,17 +130,8 @@ impl Conn {
         let mut reusable = true;
         let fail = |error| SendError { body: None, error };
         let head = poll_fn(|cx| {
-            if let Some(up) = &mut upload {
-                match up.poll(&mut self.io, cx) {
-                    Poll::Ready(Ok(())) => upload = None,
-                    Poll::Ready(Err(UploadError::Body(e))) => return Poll::Ready(Err(Error::RequestBody(e))),
-                    // the upstream stopped reading the body: its answer may already be on its way
-                    Poll::Ready(Err(UploadError::Io)) => {
-                        upload = None;
-                        reusable = false;
-                    }
-                    Poll::Pending => {}
-                }
+            if let Some(e) = Upload::drive(&mut upload, &mut self.io, cx, &mut reusable) {
+                return Poll::Ready(Err(Error::RequestBody(e)));
             }
             self.poll_head(cx, head_only, upgrade)
         })
@@ -481,18 +472,24 @@ enum Decoded {
     End,
 }
 
+/// Where the line at the front of `buf` ends (its `\n`), `None` until it has arrived; a line
+/// longer than `max`, ended or not, is refused.
+fn line_end(buf: &[u8], max: usize, too_long: &'static str) -> Result<Option<usize>, Error> {
+    match memchr::memchr(b'\n', &buf[..buf.len().min(max + 1)]) {
+        Some(eol) => Ok(Some(eol)),
+        None if buf.len() > max => Err(Error::Malformed(too_long)),
+        None => Ok(None),
+    }
+}
+
 impl Chunked {
     /// Takes what it can from the front of `buf`.
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Error> {
         loop {
             match *self {
                 Chunked::Size => {
-                    let Some(eol) = memchr::memchr(b'\n', buf) else {
-                        return if buf.len() > MAX_CHUNK_LINE {
-                            Err(Error::Malformed("chunk-size line too long"))
-                        } else {
-                            Ok(Decoded::NeedMore)
-                        };
+                    let Some(eol) = line_end(buf, MAX_CHUNK_LINE, "chunk-size line too long")? else {
+                        return Ok(Decoded::NeedMore);
                     };
                     let line = buf[..eol]
                         .strip_suffix(b"\r")
@@ -537,12 +534,8 @@ impl Chunked {
                     *self = Chunked::Size;
                 }
                 Chunked::Trailers => {
-                    let Some(eol) = memchr::memchr(b'\n', buf) else {
-                        return if buf.len() > MAX_HEAD {
-                            Err(Error::Malformed("trailers too large"))
-                        } else {
-                            Ok(Decoded::NeedMore)
-                        };
+                    let Some(eol) = line_end(buf, MAX_HEAD, "trailer line too long")? else {
+                        return Ok(Decoded::NeedMore);
                     };
                     let empty = eol == 0 || (eol == 1 && buf[0] == b'\r');
                     buf.advance(eol + 1);
@@ -584,6 +577,32 @@ impl Upload {
             },
             queue: Vec::with_capacity(3),
             finished: false,
+        }
+    }
+
+    /// Moves `upload` on, if there is one: it is gone once all sent or failed. A failure leaves
+    /// the connection out of step (`reusable` turns false); the client's own body failing is
+    /// returned, the upstream no longer reading (it may be answering early) is not.
+    fn drive(
+        upload: &mut Option<Box<Upload>>,
+        io: &mut TcpStream,
+        cx: &mut Context<'_>,
+        reusable: &mut bool,
+    ) -> Option<BoxError> {
+        let result = match upload.as_mut()?.poll(io, cx) {
+            Poll::Pending => return None,
+            Poll::Ready(result) => result,
+        };
+        *upload = None;
+        match result {
+            Ok(()) => None,
+            Err(failure) => {
+                *reusable = false;
+                match failure {
+                    UploadError::Body(e) => Some(e),
+                    UploadError::Io => None,
+                }
+            }
         }
     }
 
@@ -700,17 +719,10 @@ impl HttpBody for RecvBody {
 
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        if let (Some(up), Some(conn)) = (&mut this.upload, &mut this.conn) {
-            match up.poll(&mut conn.io, cx) {
-                Poll::Ready(Ok(())) => this.upload = None,
-                // the upstream has answered already: its answer stands, whatever became of the
-                // rest of the request (the connection, out of step, is not reused)
-                Poll::Ready(Err(_)) => {
-                    this.upload = None;
-                    this.reusable = false;
-                }
-                Poll::Pending => {}
-            }
+        if let Some(conn) = &mut this.conn {
+            // the upstream has answered already: its answer stands, whatever becomes of the rest
+            // of the request (the connection, out of step then, is not reused)
+            let _ = Upload::drive(&mut this.upload, &mut conn.io, cx, &mut this.reusable);
         }
         loop {
             let Some(conn) = &mut this.conn else {
