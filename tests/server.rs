@@ -439,3 +439,90 @@ async fn request_heads_over_max_header_size_get_431() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert_eq!(up.hits(), 1);
 }
+
+/// Reads one response (head, and a body framed by Content-Length) off `s`.
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).await.unwrap(), 1, "closed mid-head");
+        got.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).await.unwrap();
+    got.extend_from_slice(&body);
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn http11_pipelining_keep_alive_bodies_and_expect_continue() {
+    let up = TestUpstream::start("u").await;
+    let toml = format!(
+        "{}\n[[upstream]]\nname = \"backend\"\nservers = [\"{}\"]\n[[route]]\npath = \"/api/\"\nupstream = \"backend\"\n",
+        base_config(),
+        up.addr
+    );
+    let gw = TestGateway::start(&toml).await;
+
+    // three requests in one write: three answers, in order, then the close asked for
+    let resp = raw(
+        gw.http(),
+        b"GET /api/echo?n=1 HTTP/1.1\r\nHost: x\r\n\r\nGET /api/echo?n=2 HTTP/1.1\r\nHost: x\r\n\r\nGET /api/echo?n=3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(resp.matches("HTTP/1.1 200 OK").count(), 3, "{resp}");
+    let at = |s: &str| resp.find(s).unwrap_or_else(|| panic!("{s} missing: {resp}"));
+    assert!(at("n=1") < at("n=2") && at("n=2") < at("n=3"), "{resp}");
+
+    // HTTP/1.0 keeps the connection only when asked to
+    let mut s = TcpStream::connect(gw.http()).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET /api/echo HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+            .await
+            .unwrap();
+        let r = read_response(&mut s).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+        assert!(r.contains("connection: keep-alive"), "{r}");
+    }
+    let r = raw(gw.http(), b"GET /api/echo HTTP/1.0\r\nHost: x\r\n\r\n").await;
+    assert!(r.starts_with("HTTP/1.1 200") && r.contains("connection: close"), "{r}");
+
+    // a chunked upload, then the next request on the same connection
+    let r = raw(
+        gw.http(),
+        b"POST /api/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\nGET /api/echo?after HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(r.matches("HTTP/1.1 200 OK").count(), 2, "{r}");
+    assert!(r.contains("\r\n\r\n11") && r.contains("after"), "{r}");
+
+    // a short body nobody reads (404) is read past: the connection serves the next request
+    let r = raw(
+        gw.http(),
+        b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /api/echo?next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+    assert!(r.contains("HTTP/1.1 200 OK") && r.contains("next"), "{r}");
+
+    // Expect: 100-continue: the interim answer comes when the upstream asks for the body
+    let mut s = TcpStream::connect(gw.http()).await.unwrap();
+    s.write_all(b"POST /api/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .unwrap();
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut interim))
+        .await
+        .expect("no 100 Continue")
+        .unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    s.write_all(b"hello").await.unwrap();
+    let r = read_response(&mut s).await;
+    assert!(r.starts_with("HTTP/1.1 200") && r.ends_with("\r\n\r\n5"), "{r}");
+    assert_eq!(up.hits(), 10);
+}

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::{Body as _, Incoming};
-use hyper_util::rt::TokioIo;
+use hyper::body::Body as _;
 use tokio::io::AsyncWriteExt;
 
-use crate::http::body::{self, Body};
+use crate::http::body::{self, Body, ReqBody};
 use crate::http::context::RequestCtx;
 use crate::http::error::HttpError;
+use crate::server::h1::OnUpgrade;
 use crate::upstream::h1::{self, RecvBody, is_hop_by_hop};
 use crate::upstream::pool::{self, ConnectError};
 use crate::upstream::{InflightGuard, Server, Upstream};
@@ -40,12 +40,16 @@ pub struct BodyLimits {
 pub async fn forward(
     upstream: &Arc<Upstream>,
     ctx: &RequestCtx<'_>,
-    mut req: Request<Incoming>,
+    mut req: Request<ReqBody>,
     limits: BodyLimits,
     answered_by: &mut Option<(Arc<Server>, std::time::Duration)>,
 ) -> Result<Response<Body>, HttpError> {
     let upgrade = is_upgrade(&req);
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let client_upgrade = if upgrade {
+        req.extensions_mut().remove::<OnUpgrade>()
+    } else {
+        None
+    };
     let (mut parts, incoming) = req.into_parts();
     let forwarding = prepare_request(&mut parts, ctx, upgrade);
     let mut body = if incoming.is_end_stream() {
@@ -278,22 +282,17 @@ pub fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) -
 
 /// The upstream's response for the client: hop-by-hop headers and `X-Powered-By` out, the body
 /// streamed and its connection pooled at the end; a 101 joins the two upgraded connections.
-fn response(
-    resp: Response<RecvBody>,
-    inflight: InflightGuard,
-    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-) -> Response<Body> {
+fn response(resp: Response<RecvBody>, inflight: InflightGuard, client_upgrade: Option<OnUpgrade>) -> Response<Body> {
     let (mut parts, mut body) = resp.into_parts();
     if parts.status == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client) = client_upgrade
         && let Some((mut upstream, early)) = body.into_upgraded()
     {
         tokio::spawn(async move {
-            if let Ok(client) = client.await {
-                let mut client = TokioIo::new(client);
-                if early.is_empty() || client.write_all(&early).await.is_ok() {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
-                }
+            if let Some(mut client) = client.get().await
+                && (early.is_empty() || client.write_all(&early).await.is_ok())
+            {
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
             }
             drop(inflight);
         });
@@ -341,7 +340,7 @@ pub fn strip_headers(h: &mut HeaderMap, also: impl Fn(&str) -> bool) {
 }
 
 /// An HTTP/1.1 request asking for a protocol upgrade (WebSocket).
-fn is_upgrade(req: &Request<Incoming>) -> bool {
+fn is_upgrade(req: &Request<ReqBody>) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
         && req

@@ -28,8 +28,44 @@ pub enum Body {
     Boxed(BoxBody<Bytes, BoxError>),
 }
 
+/// A client's request body: from hyper (HTTP/2) or from the gateway's own HTTP/1.1 server.
+pub enum ReqBody {
+    Empty,
+    Hyper(Incoming),
+    H1(crate::server::h1::RequestBody),
+}
+
+impl HttpBody for ReqBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            ReqBody::Empty => Poll::Ready(None),
+            ReqBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ReqBody::H1(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ReqBody::Empty => true,
+            ReqBody::Hyper(b) => b.is_end_stream(),
+            ReqBody::H1(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ReqBody::Empty => SizeHint::with_exact(0),
+            ReqBody::Hyper(b) => b.size_hint(),
+            ReqBody::H1(b) => b.size_hint(),
+        }
+    }
+}
+
 pub struct Limited {
-    inner: Incoming,
+    inner: ReqBody,
     remaining: u64,
     timeout: Duration,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -70,7 +106,7 @@ impl Body {
         if b.is_empty() { Body::Empty } else { Body::Full(Some(b)) }
     }
 
-    pub fn limited(inner: Incoming, max: u64, timeout: Duration) -> Self {
+    pub fn limited(inner: ReqBody, max: u64, timeout: Duration) -> Self {
         Body::Limited(Box::new(Limited {
             inner,
             remaining: max,
@@ -161,7 +197,7 @@ impl Limited {
 
 /// The client's request body could not be read (bad chunked encoding, connection lost).
 #[derive(Debug)]
-pub struct BodyBroken(hyper::Error);
+pub struct BodyBroken(BoxError);
 
 impl std::fmt::Display for BodyBroken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -171,7 +207,7 @@ impl std::fmt::Display for BodyBroken {
 
 impl std::error::Error for BodyBroken {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&self.0)
+        Some(&*self.0)
     }
 }
 

@@ -6,9 +6,8 @@ use std::borrow::Cow;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
 
-use super::body::Body;
+use super::body::{Body, ReqBody};
 use super::context::{ConnInfo, RequestCtx};
 use super::error::{HttpError, wants_json};
 use std::sync::Arc;
@@ -62,7 +61,7 @@ impl Completion {
 }
 
 /// Handles one request from a client connection.
-pub async fn handle(state: &State, conn: &ConnInfo, req: Request<Incoming>) -> (Response<Body>, Completion) {
+pub async fn handle(state: &State, conn: &ConnInfo, req: Request<ReqBody>) -> (Response<Body>, Completion) {
     let start = Instant::now();
     let snap = state.snapshot();
     let server = &snap.config.server;
@@ -136,7 +135,7 @@ pub async fn handle(state: &State, conn: &ConnInfo, req: Request<Incoming>) -> (
 }
 
 /// The access-log fields known before the request is handled.
-fn access_record(ctx: &RequestCtx<'_>, req: &Request<Incoming>) -> Box<AccessRecord> {
+fn access_record(ctx: &RequestCtx<'_>, req: &Request<ReqBody>) -> Box<AccessRecord> {
     let text = |name: header::HeaderName| {
         req.headers()
             .get(name)
@@ -181,7 +180,7 @@ async fn route<'s>(
     state: &State,
     snap: &'s Snapshot,
     ctx: &RequestCtx<'_>,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     matched: &mut Option<&'s Route>,
     meta: &mut Meta,
 ) -> Result<Response<Body>, HttpError> {
@@ -278,8 +277,7 @@ async fn route<'s>(
 /// declared length, if any.
 fn check_framing<B>(req: &Request<B>) -> Result<Option<u64>, HttpError> {
     let h = req.headers();
-    let raw_ambiguous = req.extensions().get::<crate::server::AmbiguousFraming>().is_some();
-    if raw_ambiguous || (h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH)) {
+    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
         return Err(HttpError::BadRequest(
             "Content-Length and Transfer-Encoding together are ambiguous.",
         ));
@@ -303,7 +301,7 @@ fn check_framing<B>(req: &Request<B>) -> Result<Option<u64>, HttpError> {
 }
 
 /// The request's target host: `:authority` (HTTP/2, or an absolute-form target), else `Host`.
-fn host_header(req: &Request<Incoming>) -> Option<HeaderValue> {
+fn host_header(req: &Request<ReqBody>) -> Option<HeaderValue> {
     if req.version() < Version::HTTP_2
         && let Some(h) = req.headers().get(header::HOST)
     {

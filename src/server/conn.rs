@@ -5,11 +5,10 @@
 //! connection finishes its in-flight requests and closes.
 
 use std::convert::Infallible;
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -25,12 +24,11 @@ use tokio_rustls::TlsAcceptor;
 
 use super::ConnSlot;
 use super::proxy_protocol::{self, Prefixed};
-use crate::http::body::{Body, BoxError};
+use crate::http::body::{Body, BoxError, ReqBody};
 use crate::http::client_ip::canonical;
 use crate::http::context::ConnInfo;
 use crate::http::service;
 use crate::state::State;
-use crate::zerocopy;
 
 const IDLE: u8 = 0;
 const READING_HEAD: u8 = 1;
@@ -38,7 +36,7 @@ const ACTIVE: u8 = 2;
 const NO_DEADLINE: u64 = u64::MAX;
 
 /// Where a connection is in its life, and when it must have moved on.
-struct Timers {
+pub(super) struct Timers {
     born: Instant,
     phase: AtomicU8,
     inflight: AtomicU32,
@@ -83,7 +81,7 @@ impl Timers {
     }
 
     /// Bytes arrived: on an idle HTTP/1.1 connection that is the start of the next request head.
-    fn bytes_read(&self) {
+    pub(super) fn bytes_read(&self) {
         if !self.h2
             && self.phase.load(Relaxed) == IDLE
             && self
@@ -114,17 +112,13 @@ impl Timers {
 }
 
 /// What the service needs from its connection, shared by all its requests.
-struct ConnCtx {
+pub(super) struct ConnCtx {
     state: Arc<State>,
     info: ConnInfo,
-    timers: Timers,
-    /// Framing headers seen in the raw request head (hyper drops `Content-Length` when
-    /// `Transfer-Encoding` is present, so the ambiguity is only visible here).
-    framing: AtomicU8,
+    pub(super) timers: Timers,
+    /// Set by a graceful shutdown: an HTTP/1.1 connection closes after its current response.
+    pub(super) closing: AtomicBool,
 }
-
-const SAW_TE: u8 = 1;
-const SAW_CL: u8 = 2;
 
 impl ConnCtx {
     fn new(state: Arc<State>, info: ConnInfo, timers: Timers) -> Self {
@@ -132,42 +126,10 @@ impl ConnCtx {
             state,
             info,
             timers,
-            framing: AtomicU8::new(0),
-        }
-    }
-
-    /// Notes `Transfer-Encoding` / `Content-Length` header lines in bytes of a request head.
-    fn scan_head(&self, bytes: &[u8]) {
-        let mut found = 0;
-        for i in memchr::memchr_iter(b'-', bytes) {
-            let before = &bytes[..i];
-            let after = &bytes[i + 1..];
-            if before.len() >= 9
-                && before[before.len() - 9] == b'\n'
-                && before[before.len() - 8..].eq_ignore_ascii_case(b"transfer")
-                && after.len() >= 8
-                && after[..8].eq_ignore_ascii_case(b"encoding")
-            {
-                found |= SAW_TE;
-            }
-            if before.len() >= 8
-                && before[before.len() - 8] == b'\n'
-                && before[before.len() - 7..].eq_ignore_ascii_case(b"content")
-                && after.len() >= 6
-                && after[..6].eq_ignore_ascii_case(b"length")
-            {
-                found |= SAW_CL;
-            }
-        }
-        if found != 0 {
-            self.framing.fetch_or(found, Relaxed);
+            closing: AtomicBool::new(false),
         }
     }
 }
-
-/// Marks a request whose raw head had both `Content-Length` and `Transfer-Encoding`.
-#[derive(Clone, Copy, Debug)]
-pub struct AmbiguousFraming;
 
 /// Serves one accepted connection to its end.
 pub(super) async fn serve(state: Arc<State>, mut stream: TcpStream, mut info: ConnInfo, mut slot: ConnSlot) {
@@ -213,11 +175,7 @@ pub(super) async fn serve(state: Arc<State>, mut stream: TcpStream, mut info: Co
         None => {
             let timers = Timers::new(server.header_read_timeout, server.keepalive_timeout, false);
             let ctx = Arc::new(ConnCtx::new(state, info, timers));
-            let io = TokioIo::new(Monitored {
-                inner: stream,
-                ctx: ctx.clone(),
-            });
-            serve_h1(ctx, io, server.max_header_size, shutdown).await;
+            serve_h1(ctx, stream, server.max_header_size, shutdown).await;
         }
         Some(acceptor) => {
             // the handshake is part of the time allowed to send the first request head
@@ -234,11 +192,8 @@ pub(super) async fn serve(state: Arc<State>, mut stream: TcpStream, mut info: Co
             };
             let timers = Timers::new(server.header_read_timeout, server.keepalive_timeout, h2);
             let ctx = Arc::new(ConnCtx::new(state, info, timers));
-            let io = TokioIo::new(Monitored {
-                inner: stream,
-                ctx: ctx.clone(),
-            });
             if h2 {
+                let io = TokioIo::new(stream);
                 let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
                 b.timer(TokioTimer::new())
                     .max_header_list_size(server.max_header_size as u32)
@@ -248,7 +203,7 @@ pub(super) async fn serve(state: Arc<State>, mut stream: TcpStream, mut info: Co
                 let conn = b.serve_connection(io, service(ctx.clone()));
                 drive(conn, &ctx.timers, true, shutdown).await;
             } else {
-                serve_h1(ctx, io, server.max_header_size, shutdown).await;
+                serve_h1(ctx, stream, server.max_header_size, shutdown).await;
             }
         }
     }
@@ -278,19 +233,36 @@ async fn handshake(
     start.into_stream(acceptor.config().clone()).await.ok()
 }
 
-async fn serve_h1<T>(ctx: Arc<ConnCtx>, io: TokioIo<Monitored<T>>, max_header: usize, shutdown: watch::Receiver<bool>)
+async fn serve_h1<T>(ctx: Arc<ConnCtx>, io: T, max_header: usize, shutdown: watch::Receiver<bool>)
 where
     T: AsyncRead + AsyncWrite + PlainTcp + Unpin + Send + 'static,
 {
-    let mut b = hyper::server::conn::http1::Builder::new();
-    b.timer(TokioTimer::new())
-        // our own timers cover the head and idle time (hyper's would cut idle keep-alive too soon)
-        .header_read_timeout(None)
-        .keep_alive(true)
-        .max_header_size(max_header)
-        .max_buf_size(max_header.max(8192) + 8192);
-    let conn = b.serve_connection(io, service(ctx.clone())).with_upgrades();
+    let conn = H1 {
+        // boxed once per connection: it holds every request's future in turn
+        fut: Box::pin(super::h1::serve(ctx.clone(), io, max_header)),
+        ctx: ctx.clone(),
+    };
     drive(conn, &ctx.timers, false, shutdown).await;
+}
+
+/// An HTTP/1.1 connection; a graceful shutdown lets it finish the response in progress.
+struct H1<F> {
+    fut: Pin<Box<F>>,
+    ctx: Arc<ConnCtx>,
+}
+
+impl<F: Future> Future for H1<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.fut.as_mut().poll(cx)
+    }
+}
+
+impl<F: Future> Graceful for H1<F> {
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        self.ctx.closing.store(true, Relaxed);
+    }
 }
 
 /// A hyper connection that can be asked to finish its requests and close.
@@ -299,19 +271,6 @@ trait Graceful: Future {
 }
 
 type BoxErr = Box<dyn std::error::Error + Send + Sync>;
-
-impl<I, S, B> Graceful for hyper::server::conn::http1::UpgradeableConnection<I, S>
-where
-    S: hyper::service::HttpService<Incoming, ResBody = B>,
-    S::Error: Into<BoxErr>,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-    B: HttpBody + 'static,
-    B::Error: Into<BoxErr>,
-{
-    fn graceful_shutdown(self: Pin<&mut Self>) {
-        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self)
-    }
-}
 
 impl<I, S, B, E> Graceful for hyper::server::conn::http2::Connection<I, S, E>
 where
@@ -396,6 +355,7 @@ fn begin_drain<C: Graceful>(
     }
 }
 
+/// The HTTP/2 service: each request goes through [`respond`].
 fn service(
     ctx: Arc<ConnCtx>,
 ) -> impl hyper::service::Service<
@@ -404,23 +364,24 @@ fn service(
     Error = Infallible,
     Future = impl Future<Output = Result<Response<TrackedBody>, Infallible>> + Send,
 > + Clone {
-    hyper::service::service_fn(move |mut req: Request<Incoming>| {
+    hyper::service::service_fn(move |req: Request<Incoming>| {
         let ctx = ctx.clone();
-        async move {
-            ctx.timers.request_started();
-            if ctx.framing.swap(0, Relaxed) == SAW_TE | SAW_CL {
-                req.extensions_mut().insert(AmbiguousFraming);
-            }
-            // marks the request finished even if this future is dropped (client went away)
-            let finished = Finished(ctx);
-            let (resp, completion) = service::handle(&finished.0.state, &finished.0.info, req).await;
-            Ok(resp.map(|inner| TrackedBody {
-                inner,
-                bytes: 0,
-                completion: Some(completion),
-                _finished: finished,
-            }))
-        }
+        async move { Ok(respond(ctx, req.map(ReqBody::Hyper)).await) }
+    })
+}
+
+/// Handles one request of the connection; its response body finishes the request's
+/// bookkeeping when it is dropped.
+pub(super) async fn respond(ctx: Arc<ConnCtx>, req: Request<ReqBody>) -> Response<TrackedBody> {
+    ctx.timers.request_started();
+    // marks the request finished even if this future is dropped (client went away)
+    let finished = Finished(ctx);
+    let (resp, completion) = service::handle(&finished.0.state, &finished.0.info, req).await;
+    resp.map(|inner| TrackedBody {
+        inner,
+        bytes: 0,
+        completion: Some(completion),
+        _finished: finished,
     })
 }
 
@@ -473,30 +434,9 @@ impl HttpBody for TrackedBody {
     }
 }
 
-/// The connection's byte stream, watched for the first byte of each request head.
-struct Monitored<T> {
-    inner: T,
-    ctx: Arc<ConnCtx>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Monitored<T> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let t = &self.ctx.timers;
-            t.bytes_read();
-            if !t.h2 && t.phase.load(Relaxed) == READING_HEAD {
-                self.ctx.scan_head(&buf.filled()[before..]);
-            }
-        }
-        r
-    }
-}
-
 /// The TCP socket under a transport when body bytes reach it unchanged (plain HTTP, not TLS):
 /// there a sealed body can go out with `sendfile`.
-pub(super) trait PlainTcp {
+pub trait PlainTcp {
     fn plain_tcp(&self) -> Option<&TcpStream> {
         None
     }
@@ -509,34 +449,3 @@ impl PlainTcp for Prefixed<TcpStream> {
 }
 
 impl<T> PlainTcp for tokio_rustls::server::TlsStream<T> {}
-
-impl<T: AsyncWrite + PlainTcp + Unpin> AsyncWrite for Monitored<T> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        if let Some(tcp) = self.inner.plain_tcp()
-            && let Some(r) = zerocopy::poll_write_vectored(tcp, cx, bufs)
-        {
-            return r;
-        }
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}

@@ -5,6 +5,7 @@
 //! exit 0).
 
 mod conn;
+pub mod h1;
 pub mod listener;
 pub mod proxy_protocol;
 
@@ -23,7 +24,6 @@ use crate::config::{self, CertSource, Config};
 use crate::state::State;
 use crate::telemetry::access::AccessLog;
 use crate::tls::{self, CertStore};
-pub use conn::AmbiguousFraming;
 pub use listener::{ConnSlot, ConnTracker};
 
 /// A started gateway. Dropping it does not stop it: call [`Gateway::shutdown`].

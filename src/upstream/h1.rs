@@ -455,7 +455,7 @@ enum Framing {
 
 /// Where a chunked decoder stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Chunked {
+pub(crate) enum Chunked {
     /// Before a chunk-size line.
     Size,
     /// Inside a chunk's data, this many bytes to go.
@@ -466,7 +466,7 @@ enum Chunked {
     Trailers,
 }
 
-enum Decoded {
+pub(crate) enum Decoded {
     Data(Bytes),
     NeedMore,
     End,
@@ -484,7 +484,7 @@ fn line_end(buf: &[u8], max: usize, too_long: &'static str) -> Result<Option<usi
 
 impl Chunked {
     /// Takes what it can from the front of `buf`.
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Error> {
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Error> {
         loop {
             match *self {
                 Chunked::Size => {

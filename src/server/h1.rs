@@ -1,0 +1,1131 @@
+//! The HTTP/1.1 server side of a client connection, run in the connection's own task: request
+//! heads are parsed with httparse (header values are slices of one copy of the head), the
+//! handler's future is polled in place, a request body is read from the socket as the handler
+//! asks for it, and each response is framed (Content-Length, chunked, or until close) and
+//! written with as few system calls as its body allows: a small answer leaves in one write, a
+//! cached large file by `sendfile`. Keep-alive, pipelining, `Expect: 100-continue` and protocol
+//! upgrades (WebSocket) follow RFC 9112; a malformed head gets 400 (431 when too large) and the
+//! connection closes.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::{Pin, pin};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker, ready};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode, Uri, Version};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::conn::{ConnCtx, PlainTcp, TrackedBody, respond};
+use super::proxy_protocol::Prefixed;
+use crate::http::body::{BoxError, ReqBody};
+use crate::upstream::h1::{Chunked, Decoded};
+use crate::zerocopy;
+
+const MAX_HEADERS: usize = 100;
+/// The read buffer grows by this much when it runs low.
+const READ_SIZE: usize = 16 * 1024;
+/// Body frames up to this size are copied behind the head (one write); larger ones go out as
+/// they are (`writev`, or `sendfile` for a sealed file).
+const COPY_MAX: usize = 16 * 1024;
+/// The same, when the transport cannot write several buffers at once (TLS).
+const COPY_MAX_FLAT: usize = 64 * 1024;
+/// A connection closed with request bytes unread is read (and discarded) this long first, so
+/// the client gets its answer instead of a reset.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1024 * 1024;
+/// A request body the handler did not read is read past, to keep the connection, when no
+/// more than this is left of it.
+const DRAIN_MAX: u64 = 64 * 1024;
+
+/// Serves HTTP/1.1 requests on `io` until the client closes, an error ends the connection, or
+/// a graceful shutdown (`ctx.closing`) finds it between requests.
+pub(super) async fn serve<T>(ctx: Arc<ConnCtx>, io: T, max_header: usize)
+where
+    T: AsyncRead + AsyncWrite + PlainTcp + Unpin + Send + 'static,
+{
+    let mut conn = Conn {
+        io,
+        buf: BytesMut::with_capacity(READ_SIZE),
+        out: Vec::with_capacity(1024),
+        max_header: max_header.max(1024),
+        ctx,
+    };
+    loop {
+        let head = match poll_fn(|cx| conn.poll_head(cx)).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(status) => {
+                conn.reject(status).await;
+                return;
+            }
+        };
+        match conn.exchange(head).await {
+            Next::KeepAlive => {}
+            Next::Close => {
+                let _ = conn.io.shutdown().await;
+                return;
+            }
+            Next::Linger => {
+                conn.linger().await;
+                return;
+            }
+            Next::Upgrade(to) => {
+                let Conn { io, buf, .. } = conn;
+                let _ = to.send(Prefixed::new(buf.to_vec(), Box::new(io)));
+                return;
+            }
+        }
+    }
+}
+
+/// A transport a protocol upgrade hands over.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Io for T {}
+
+/// The client's side of an upgraded connection, with any bytes it sent after its request head.
+pub type Upgraded = Prefixed<Box<dyn Io>>;
+
+/// In a request's extensions when it asks for a protocol upgrade: resolves to the client's
+/// connection once a `101 Switching Protocols` answer has been written to it.
+/// (Extensions must be `Clone`: a clone shares the one connection, which the first to ask gets.)
+#[derive(Clone)]
+pub struct OnUpgrade(Arc<Mutex<Option<tokio::sync::oneshot::Receiver<Upgraded>>>>);
+
+impl OnUpgrade {
+    pub async fn get(self) -> Option<Upgraded> {
+        let rx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        rx.await.ok()
+    }
+}
+
+enum Next {
+    KeepAlive,
+    Close,
+    /// Close, reading what the client still sends for a while (its answer must not be lost to
+    /// a reset).
+    Linger,
+    Upgrade(tokio::sync::oneshot::Sender<Upgraded>),
+}
+
+/// A parsed request head, with what the connection must know about it.
+struct Head {
+    req: Request<()>,
+    body: Option<ReqFraming>,
+    keep_alive: bool,
+    expect_continue: bool,
+    upgrade: bool,
+}
+
+#[derive(Clone, Copy)]
+enum ReqFraming {
+    Length(u64),
+    Chunked(Chunked),
+}
+
+/// Why a head is refused.
+#[derive(Clone, Copy)]
+enum Reject {
+    Bad,
+    TooLarge,
+}
+
+struct Conn<T> {
+    io: T,
+    /// Bytes read and not yet consumed (the next head, a body, pipelined requests).
+    buf: BytesMut,
+    /// The response head being written, with small body frames behind it.
+    out: Vec<u8>,
+    max_header: usize,
+    ctx: Arc<ConnCtx>,
+}
+
+impl<T> Conn<T>
+where
+    T: AsyncRead + AsyncWrite + PlainTcp + Unpin + Send + 'static,
+{
+    fn fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        fill(&mut self.io, &mut self.buf, cx)
+    }
+
+    /// Reads until a request head is complete; `None` when the connection should just end.
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Head>, Reject>> {
+        loop {
+            if !self.buf.is_empty() {
+                if let Some(head) = parse(&mut self.buf, self.max_header)? {
+                    return Poll::Ready(Ok(Some(head)));
+                }
+            } else if self.ctx.closing.load(Relaxed) {
+                return Poll::Ready(Ok(None));
+            }
+            match ready!(self.fill(cx)) {
+                Ok(0) | Err(_) => return Poll::Ready(Ok(None)),
+                Ok(_) => self.ctx.timers.bytes_read(),
+            }
+        }
+    }
+
+    async fn reject(&mut self, why: Reject) {
+        let (status, text): (&[u8], &[u8]) = match why {
+            Reject::Bad => (b"400 Bad Request", b"Bad Request\n"),
+            Reject::TooLarge => (
+                b"431 Request Header Fields Too Large",
+                b"Request Header Fields Too Large\n",
+            ),
+        };
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status);
+        out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
+        out.extend_from_slice(text.len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\nconnection: close\r\n");
+        date_line(out);
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(text);
+        if self.io.write_all(&self.out).await.is_ok() {
+            self.linger().await;
+        }
+    }
+
+    /// Closes the sending side, then reads and drops what the client still sends (up to a
+    /// bound) so that unread bytes don't reset the connection under the answer just written.
+    async fn linger(&mut self) {
+        let _ = self.io.shutdown().await;
+        let mut drained = 0;
+        let _ = tokio::time::timeout(LINGER, async {
+            loop {
+                self.buf.clear();
+                match poll_fn(|cx| self.fill(cx)).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => drained += n,
+                }
+                if drained > LINGER_BYTES {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Runs one request through the gateway and writes its response.
+    async fn exchange(&mut self, head: Head) -> Next {
+        let Head {
+            req,
+            body,
+            mut keep_alive,
+            expect_continue,
+            upgrade,
+        } = head;
+        let version = req.version();
+        let head_only = req.method() == Method::HEAD;
+        let mut feeder = body.map(|framing| Feeder::new(framing, expect_continue));
+        let body = match &feeder {
+            None => ReqBody::Empty,
+            Some(f) => ReqBody::H1(f.body()),
+        };
+        let mut req = req.map(|()| body);
+        let mut upgrade_to = None;
+        if upgrade {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            req.extensions_mut().insert(OnUpgrade(Arc::new(Mutex::new(Some(rx)))));
+            upgrade_to = Some(tx);
+        }
+
+        let resp = {
+            let mut fut = pin!(respond(self.ctx.clone(), req));
+            let (io, buf) = (&mut self.io, &mut self.buf);
+            poll_fn(|cx| {
+                if let Poll::Ready(resp) = fut.as_mut().poll(cx) {
+                    return Poll::Ready(resp);
+                }
+                if let Some(f) = feeder.as_mut() {
+                    f.poll(io, buf, cx, false);
+                }
+                Poll::Pending
+            })
+            .await
+        };
+
+        let (parts, body) = resp.into_parts();
+        // a body the handler let go of unread: a short one is read past, else the connection
+        // ends; so it does after an answer about the body itself (too large, too slow, broken)
+        if let Some(f) = &feeder
+            && !f.complete
+            && f.pipe.lock().dropped
+            && (!f.drainable() || matches!(parts.status.as_u16(), 400 | 408 | 413))
+        {
+            keep_alive = false;
+        }
+        let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+        if switching && upgrade_to.is_none() {
+            // a 101 nobody asked for (or for HTTP/2): the connection can't follow it
+            keep_alive = false;
+        }
+        let framing = encode_head(
+            &mut self.out,
+            &parts,
+            version,
+            head_only,
+            body.size_hint(),
+            &mut keep_alive,
+        );
+        let mut writer = Writer {
+            out: &mut self.out,
+            pos: 0,
+            big: None,
+            crlf_after_big: false,
+            framing,
+            body: (framing != Framing::None).then_some(body),
+            copy_max: if self.io.is_write_vectored() {
+                COPY_MAX
+            } else {
+                COPY_MAX_FLAT
+            },
+            broken: false,
+        };
+        let (io, buf) = (&mut self.io, &mut self.buf);
+        let sent = poll_fn(|cx| {
+            let r = writer.poll_send(io, cx);
+            if let Some(f) = feeder.as_mut() {
+                f.poll(io, buf, cx, true);
+            }
+            r
+        })
+        .await;
+        if sent.is_err() {
+            return Next::Close;
+        }
+        keep_alive &= !writer.broken;
+        drop(writer);
+        if switching && let Some(to) = upgrade_to {
+            return Next::Upgrade(to);
+        }
+        if let Some(mut f) = feeder
+            && !f.complete
+        {
+            if !keep_alive || !f.drainable() {
+                return Next::Linger;
+            }
+            let (io, buf) = (&mut self.io, &mut self.buf);
+            let drain = tokio::time::timeout(LINGER, poll_fn(|cx| f.poll_drain(io, buf, cx)));
+            if !matches!(drain.await, Ok(Ok(()))) {
+                return Next::Close;
+            }
+        }
+        if !keep_alive || self.ctx.closing.load(Relaxed) {
+            return Next::Close;
+        }
+        Next::KeepAlive
+    }
+}
+
+fn fill<T: AsyncRead + Unpin>(io: &mut T, buf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    if buf.capacity() - buf.len() < READ_SIZE / 4 {
+        buf.reserve(READ_SIZE);
+    }
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// Parses a complete request head off the front of `buf`; `None` until it has all arrived.
+fn parse(buf: &mut BytesMut, max_header: usize) -> Result<Option<Head>, Reject> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match parsed.parse_with_uninit_headers(buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) if len <= max_header => len,
+        Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => return Err(Reject::TooLarge),
+        Ok(httparse::Status::Partial) if buf.len() > max_header => return Err(Reject::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err(Reject::Bad),
+    };
+    // one copy of the head; the target and header values are slices of it
+    let head = Bytes::copy_from_slice(&buf[..len]);
+    let base = buf.as_ptr() as usize;
+    let slice = |s: &[u8]| head.slice(s.as_ptr() as usize - base..s.as_ptr() as usize - base + s.len());
+
+    let method = Method::from_bytes(parsed.method.unwrap_or("").as_bytes()).map_err(|_| Reject::Bad)?;
+    let version = if parsed.version == Some(1) {
+        Version::HTTP_11
+    } else {
+        Version::HTTP_10
+    };
+    let uri = Uri::from_maybe_shared(slice(parsed.path.unwrap_or("").as_bytes())).map_err(|_| Reject::Bad)?;
+
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 4);
+    let mut length: Option<u64> = None;
+    let mut chunked = None;
+    let mut hosts = 0;
+    let mut conn_close = false;
+    let mut conn_keep_alive = false;
+    let mut conn_upgrade = false;
+    let mut has_upgrade = false;
+    let mut expect_continue = false;
+    for h in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Reject::Bad)?;
+        let value = h.value;
+        if name == header::CONTENT_LENGTH {
+            let n = parse_length(value).ok_or(Reject::Bad)?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Reject::Bad);
+            }
+            length = Some(n);
+        } else if name == header::TRANSFER_ENCODING {
+            // the last coding of the last line decides: it must be chunked
+            chunked = Some(last_token(value).eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::HOST {
+            hosts += 1;
+        } else if name == header::CONNECTION {
+            for t in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                conn_close |= t.eq_ignore_ascii_case(b"close");
+                conn_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+                conn_upgrade |= t.eq_ignore_ascii_case(b"upgrade");
+            }
+        } else if name == header::UPGRADE {
+            has_upgrade = true;
+        } else if name == header::EXPECT {
+            expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
+        }
+        let value = header_value(slice(value))?;
+        headers.append(name, value);
+    }
+    buf.advance(len);
+
+    // RFC 9112 §6.1, §6.3: a body is framed one way only
+    let body = match (chunked, length) {
+        (Some(_), Some(_)) => return Err(Reject::Bad),
+        (Some(true), None) if version == Version::HTTP_11 => Some(ReqFraming::Chunked(Chunked::Size)),
+        (Some(_), None) => return Err(Reject::Bad),
+        (None, Some(0)) | (None, None) => None,
+        (None, Some(n)) => Some(ReqFraming::Length(n)),
+    };
+    if hosts > 1 {
+        return Err(Reject::Bad);
+    }
+    let keep_alive = if version == Version::HTTP_11 {
+        !conn_close
+    } else {
+        conn_keep_alive && !conn_close
+    };
+    let mut req = Request::new(());
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = version;
+    *req.headers_mut() = headers;
+    Ok(Some(Head {
+        req,
+        body,
+        keep_alive,
+        expect_continue: expect_continue && version == Version::HTTP_11,
+        upgrade: conn_upgrade && has_upgrade && version == Version::HTTP_11,
+    }))
+}
+
+fn header_value(b: Bytes) -> Result<HeaderValue, Reject> {
+    HeaderValue::from_maybe_shared(b).map_err(|_| Reject::Bad)
+}
+
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+fn last_token(v: &[u8]) -> &[u8] {
+    v.rsplit(|b| *b == b',').next().unwrap_or(b"").trim_ascii()
+}
+
+/// How a response body goes on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body (HEAD, 1xx, 204, 304, or an empty one).
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the connection closes (an HTTP/1.0 client and a body of unknown length).
+    UntilClose,
+}
+
+/// Writes the status line and headers into `out`, with the framing, `Date` and `Connection`
+/// headers the response needs, and says how its body goes.
+fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    version: Version,
+    head_only: bool,
+    hint: SizeHint,
+    keep_alive: &mut bool,
+) -> Framing {
+    let status = parts.status;
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let bodiless_status = status.is_informational() || status == StatusCode::NO_CONTENT;
+    let mut length = None;
+    let mut has_date = false;
+    let mut has_connection = false;
+    for (name, value) in &parts.headers {
+        if *name == header::TRANSFER_ENCODING {
+            // the framing is decided here
+            continue;
+        } else if *name == header::CONTENT_LENGTH {
+            if bodiless_status {
+                continue;
+            }
+            length = parse_length(value.as_bytes());
+        } else if *name == header::DATE {
+            has_date = true;
+        } else if *name == header::CONNECTION {
+            has_connection = true;
+            if value
+                .as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+            {
+                *keep_alive = false;
+            }
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let framing = if bodiless_status || status == StatusCode::NOT_MODIFIED || head_only {
+        Framing::None
+    } else if let Some(n) = length {
+        if n == 0 { Framing::None } else { Framing::Length(n) }
+    } else if let Some(n) = hint.exact() {
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa(n, &mut [0; 20]));
+        out.extend_from_slice(b"\r\n");
+        if n == 0 { Framing::None } else { Framing::Length(n) }
+    } else if version == Version::HTTP_11 {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+        Framing::Chunked
+    } else {
+        *keep_alive = false;
+        Framing::UntilClose
+    };
+    if !has_connection && status != StatusCode::SWITCHING_PROTOCOLS {
+        if !*keep_alive {
+            out.extend_from_slice(b"connection: close\r\n");
+        } else if version == Version::HTTP_10 {
+            out.extend_from_slice(b"connection: keep-alive\r\n");
+        }
+    }
+    if !has_date {
+        date_line(out);
+    }
+    out.extend_from_slice(b"\r\n");
+    framing
+}
+
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+/// Appends `date: <now>\r\n`, formatted once a second per thread.
+fn date_line(out: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    thread_local! {
+        static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            let s = httpdate::fmt_http_date(now);
+            if s.len() == text.len() {
+                text.copy_from_slice(s.as_bytes());
+                *at = secs;
+            }
+        }
+        out.extend_from_slice(b"date: ");
+        out.extend_from_slice(text);
+        out.extend_from_slice(b"\r\n");
+    });
+}
+
+/// Writes one response: the head in `out`, then the body's frames.
+struct Writer<'a> {
+    out: &'a mut Vec<u8>,
+    /// How much of `out` is written.
+    pos: usize,
+    /// A large frame to write after `out`.
+    big: Option<Bytes>,
+    /// A chunk's closing CRLF is owed after `big`.
+    crlf_after_big: bool,
+    framing: Framing,
+    /// `None` once finished (or when there is no body to send).
+    body: Option<TrackedBody>,
+    copy_max: usize,
+    /// The body broke or overran its length: the connection can't carry another response.
+    broken: bool,
+}
+
+impl Writer<'_> {
+    fn poll_send<T: AsyncWrite + PlainTcp + Unpin>(
+        &mut self,
+        io: &mut T,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if self.body.is_none() {
+                return self.poll_flush(io, cx);
+            }
+            if self.big.is_some() || self.out.len() - self.pos >= COPY_MAX_FLAT {
+                ready!(self.poll_flush(io, cx))?;
+            }
+            let Some(body) = self.body.as_mut() else { continue };
+            match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        self.queue(data);
+                    }
+                    // the last frame: the end goes out with it
+                    if self.broken || self.body.as_ref().is_some_and(HttpBody::is_end_stream) {
+                        self.end();
+                    }
+                }
+                Poll::Ready(None) => self.end(),
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::debug!("response body failed: {e}");
+                    // a truncated answer must end the connection (no closing chunk)
+                    self.broken = true;
+                    self.body = None;
+                }
+                Poll::Pending => {
+                    ready!(self.poll_flush(io, cx))?;
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+
+    fn end(&mut self) {
+        match self.framing {
+            Framing::Chunked => self.out.extend_from_slice(b"0\r\n\r\n"),
+            // shorter than it said: the client must not wait for the rest
+            Framing::Length(left) if left > 0 => self.broken = true,
+            _ => {}
+        }
+        self.body = None;
+    }
+
+    fn queue(&mut self, mut data: Bytes) {
+        if data.is_empty() {
+            return;
+        }
+        match &mut self.framing {
+            Framing::Length(left) => {
+                if data.len() as u64 > *left {
+                    data.truncate(*left as usize);
+                    self.broken = true;
+                }
+                *left -= data.len() as u64;
+            }
+            Framing::Chunked => {
+                let mut hex = [0u8; 16];
+                let mut i = hex.len();
+                let mut n = data.len();
+                loop {
+                    i -= 1;
+                    hex[i] = b"0123456789abcdef"[n & 0xf];
+                    n >>= 4;
+                    if n == 0 {
+                        break;
+                    }
+                }
+                self.out.extend_from_slice(&hex[i..]);
+                self.out.extend_from_slice(b"\r\n");
+            }
+            Framing::UntilClose => {}
+            Framing::None => return,
+        }
+        let chunked = self.framing == Framing::Chunked;
+        if data.len() <= self.copy_max && self.out.len() + data.len() <= 2 * COPY_MAX_FLAT {
+            self.out.extend_from_slice(&data);
+            if chunked {
+                self.out.extend_from_slice(b"\r\n");
+            }
+        } else {
+            self.big = Some(data);
+            self.crlf_after_big = chunked;
+        }
+    }
+
+    /// Writes everything queued.
+    fn poll_flush<T: AsyncWrite + PlainTcp + Unpin>(
+        &mut self,
+        io: &mut T,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            let head = &self.out[self.pos..];
+            let big = self.big.as_deref().unwrap_or(&[]);
+            if head.is_empty() && big.is_empty() {
+                self.out.clear();
+                self.pos = 0;
+                self.big = None;
+                if std::mem::take(&mut self.crlf_after_big) {
+                    self.out.extend_from_slice(b"\r\n");
+                    continue;
+                }
+                return Pin::new(io).poll_flush(cx);
+            }
+            let n = if big.is_empty() {
+                ready!(Pin::new(&mut *io).poll_write(cx, head))?
+            } else if head.is_empty() {
+                ready!(Pin::new(&mut *io).poll_write(cx, big))?
+            } else {
+                let bufs = [io::IoSlice::new(head), io::IoSlice::new(big)];
+                match io
+                    .plain_tcp()
+                    .and_then(|tcp| zerocopy::poll_write_vectored(tcp, cx, &bufs))
+                {
+                    Some(r) => ready!(r)?,
+                    None if io.is_write_vectored() => ready!(Pin::new(&mut *io).poll_write_vectored(cx, &bufs))?,
+                    None => ready!(Pin::new(&mut *io).poll_write(cx, head))?,
+                }
+            };
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            let from_head = n.min(head.len());
+            self.pos += from_head;
+            if n > from_head
+                && let Some(b) = self.big.as_mut()
+            {
+                b.advance(n - from_head);
+            }
+        }
+    }
+}
+
+/// Reads a request body off the connection as the handler asks for it, one piece at a time,
+/// through a [`Pipe`] to the handler's [`RequestBody`].
+struct Feeder {
+    pipe: Arc<Pipe>,
+    framing: ReqFraming,
+    /// `Expect: 100-continue`: the interim answer is owed when the body is first asked for,
+    /// and only before the response has started.
+    continue_owed: bool,
+    /// Bytes of the interim answer written so far.
+    continue_sent: usize,
+    length: Option<u64>,
+    done: bool,
+    complete: bool,
+}
+
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
+impl Feeder {
+    fn new(framing: ReqFraming, expect_continue: bool) -> Self {
+        Self {
+            pipe: Arc::new(Pipe::default()),
+            framing,
+            continue_owed: expect_continue,
+            continue_sent: 0,
+            length: match framing {
+                ReqFraming::Length(n) => Some(n),
+                ReqFraming::Chunked(_) => None,
+            },
+            done: false,
+            complete: false,
+        }
+    }
+
+    fn body(&self) -> RequestBody {
+        RequestBody {
+            pipe: self.pipe.clone(),
+            remaining: self.length,
+            ended: false,
+        }
+    }
+
+    /// What is left of the body is short, and the client will send it (it was not waiting
+    /// for a `100 Continue` that never came): it can be read and dropped to keep the
+    /// connection.
+    fn drainable(&self) -> bool {
+        let waiting = self.continue_owed && self.continue_sent == 0;
+        matches!(self.framing, ReqFraming::Length(left) if left <= DRAIN_MAX) && !waiting
+    }
+
+    /// Reads and drops the rest of a `Content-Length` body.
+    fn poll_drain<T: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut T,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
+        let ReqFraming::Length(left) = &mut self.framing else {
+            return Poll::Ready(Err(io::ErrorKind::InvalidData.into()));
+        };
+        loop {
+            let n = (*left).min(buf.len() as u64);
+            buf.advance(n as usize);
+            *left -= n;
+            if *left == 0 {
+                self.done = true;
+                self.complete = true;
+                return Poll::Ready(Ok(()));
+            }
+            if ready!(fill(io, buf, cx))? == 0 {
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+        }
+    }
+
+    /// Moves the body on as far as the handler wants it; registers for wake-ups otherwise.
+    fn poll<T: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut T,
+        buf: &mut BytesMut,
+        cx: &mut Context<'_>,
+        responding: bool,
+    ) {
+        while !self.done {
+            {
+                let mut st = self.pipe.lock();
+                if st.dropped {
+                    self.done = true;
+                    return;
+                }
+                if st.chunk.is_some() || !st.want {
+                    if !st.writer.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                        st.writer = Some(cx.waker().clone());
+                    }
+                    return;
+                }
+            }
+            if self.continue_owed {
+                if responding && self.continue_sent == 0 {
+                    self.continue_owed = false;
+                } else {
+                    match Pin::new(&mut *io).poll_write(cx, &CONTINUE[self.continue_sent..]) {
+                        Poll::Pending => return,
+                        Poll::Ready(Ok(n)) if n > 0 => {
+                            self.continue_sent += n;
+                            self.continue_owed = self.continue_sent < CONTINUE.len();
+                            continue;
+                        }
+                        Poll::Ready(_) => return self.fail("the client went away"),
+                    }
+                }
+            }
+            let decoded = match &mut self.framing {
+                ReqFraming::Length(0) => Ok(Decoded::End),
+                ReqFraming::Length(_) if buf.is_empty() => Ok(Decoded::NeedMore),
+                ReqFraming::Length(left) => {
+                    let n = (*left).min(buf.len() as u64) as usize;
+                    *left -= n as u64;
+                    Ok(Decoded::Data(buf.split_to(n).freeze()))
+                }
+                ReqFraming::Chunked(state) => state.decode(buf),
+            };
+            match decoded {
+                Ok(Decoded::Data(data)) => self.pipe.deliver(|st| {
+                    st.chunk = Some(data);
+                    st.want = false;
+                }),
+                Ok(Decoded::End) => {
+                    self.done = true;
+                    self.complete = true;
+                    self.pipe.deliver(|st| st.end = true);
+                }
+                Ok(Decoded::NeedMore) => match fill(io, buf, cx) {
+                    Poll::Pending => return,
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return self.fail("the client closed its request body"),
+                    Poll::Ready(Ok(_)) => {}
+                },
+                Err(_) => return self.fail("malformed chunked request body"),
+            }
+        }
+    }
+
+    fn fail(&mut self, why: &'static str) {
+        self.done = true;
+        self.pipe.deliver(|st| st.error = Some(why));
+    }
+}
+
+impl Drop for Feeder {
+    fn drop(&mut self) {
+        if !self.done {
+            self.fail("the connection ended before the request body");
+        }
+    }
+}
+
+/// One piece of a request body at a time, from the connection to the handler.
+#[derive(Default)]
+struct Pipe(Mutex<PipeState>);
+
+#[derive(Default)]
+struct PipeState {
+    chunk: Option<Bytes>,
+    end: bool,
+    error: Option<&'static str>,
+    /// The handler is waiting for the next piece.
+    want: bool,
+    /// The handler dropped the body.
+    dropped: bool,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
+impl Pipe {
+    fn lock(&self) -> MutexGuard<'_, PipeState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes the state for the reader and wakes it.
+    fn deliver(&self, f: impl FnOnce(&mut PipeState)) {
+        let waker = {
+            let mut st = self.lock();
+            f(&mut st);
+            st.reader.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+/// A request body as the handler sees it.
+pub struct RequestBody {
+    pipe: Arc<Pipe>,
+    /// Bytes still to come under a `Content-Length`.
+    remaining: Option<u64>,
+    ended: bool,
+}
+
+/// The client's request body could not be read (bad chunked framing, connection lost).
+#[derive(Debug)]
+pub struct RequestBodyError(&'static str);
+
+impl std::fmt::Display for RequestBodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for RequestBodyError {}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.ended {
+            return Poll::Ready(None);
+        }
+        let (result, waker) = {
+            let mut st = self.pipe.lock();
+            let result = if let Some(data) = st.chunk.take() {
+                Poll::Ready(Some(Ok(data)))
+            } else if let Some(e) = st.error {
+                Poll::Ready(Some(Err(e)))
+            } else if st.end {
+                Poll::Ready(None)
+            } else {
+                st.want = true;
+                if !st.reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    st.reader = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            };
+            (result, st.writer.take())
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+        match result {
+            Poll::Ready(Some(Ok(data))) => {
+                if let Some(r) = self.remaining.as_mut() {
+                    *r = r.saturating_sub(data.len() as u64);
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.ended = true;
+                Poll::Ready(Some(Err(Box::new(RequestBodyError(e)))))
+            }
+            Poll::Ready(None) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.remaining {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        let waker = {
+            let mut st = self.pipe.lock();
+            st.dropped = true;
+            st.writer.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Response;
+
+    fn head(raw: &[u8]) -> Result<Option<Head>, Reject> {
+        parse(&mut BytesMut::from(raw), 8192)
+    }
+
+    #[test]
+    fn request_heads_parse_with_their_framing() {
+        let h = head(b"POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+            .ok()
+            .flatten()
+            .unwrap();
+        assert_eq!(h.req.method(), Method::POST);
+        assert_eq!(h.req.uri().path(), "/a");
+        assert_eq!(h.req.uri().query(), Some("b=1"));
+        assert_eq!(h.req.headers()["host"], "x");
+        assert!(matches!(h.body, Some(ReqFraming::Length(5))));
+        assert!(h.keep_alive);
+
+        let h = head(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n")
+            .ok()
+            .flatten()
+            .unwrap();
+        assert!(matches!(h.body, Some(ReqFraming::Chunked(_))));
+        assert!(!h.keep_alive);
+
+        let h = head(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .ok()
+            .flatten()
+            .unwrap();
+        assert!(h.keep_alive && h.body.is_none());
+        let h = head(b"GET / HTTP/1.0\r\n\r\n").ok().flatten().unwrap();
+        assert!(!h.keep_alive);
+
+        let h = head(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            .ok()
+            .flatten()
+            .unwrap();
+        assert!(h.upgrade);
+        assert!(matches!(head(b"GET / HTTP/1.1\r\nHost: x\r\n"), Ok(None)));
+    }
+
+    #[test]
+    fn ambiguous_or_broken_heads_are_refused() {
+        for raw in [
+            &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +4\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n  folded\r\n\r\n",
+            b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Header: 1\r\n\r\n",
+        ] {
+            assert!(
+                matches!(head(raw), Err(Reject::Bad)),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        let mut big = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
+        big.extend_from_slice(&[b'a'; 9000]);
+        assert!(matches!(head(&big), Err(Reject::TooLarge)));
+        // the same two equal lengths are one length
+        let h = head(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\n");
+        assert!(matches!(
+            h,
+            Ok(Some(Head {
+                body: Some(ReqFraming::Length(4)),
+                ..
+            }))
+        ));
+    }
+
+    fn encoded(resp: Response<()>, version: Version, head_only: bool, hint: SizeHint) -> (String, Framing, bool) {
+        let (parts, ()) = resp.into_parts();
+        let mut out = Vec::new();
+        let mut keep_alive = true;
+        let f = encode_head(&mut out, &parts, version, head_only, hint, &mut keep_alive);
+        (String::from_utf8(out).unwrap(), f, keep_alive)
+    }
+
+    #[test]
+    fn response_heads_carry_the_framing_their_body_needs() {
+        let exact = SizeHint::with_exact(5);
+        let (text, f, ka) = encoded(Response::new(()), Version::HTTP_11, false, exact);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(
+            text.contains("content-length: 5\r\n") && text.contains("date: "),
+            "{text}"
+        );
+        assert_eq!((f, ka), (Framing::Length(5), true));
+
+        let (text, f, _) = encoded(Response::new(()), Version::HTTP_11, false, SizeHint::default());
+        assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
+        assert_eq!(f, Framing::Chunked);
+
+        let (text, f, ka) = encoded(Response::new(()), Version::HTTP_10, false, SizeHint::default());
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        assert_eq!((f, ka), (Framing::UntilClose, false));
+
+        let mut r = Response::new(());
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
+        let (text, f, _) = encoded(r, Version::HTTP_11, true, exact);
+        assert!(text.contains("content-length: 10\r\n"), "{text}");
+        assert_eq!(f, Framing::None);
+
+        let mut r = Response::new(());
+        *r.status_mut() = StatusCode::NO_CONTENT;
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        let (text, f, _) = encoded(r, Version::HTTP_11, false, exact);
+        assert!(!text.contains("content-length"), "{text}");
+        assert_eq!(f, Framing::None);
+    }
+
+    #[test]
+    fn numbers_print() {
+        assert_eq!(itoa(0, &mut [0; 20]), b"0");
+        assert_eq!(itoa(204800, &mut [0; 20]), b"204800");
+        assert_eq!(itoa(u64::MAX, &mut [0; 20]), b"18446744073709551615");
+    }
+}
