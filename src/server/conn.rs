@@ -5,8 +5,9 @@
 //! connection finishes its in-flight requests and closes.
 
 use std::convert::Infallible;
+use std::future::poll_fn;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
@@ -291,49 +292,69 @@ where
 const DRAIN_IDLE: Duration = Duration::from_secs(1);
 
 /// Runs a connection until it ends, its deadline passes, or the gateway shuts down.
-async fn drive<C: Graceful>(conn: C, timers: &Timers, h2: bool, mut shutdown: watch::Receiver<bool>) {
-    tokio::pin!(conn);
+///
+/// Polled on every wake-up of the connection (each request wakes it at least once), so the
+/// timer and the shutdown signal are polled only when they may have fired: both stay
+/// registered with the task between polls, and whether they fired is read from their state
+/// (no clock read, no lock) before they are polled again.
+async fn drive<C: Graceful>(conn: C, timers: &Timers, h2: bool, shutdown: watch::Receiver<bool>) {
+    let mut conn = pin!(conn);
     let first = timers.next_check().unwrap_or_else(Instant::now);
-    let sleep = tokio::time::sleep_until(first);
-    tokio::pin!(sleep);
+    let mut sleep = pin!(tokio::time::sleep_until(first));
+    let mut sleep_registered = false;
     // set once the gateway shuts down: when to stop waiting for one more request
     let mut draining_until: Option<Instant> = None;
     let mut closing = false;
-    if *shutdown.borrow() {
-        match begin_drain(h2, timers, sleep.as_mut(), conn.as_mut()) {
-            Some(t) => draining_until = Some(t),
-            None => closing = true,
-        }
-    }
-    loop {
-        tokio::select! {
-            _ = conn.as_mut() => return,
-            _ = sleep.as_mut(), if !closing => {
-                if draining_until.is_some_and(|t| Instant::now() >= t) {
+    let probe = shutdown.clone();
+    let mut changed_registered = false;
+    let mut shutdown = shutdown;
+    let mut stopping = *shutdown.borrow_and_update();
+    let mut changed = pin!(shutdown.changed());
+    poll_fn(|cx| {
+        loop {
+            if conn.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            // registered by the poll that found nothing: polled again once it may be ready
+            if !stopping && (!changed_registered || probe.has_changed().unwrap_or(true)) {
+                changed_registered = true;
+                stopping = changed.as_mut().poll(cx).is_ready();
+            }
+            if stopping && !closing && draining_until.is_none() {
+                match begin_drain(h2, timers, sleep.as_mut(), conn.as_mut()) {
+                    Some(t) => {
+                        draining_until = Some(t);
+                        sleep_registered = false;
+                    }
+                    None => closing = true,
+                }
+                continue;
+            }
+            if closing || (sleep_registered && !sleep.is_elapsed()) {
+                return Poll::Pending;
+            }
+            sleep_registered = true;
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            sleep_registered = false;
+            if draining_until.is_some_and(|t| Instant::now() >= t) {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+                continue;
+            }
+            match timers.next_check() {
+                Some(at) => sleep.as_mut().reset(draining_until.map_or(at, |t| t.min(at))),
+                // HTTP/1.1: idle, or too slow with a request head: just close
+                None if !h2 => return Poll::Ready(()),
+                None => {
                     conn.as_mut().graceful_shutdown();
                     closing = true;
-                    continue;
-                }
-                match timers.next_check() {
-                    Some(at) => sleep.as_mut().reset(draining_until.map_or(at, |t| t.min(at))),
-                    // HTTP/1.1: idle, or too slow with a request head: just close
-                    None if !h2 => return,
-                    None => {
-                        conn.as_mut().graceful_shutdown();
-                        closing = true;
-                    }
-                }
-            },
-            changed = shutdown.changed(), if !closing && draining_until.is_none() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    match begin_drain(h2, timers, sleep.as_mut(), conn.as_mut()) {
-                        Some(t) => draining_until = Some(t),
-                        None => closing = true,
-                    }
                 }
             }
         }
-    }
+    })
+    .await
 }
 
 /// Starts closing a connection at shutdown: HTTP/2 sends GOAWAY and a busy HTTP/1.1 connection
