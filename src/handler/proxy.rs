@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 use crate::http::body::{self, Body, ReqBody};
 use crate::http::context::RequestCtx;
 use crate::http::error::HttpError;
+use crate::http::maps;
 use crate::server::h1::OnUpgrade;
 use crate::upstream::h1::{self, RecvBody, is_hop_by_hop};
 use crate::upstream::pool::{self, ConnectError};
@@ -40,18 +41,32 @@ pub struct BodyLimits {
 pub async fn forward(
     upstream: &Arc<Upstream>,
     ctx: &RequestCtx<'_>,
-    mut req: Request<ReqBody>,
+    req: Request<ReqBody>,
     limits: BodyLimits,
     answered_by: &mut Option<(Arc<Server>, std::time::Duration)>,
 ) -> Result<Response<Body>, HttpError> {
-    let upgrade = is_upgrade(&req);
+    let (mut parts, incoming) = req.into_parts();
+    let r = forward_parts(upstream, ctx, &mut parts, incoming, limits, answered_by).await;
+    // the head has been sent: its map serves a later message
+    maps::recycle(std::mem::take(&mut parts.headers));
+    r
+}
+
+async fn forward_parts(
+    upstream: &Arc<Upstream>,
+    ctx: &RequestCtx<'_>,
+    parts: &mut Parts,
+    incoming: ReqBody,
+    limits: BodyLimits,
+    answered_by: &mut Option<(Arc<Server>, std::time::Duration)>,
+) -> Result<Response<Body>, HttpError> {
+    let upgrade = is_upgrade(parts);
     let client_upgrade = if upgrade {
-        req.extensions_mut().remove::<OnUpgrade>()
+        parts.extensions.remove::<OnUpgrade>()
     } else {
         None
     };
-    let (mut parts, incoming) = req.into_parts();
-    let forwarding = prepare_request(&mut parts, ctx, upgrade);
+    let forwarding = prepare_request(parts, ctx, upgrade);
     let mut body = if incoming.is_end_stream() {
         Body::Empty
     } else {
@@ -76,7 +91,7 @@ pub async fn forward(
         // counted in flight from now until the response body ends (least_conn reads this)
         let inflight = server.begin();
         let sent = std::time::Instant::now();
-        let head = (&parts, &forwarding);
+        let head = (&*parts, &forwarding);
         match send(
             server,
             head,
@@ -340,11 +355,11 @@ pub fn strip_headers(h: &mut HeaderMap, also: impl Fn(&str) -> bool) {
 }
 
 /// An HTTP/1.1 request asking for a protocol upgrade (WebSocket).
-fn is_upgrade(req: &Request<ReqBody>) -> bool {
-    req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
+fn is_upgrade(req: &Parts) -> bool {
+    req.version == Version::HTTP_11
+        && req.headers.contains_key(header::UPGRADE)
         && req
-            .headers()
+            .headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())

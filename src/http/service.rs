@@ -10,6 +10,7 @@ use http::{Request, Response, Version};
 use super::body::{Body, ReqBody};
 use super::context::{ConnInfo, RequestCtx};
 use super::error::{HttpError, wants_json};
+use super::maps;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -257,7 +258,7 @@ async fn route<'s>(
             ))
         }
         Handler::Static(files) => {
-            files::serve(
+            let resp = files::serve(
                 files,
                 &snap.files,
                 &snap.config.compression,
@@ -265,7 +266,9 @@ async fn route<'s>(
                 &path,
                 &mut meta.cache,
             )
-            .await
+            .await;
+            maps::recycle(req.into_parts().0.headers);
+            resp
         }
         Handler::Redirect(base) => redirect::to_base(base, req.uri()),
     }

@@ -17,7 +17,7 @@ use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use super::conn::{ConnCtx, PlainTcp, TrackedBody, respond};
 use super::proxy_protocol::Prefixed;
 use crate::http::body::{BoxError, ReqBody};
+use crate::http::maps;
 use crate::upstream::h1::{Chunked, Decoded};
 use crate::zerocopy;
 
@@ -276,6 +277,7 @@ where
             body.size_hint(),
             &mut keep_alive,
         );
+        maps::recycle(parts.headers);
         let mut writer = Writer {
             out: &mut self.out,
             pos: 0,
@@ -357,7 +359,7 @@ fn parse(buf: &mut BytesMut, max_header: usize) -> Result<Option<Head>, Reject> 
     };
     let uri = Uri::from_maybe_shared(slice(parsed.path.unwrap_or("").as_bytes())).map_err(|_| Reject::Bad)?;
 
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 4);
+    let mut headers = maps::take(parsed.headers.len());
     let mut length: Option<u64> = None;
     let mut chunked = None;
     let mut hosts = 0;

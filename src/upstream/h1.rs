@@ -305,7 +305,7 @@ fn parse_head(buf: &mut BytesMut, head_only: bool, upgrade: bool) -> Result<Opti
     let head = buf.split_to(len).freeze();
     // room for what the gateway adds on the way out (request id, Vary, security headers), so
     // adding them does not grow the map
-    let mut headers = HeaderMap::with_capacity(count + 8);
+    let mut headers = crate::http::maps::take(count + 8);
     // hop-by-hop headers describe this connection: read here, and not passed on (but a 101's,
     // which carry the switch to the client)
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;

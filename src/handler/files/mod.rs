@@ -23,6 +23,7 @@ use tokio_util::io::ReaderStream;
 
 use crate::http::body::{Body, BoxError};
 use crate::http::error::HttpError;
+use crate::http::maps;
 use crate::middleware::compression::{self, CompressionSettings, Encoding};
 use cache::{CachedFile, FileCache, FileMeta, Lookup};
 
@@ -361,10 +362,10 @@ fn full_response(
     body: Body,
 ) -> Response<Body> {
     let mut resp = Response::new(body);
-    let h = resp.headers_mut();
     // sized once for the file's headers and those added on the way out (request id, security
     // headers): growing a map as it fills costs more than the inserts
-    h.reserve(RESPONSE_HEADERS);
+    *resp.headers_mut() = maps::take(RESPONSE_HEADERS);
+    let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, meta.content_type.clone());
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -383,7 +384,7 @@ fn full_response(
 
 fn not_modified(route: &StaticRoute, meta: &FileMeta, etag: &HeaderValue, compressible: bool) -> Response<Body> {
     let mut resp = Response::new(Body::Empty);
-    resp.headers_mut().reserve(RESPONSE_HEADERS);
+    *resp.headers_mut() = maps::take(RESPONSE_HEADERS);
     *resp.status_mut() = StatusCode::NOT_MODIFIED;
     common_headers(resp.headers_mut(), route, meta, etag, compressible);
     resp
