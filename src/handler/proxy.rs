@@ -67,6 +67,13 @@ async fn forward_parts(
         None
     };
     let forwarding = prepare_request(parts, ctx, upgrade);
+    if ctx.host_header.is_none()
+        && let Ok(name) = HeaderValue::from_str(&upstream.spec.name)
+    {
+        // an HTTP/1.0 request without Host: HTTP/1.1 to the upstream needs one (nginx sends
+        // the upstream's name too)
+        parts.headers.insert(header::HOST, name);
+    }
     let mut body = if incoming.is_end_stream() {
         Body::Empty
     } else {
