@@ -605,7 +605,7 @@ fn a_private_key_readable_by_others_is_refused() {
 async fn malformed_requests_get_their_4xx_and_a_closed_connection() {
     let up = TestUpstream::start("u").await;
     let gw = TestGateway::start(&proxy_config(&[up.addr], "")).await;
-    let cases: [(&str, &[u8], &str); 7] = [
+    let cases: [(&str, &[u8], &str); 8] = [
         (
             "Content-Length with Transfer-Encoding",
             b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
@@ -627,6 +627,11 @@ async fn malformed_requests_get_their_4xx_and_a_closed_connection() {
             "400",
         ),
         ("invalid method", b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n", "400"),
+        (
+            "a transfer coding other than chunked",
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            "501",
+        ),
         (
             "invalid header name",
             b"GET / HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",

@@ -22,7 +22,7 @@ use http::{Method, Request, StatusCode, Uri, Version};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::conn::{ConnCtx, PlainTcp, TrackedBody, respond};
+use super::conn::{ConnCtx, PlainTcp, respond};
 use super::proxy_protocol::Prefixed;
 use crate::http::body::{BoxError, ReqBody};
 use crate::http::maps;
@@ -41,6 +41,8 @@ const COPY_MAX_FLAT: usize = 64 * 1024;
 /// the client gets its answer instead of a reset.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1024 * 1024;
+/// The response buffer an idle connection keeps.
+const KEEP_IDLE: usize = 16 * 1024;
 /// A request body the handler did not read is read past, to keep the connection, when no
 /// more than this is left of it.
 const DRAIN_MAX: u64 = 64 * 1024;
@@ -68,7 +70,12 @@ where
             }
         };
         match conn.exchange(head).await {
-            Next::KeepAlive => {}
+            Next::KeepAlive => conn.trim(),
+            // pipelined requests left unread would turn the close into a reset
+            Next::Close if !conn.buf.is_empty() => {
+                conn.linger().await;
+                return;
+            }
             Next::Close => {
                 let _ = conn.io.shutdown().await;
                 return;
@@ -135,6 +142,8 @@ enum ReqFraming {
 enum Reject {
     Bad,
     TooLarge,
+    /// A transfer coding other than chunked.
+    NotImplemented,
 }
 
 struct Conn<T> {
@@ -158,17 +167,30 @@ where
     /// Reads until a request head is complete; `None` when the connection should just end.
     fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Head>, Reject>> {
         loop {
-            if !self.buf.is_empty() {
-                if let Some(head) = parse(&mut self.buf, self.max_header)? {
-                    return Poll::Ready(Ok(Some(head)));
-                }
-            } else if self.ctx.closing.load(Relaxed) {
+            if !self.buf.is_empty()
+                && let Some(head) = parse(&mut self.buf, self.max_header)?
+            {
+                return Poll::Ready(Ok(Some(head)));
+            }
+            // shutting down: no waiting for a head (a complete one buffered is still served)
+            if self.ctx.closing.load(Relaxed) {
                 return Poll::Ready(Ok(None));
             }
             match ready!(self.fill(cx)) {
                 Ok(0) | Err(_) => return Poll::Ready(Ok(None)),
                 Ok(_) => self.ctx.timers.bytes_read(),
             }
+        }
+    }
+
+    /// Gives back what a large message grew the buffers to, between requests: an idle
+    /// connection keeps a few KiB.
+    fn trim(&mut self) {
+        if self.out.capacity() > KEEP_IDLE {
+            self.out = Vec::with_capacity(1024);
+        }
+        if self.buf.is_empty() && self.buf.capacity() > 4 * READ_SIZE {
+            self.buf = BytesMut::with_capacity(READ_SIZE);
         }
     }
 
@@ -179,6 +201,7 @@ where
                 b"431 Request Header Fields Too Large",
                 b"Request Header Fields Too Large\n",
             ),
+            Reject::NotImplemented => (b"501 Not Implemented", b"Not Implemented\n"),
         };
         let out = &mut self.out;
         out.clear();
@@ -269,6 +292,7 @@ where
             // a 101 nobody asked for (or for HTTP/2): the connection can't follow it
             keep_alive = false;
         }
+        let interim = feeder.as_mut().map_or(&[][..], Feeder::interim_unsent);
         let framing = encode_head(
             &mut self.out,
             &parts,
@@ -278,13 +302,18 @@ where
             &mut keep_alive,
         );
         maps::recycle(parts.headers);
+        if !interim.is_empty() {
+            // a 100 Continue cut short by a full socket is finished ahead of the answer
+            self.out.splice(0..0, interim.iter().copied());
+        }
         let mut writer = Writer {
             out: &mut self.out,
             pos: 0,
             big: None,
-            crlf_after_big: false,
+            after_big: b"",
             framing,
-            body: (framing != Framing::None).then_some(body),
+            body: None,
+            spent: None,
             copy_max: if self.io.is_write_vectored() {
                 COPY_MAX
             } else {
@@ -292,6 +321,12 @@ where
             },
             broken: false,
         };
+        // the body is dropped (the request counted finished) once its last byte is written
+        if framing == Framing::None {
+            writer.spent = Some(body);
+        } else {
+            writer.body = Some(body);
+        }
         let (io, buf) = (&mut self.io, &mut self.buf);
         let sent = poll_fn(|cx| {
             let r = writer.poll_send(io, cx);
@@ -318,7 +353,7 @@ where
             let (io, buf) = (&mut self.io, &mut self.buf);
             let drain = tokio::time::timeout(LINGER, poll_fn(|cx| f.poll_drain(io, buf, cx)));
             if !matches!(drain.await, Ok(Ok(()))) {
-                return Next::Close;
+                return Next::Linger;
             }
         }
         if !keep_alive || self.ctx.closing.load(Relaxed) {
@@ -378,8 +413,9 @@ fn parse(buf: &mut BytesMut, max_header: usize) -> Result<Option<Head>, Reject> 
             }
             length = Some(n);
         } else if name == header::TRANSFER_ENCODING {
-            // the last coding of the last line decides: it must be chunked
-            chunked = Some(last_token(value).eq_ignore_ascii_case(b"chunked"));
+            // chunked is the one coding understood (nginx answers others with 501 too); a second
+            // line would add a coding
+            chunked = Some(chunked.is_none() && value.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         } else if name == header::HOST {
             hosts += 1;
         } else if name == header::CONNECTION {
@@ -401,8 +437,9 @@ fn parse(buf: &mut BytesMut, max_header: usize) -> Result<Option<Head>, Reject> 
     // RFC 9112 §6.1, §6.3: a body is framed one way only
     let body = match (chunked, length) {
         (Some(_), Some(_)) => return Err(Reject::Bad),
-        (Some(true), None) if version == Version::HTTP_11 => Some(ReqFraming::Chunked(Chunked::Size)),
-        (Some(_), None) => return Err(Reject::Bad),
+        (Some(_), None) if version != Version::HTTP_11 => return Err(Reject::Bad),
+        (Some(true), None) => Some(ReqFraming::Chunked(Chunked::Size)),
+        (Some(false), None) => return Err(Reject::NotImplemented),
         (None, Some(0)) | (None, None) => None,
         (None, Some(n)) => Some(ReqFraming::Length(n)),
     };
@@ -437,10 +474,6 @@ fn parse_length(v: &[u8]) -> Option<u64> {
         return None;
     }
     Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
-}
-
-fn last_token(v: &[u8]) -> &[u8] {
-    v.rsplit(|b| *b == b',').next().unwrap_or(b"").trim_ascii()
 }
 
 /// How a response body goes on the wire.
@@ -566,23 +599,27 @@ fn date_line(out: &mut Vec<u8>) {
 }
 
 /// Writes one response: the head in `out`, then the body's frames.
-struct Writer<'a> {
+struct Writer<'a, B> {
     out: &'a mut Vec<u8>,
     /// How much of `out` is written.
     pos: usize,
     /// A large frame to write after `out`.
     big: Option<Bytes>,
-    /// A chunk's closing CRLF is owed after `big`.
-    crlf_after_big: bool,
+    /// Framing owed after `big`: a chunk's closing CRLF, and the last chunk once the body
+    /// ended.
+    after_big: &'static [u8],
     framing: Framing,
     /// `None` once finished (or when there is no body to send).
-    body: Option<TrackedBody>,
+    body: Option<B>,
+    /// The finished body, kept until everything is written: dropping it marks the request
+    /// finished, which starts the connection's keep-alive clock.
+    spent: Option<B>,
     copy_max: usize,
     /// The body broke or overran its length: the connection can't carry another response.
     broken: bool,
 }
 
-impl Writer<'_> {
+impl<B: HttpBody<Data = Bytes, Error = BoxError> + Unpin> Writer<'_, B> {
     fn poll_send<T: AsyncWrite + PlainTcp + Unpin>(
         &mut self,
         io: &mut T,
@@ -623,12 +660,19 @@ impl Writer<'_> {
 
     fn end(&mut self) {
         match self.framing {
+            Framing::Chunked if self.big.is_some() => {
+                self.after_big = if self.after_big.is_empty() {
+                    b"0\r\n\r\n"
+                } else {
+                    b"\r\n0\r\n\r\n"
+                };
+            }
             Framing::Chunked => self.out.extend_from_slice(b"0\r\n\r\n"),
             // shorter than it said: the client must not wait for the rest
             Framing::Length(left) if left > 0 => self.broken = true,
             _ => {}
         }
-        self.body = None;
+        self.spent = self.body.take();
     }
 
     fn queue(&mut self, mut data: Bytes) {
@@ -669,7 +713,7 @@ impl Writer<'_> {
             }
         } else {
             self.big = Some(data);
-            self.crlf_after_big = chunked;
+            self.after_big = if chunked { b"\r\n" } else { b"" };
         }
     }
 
@@ -686,24 +730,28 @@ impl Writer<'_> {
                 self.out.clear();
                 self.pos = 0;
                 self.big = None;
-                if std::mem::take(&mut self.crlf_after_big) {
-                    self.out.extend_from_slice(b"\r\n");
+                let after = std::mem::take(&mut self.after_big);
+                if !after.is_empty() {
+                    self.out.extend_from_slice(after);
                     continue;
                 }
-                return Pin::new(io).poll_flush(cx);
+                ready!(Pin::new(io).poll_flush(cx))?;
+                self.spent = None;
+                return Poll::Ready(Ok(()));
             }
             let n = if big.is_empty() {
                 ready!(Pin::new(&mut *io).poll_write(cx, head))?
-            } else if head.is_empty() {
-                ready!(Pin::new(&mut *io).poll_write(cx, big))?
             } else {
-                let bufs = [io::IoSlice::new(head), io::IoSlice::new(big)];
+                let both = [io::IoSlice::new(head), io::IoSlice::new(big)];
+                let bufs = if head.is_empty() { &both[1..] } else { &both[..] };
+                // a sealed file goes by sendfile, also for what is left after a partial send
                 match io
                     .plain_tcp()
-                    .and_then(|tcp| zerocopy::poll_write_vectored(tcp, cx, &bufs))
+                    .and_then(|tcp| zerocopy::poll_write_vectored(tcp, cx, bufs))
                 {
                     Some(r) => ready!(r)?,
-                    None if io.is_write_vectored() => ready!(Pin::new(&mut *io).poll_write_vectored(cx, &bufs))?,
+                    None if head.is_empty() => ready!(Pin::new(&mut *io).poll_write(cx, big))?,
+                    None if io.is_write_vectored() => ready!(Pin::new(&mut *io).poll_write_vectored(cx, bufs))?,
                     None => ready!(Pin::new(&mut *io).poll_write(cx, head))?,
                 }
             };
@@ -728,6 +776,7 @@ struct Feeder {
     framing: ReqFraming,
     /// `Expect: 100-continue`: the interim answer is owed when the body is first asked for,
     /// and only before the response has started.
+    expect_continue: bool,
     continue_owed: bool,
     /// Bytes of the interim answer written so far.
     continue_sent: usize,
@@ -743,6 +792,7 @@ impl Feeder {
         Self {
             pipe: Arc::new(Pipe::default()),
             framing,
+            expect_continue,
             continue_owed: expect_continue,
             continue_sent: 0,
             length: match framing {
@@ -766,8 +816,20 @@ impl Feeder {
     /// for a `100 Continue` that never came): it can be read and dropped to keep the
     /// connection.
     fn drainable(&self) -> bool {
-        let waiting = self.continue_owed && self.continue_sent == 0;
+        let waiting = self.expect_continue && self.continue_sent < CONTINUE.len();
         matches!(self.framing, ReqFraming::Length(left) if left <= DRAIN_MAX) && !waiting
+    }
+
+    /// The rest of a `100 Continue` whose writing began, which the response head must follow;
+    /// it counts as sent from here.
+    fn interim_unsent(&mut self) -> &'static [u8] {
+        if !self.continue_owed || self.continue_sent == 0 {
+            return b"";
+        }
+        let rest = &CONTINUE[self.continue_sent..];
+        self.continue_owed = false;
+        self.continue_sent = CONTINUE.len();
+        rest
     }
 
     /// Reads and drops the rest of a `Content-Length` body.
@@ -826,6 +888,10 @@ impl Feeder {
                         Poll::Ready(Ok(n)) if n > 0 => {
                             self.continue_sent += n;
                             self.continue_owed = self.continue_sent < CONTINUE.len();
+                            if !self.continue_owed {
+                                // out of TLS's buffer too: the client waits for it
+                                let _ = Pin::new(&mut *io).poll_flush(cx);
+                            }
                             continue;
                         }
                         Poll::Ready(_) => return self.fail("the client went away"),
@@ -840,7 +906,7 @@ impl Feeder {
                     *left -= n as u64;
                     Ok(Decoded::Data(buf.split_to(n).freeze()))
                 }
-                ReqFraming::Chunked(state) => state.decode(buf),
+                ReqFraming::Chunked(state) => state.decode(buf, true),
             };
             match decoded {
                 Ok(Decoded::Data(data)) => self.pipe.deliver(|st| {
@@ -1025,7 +1091,7 @@ mod tests {
         assert!(matches!(h.body, Some(ReqFraming::Length(5))));
         assert!(h.keep_alive);
 
-        let h = head(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n")
+        let h = head(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n")
             .ok()
             .flatten()
             .unwrap();
@@ -1054,7 +1120,6 @@ mod tests {
             &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +4\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n",
             b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n  folded\r\n\r\n",
@@ -1066,6 +1131,14 @@ mod tests {
                 "{}",
                 String::from_utf8_lossy(raw)
             );
+        }
+        // codings other than chunked: 501, as nginx
+        for raw in [
+            &b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(matches!(head(raw), Err(Reject::NotImplemented)));
         }
         let mut big = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
         big.extend_from_slice(&[b'a'; 9000]);
@@ -1122,6 +1195,53 @@ mod tests {
         let (text, f, _) = encoded(r, Version::HTTP_11, false, exact);
         assert!(!text.contains("content-length"), "{text}");
         assert_eq!(f, Framing::None);
+    }
+
+    impl PlainTcp for Vec<u8> {}
+
+    /// Writes a response body with `framing`; returns what went on the wire.
+    fn written<B: HttpBody<Data = Bytes, Error = BoxError> + Unpin>(framing: Framing, body: B) -> Vec<u8> {
+        let mut out = b"HEAD\r\n".to_vec();
+        let mut writer = Writer {
+            out: &mut out,
+            pos: 0,
+            big: None,
+            after_big: b"",
+            framing,
+            body: Some(body),
+            spent: None,
+            copy_max: COPY_MAX,
+            broken: false,
+        };
+        let mut wire = Vec::new();
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(writer.poll_send(&mut wire, &mut cx).is_ready());
+        wire
+    }
+
+    #[test]
+    fn chunked_bodies_end_after_their_last_chunk_whatever_its_size() {
+        let big = Bytes::from(vec![b'x'; 100_000]);
+        let frames = [Bytes::from_static(b"hello"), big.clone()];
+        let stream = |frames: [Bytes; 2]| {
+            http_body_util::StreamBody::new(futures_util::stream::iter(
+                frames.map(|b| Ok::<_, BoxError>(Frame::data(b))),
+            ))
+        };
+        let mut want = b"HEAD\r\n5\r\nhello\r\n186a0\r\n".to_vec();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(b"\r\n0\r\n\r\n");
+        // the end known on the poll after the last frame
+        let wire = written(Framing::Chunked, stream(frames));
+        assert!(wire == want, "{:?}", String::from_utf8_lossy(&wire[wire.len() - 20..]));
+        // the end known with the last frame, which is large: the last chunk still follows it
+        let wire = written(Framing::Chunked, crate::http::body::Body::full(big.clone()));
+        let mut want = b"HEAD\r\n186a0\r\n".to_vec();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(b"\r\n0\r\n\r\n");
+        assert!(wire == want, "{:?}", String::from_utf8_lossy(&wire[wire.len() - 20..]));
+        let wire = written(Framing::Length(5), crate::http::body::Body::full("hello"));
+        assert_eq!(wire, b"HEAD\r\nhello");
     }
 
     #[test]

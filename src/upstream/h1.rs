@@ -482,9 +482,17 @@ fn line_end(buf: &[u8], max: usize, too_long: &'static str) -> Result<Option<usi
     }
 }
 
+/// A line's bytes (CRLF removed) hold no control bytes but tabs.
+fn valid_line(line: &[u8]) -> bool {
+    line.iter().all(|&b| b == b'\t' || !b.is_ascii_control())
+}
+
 impl Chunked {
-    /// Takes what it can from the front of `buf`.
-    pub(crate) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, Error> {
+    /// Takes what it can from the front of `buf`. `strict` (a client's request body, where a
+    /// lenient reading is a smuggling risk behind another proxy): no whitespace before a chunk
+    /// size, no bare CR or other control byte in a line, every line ended by CRLF, trailer
+    /// lines that are header fields.
+    pub(crate) fn decode(&mut self, buf: &mut BytesMut, strict: bool) -> Result<Decoded, Error> {
         loop {
             match *self {
                 Chunked::Size => {
@@ -494,7 +502,15 @@ impl Chunked {
                     let line = buf[..eol]
                         .strip_suffix(b"\r")
                         .ok_or(Error::Malformed("bad chunk-size line"))?;
-                    let digits = line.split(|b| *b == b';').next().unwrap_or(b"").trim_ascii();
+                    if strict && !valid_line(line) {
+                        return Err(Error::Malformed("bad chunk-size line"));
+                    }
+                    let digits = line.split(|b| *b == b';').next().unwrap_or(b"");
+                    let digits = if strict {
+                        digits.trim_ascii_end()
+                    } else {
+                        digits.trim_ascii()
+                    };
                     if digits.is_empty() || digits.len() > 15 {
                         return Err(Error::Malformed("bad chunk size"));
                     }
@@ -538,6 +554,14 @@ impl Chunked {
                         return Ok(Decoded::NeedMore);
                     };
                     let empty = eol == 0 || (eol == 1 && buf[0] == b'\r');
+                    if strict {
+                        let line = buf[..eol]
+                            .strip_suffix(b"\r")
+                            .ok_or(Error::Malformed("bad trailer line"))?;
+                        if !valid_line(line) || !(line.is_empty() || line.contains(&b':')) {
+                            return Err(Error::Malformed("bad trailer line"));
+                        }
+                    }
                     buf.advance(eol + 1);
                     if empty {
                         return Ok(Decoded::End);
@@ -746,7 +770,7 @@ impl HttpBody for RecvBody {
                     let data = conn.buf.split().freeze();
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Framing::Chunked(state) if !conn.buf.is_empty() => match state.decode(&mut conn.buf) {
+                Framing::Chunked(state) if !conn.buf.is_empty() => match state.decode(&mut conn.buf, false) {
                     Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                     Ok(Decoded::End) => {
                         this.finish();
@@ -790,13 +814,17 @@ mod tests {
     use http::Request;
 
     fn decode_all(input: &[u8], split: usize) -> Result<Vec<u8>, Error> {
+        decode_with(input, split, false)
+    }
+
+    fn decode_with(input: &[u8], split: usize, strict: bool) -> Result<Vec<u8>, Error> {
         let mut state = Chunked::Size;
         let mut buf = BytesMut::new();
         let mut out = Vec::new();
         for piece in input.chunks(split) {
             buf.extend_from_slice(piece);
             loop {
-                match state.decode(&mut buf)? {
+                match state.decode(&mut buf, strict)? {
                     Decoded::Data(d) => out.extend_from_slice(&d),
                     Decoded::NeedMore => break,
                     Decoded::End => return Ok(out),
@@ -825,6 +853,32 @@ mod tests {
             b"fffffffffffffffff\r\n",
         ] {
             assert!(decode_all(wire, 64).is_err(), "{:?}", String::from_utf8_lossy(wire));
+        }
+    }
+
+    #[test]
+    fn request_bodies_are_decoded_strictly() {
+        let fine = b"5;name=value\r\nhello\r\n0\r\nx-trailer: 1\r\n\r\n";
+        for split in 1..fine.len() {
+            assert_eq!(decode_with(fine, split, true).unwrap(), b"hello");
+        }
+        // what a response may get away with, a request may not
+        for wire in [
+            &b" 5\r\nhello\r\n0\r\n\r\n"[..],
+            b"5;a\rb\r\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\n\n",
+            b"5\r\nhello\r\n0\r\nnot a header\r\n\r\n",
+        ] {
+            assert!(
+                decode_with(wire, 64, false).is_ok(),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
+            assert!(
+                decode_with(wire, 64, true).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(wire)
+            );
         }
     }
 
