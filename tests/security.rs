@@ -705,3 +705,43 @@ async fn proxy_headers_never_reach_upstreams() {
         assert!(!h.contains_key(name), "{name} reached the upstream");
     }
 }
+
+#[tokio::test]
+async fn a_client_that_reads_nothing_is_cut_off_by_send_timeout() {
+    let up = TestUpstream::start("u").await;
+    let toml = proxy_config(&[up.addr], "").replace(
+        "header_read_timeout = \"2s\"",
+        "header_read_timeout = \"2s\"\nsend_timeout = \"1s\"",
+    );
+    let gw = TestGateway::start(&toml).await;
+    let size: usize = 64 << 20;
+    let mut s = TcpStream::connect(gw.http()).await.unwrap();
+    s.write_all(format!("GET /download?bytes={size} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    // read nothing while the socket buffers fill and the gateway waits on them
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let started = Instant::now();
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await
+    .is_ok();
+    assert!(ended, "the connection stayed open ({got} bytes read)");
+    assert!(got < size, "the whole response arrived: nothing was cut off");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // a reading client on another connection is served as usual
+    let r = plain_client()
+        .get(gw.http_url("/download?bytes=1000000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.bytes().await.unwrap().len(), 1_000_000);
+}

@@ -87,6 +87,8 @@ pub struct ServerSettings {
     pub max_connections_per_ip: usize,
     /// Longest pause between two chunks of a request body.
     pub body_read_timeout: Duration,
+    /// Longest wait for a client to take bytes of a response (HTTP/1.1).
+    pub send_timeout: Duration,
     pub shutdown_grace: Duration,
     pub trusted_proxies: TrustedProxies,
     /// Expect a PROXY v1/v2 header from trusted proxies on both listeners.
@@ -110,6 +112,7 @@ impl Default for ServerSettings {
             max_connections: 10_000,
             max_connections_per_ip: 256,
             body_read_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(30),
             trusted_proxies: TrustedProxies::default(),
             proxy_protocol: false,

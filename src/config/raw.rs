@@ -18,6 +18,7 @@ pub struct RawServer {
     pub max_header_size: Option<S<String>>,
     pub header_read_timeout: Option<S<String>>,
     pub body_read_timeout: Option<S<String>>,
+    pub send_timeout: Option<S<String>>,
     pub keepalive_timeout: Option<S<String>>,
     pub max_connections: Option<S<i64>>,
     pub max_connections_per_ip: Option<S<i64>>,

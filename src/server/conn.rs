@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::ConnSlot;
 use super::proxy_protocol::{self, Prefixed};
+use crate::config::ServerSettings;
 use crate::http::body::{Body, BoxError, ReqBody};
 use crate::http::client_ip::canonical;
 use crate::http::context::ConnInfo;
@@ -176,7 +177,7 @@ pub(super) async fn serve(state: Arc<State>, mut stream: TcpStream, mut info: Co
         None => {
             let timers = Timers::new(server.header_read_timeout, server.keepalive_timeout, false);
             let ctx = Arc::new(ConnCtx::new(state, info, timers));
-            serve_h1(ctx, stream, server.max_header_size, shutdown).await;
+            serve_h1(ctx, stream, &server, shutdown).await;
         }
         Some(acceptor) => {
             // the handshake is part of the time allowed to send the first request head
@@ -204,7 +205,7 @@ pub(super) async fn serve(state: Arc<State>, mut stream: TcpStream, mut info: Co
                 let conn = b.serve_connection(io, service(ctx.clone()));
                 drive(conn, &ctx.timers, true, shutdown).await;
             } else {
-                serve_h1(ctx, stream, server.max_header_size, shutdown).await;
+                serve_h1(ctx, stream, &server, shutdown).await;
             }
         }
     }
@@ -234,13 +235,18 @@ async fn handshake(
     start.into_stream(acceptor.config().clone()).await.ok()
 }
 
-async fn serve_h1<T>(ctx: Arc<ConnCtx>, io: T, max_header: usize, shutdown: watch::Receiver<bool>)
+async fn serve_h1<T>(ctx: Arc<ConnCtx>, io: T, server: &ServerSettings, shutdown: watch::Receiver<bool>)
 where
     T: AsyncRead + AsyncWrite + PlainTcp + Unpin + Send + 'static,
 {
     let conn = H1 {
         // boxed once per connection: it holds every request's future in turn
-        fut: Box::pin(super::h1::serve(ctx.clone(), io, max_header)),
+        fut: Box::pin(super::h1::serve(
+            ctx.clone(),
+            io,
+            server.max_header_size,
+            server.send_timeout,
+        )),
         ctx: ctx.clone(),
     };
     drive(conn, &ctx.timers, false, shutdown).await;

@@ -49,7 +49,7 @@ const DRAIN_MAX: u64 = 64 * 1024;
 
 /// Serves HTTP/1.1 requests on `io` until the client closes, an error ends the connection, or
 /// a graceful shutdown (`ctx.closing`) finds it between requests.
-pub(super) async fn serve<T>(ctx: Arc<ConnCtx>, io: T, max_header: usize)
+pub(super) async fn serve<T>(ctx: Arc<ConnCtx>, io: T, max_header: usize, send_timeout: Duration)
 where
     T: AsyncRead + AsyncWrite + PlainTcp + Unpin + Send + 'static,
 {
@@ -58,6 +58,7 @@ where
         buf: BytesMut::with_capacity(READ_SIZE),
         out: Vec::with_capacity(1024),
         max_header: max_header.max(1024),
+        send_timeout,
         ctx,
     };
     loop {
@@ -71,6 +72,7 @@ where
         };
         match conn.exchange(head).await {
             Next::KeepAlive => conn.trim(),
+            Next::Abort => return,
             // pipelined requests left unread would turn the close into a reset
             Next::Close if !conn.buf.is_empty() => {
                 conn.linger().await;
@@ -116,6 +118,8 @@ impl OnUpgrade {
 enum Next {
     KeepAlive,
     Close,
+    /// Drop the connection as it is: writing failed or stalled.
+    Abort,
     /// Close, reading what the client still sends for a while (its answer must not be lost to
     /// a reset).
     Linger,
@@ -153,6 +157,7 @@ struct Conn<T> {
     /// The response head being written, with small body frames behind it.
     out: Vec<u8>,
     max_header: usize,
+    send_timeout: Duration,
     ctx: Arc<ConnCtx>,
 }
 
@@ -320,6 +325,8 @@ where
                 COPY_MAX_FLAT
             },
             broken: false,
+            send_timeout: self.send_timeout,
+            stall: None,
         };
         // the body is dropped (the request counted finished) once its last byte is written
         if framing == Framing::None {
@@ -337,7 +344,8 @@ where
         })
         .await;
         if sent.is_err() {
-            return Next::Close;
+            // the client is gone, or takes nothing (a close would wait on it too)
+            return Next::Abort;
         }
         keep_alive &= !writer.broken;
         drop(writer);
@@ -617,6 +625,10 @@ struct Writer<'a, B> {
     copy_max: usize,
     /// The body broke or overran its length: the connection can't carry another response.
     broken: bool,
+    /// How long a write may wait for the client to take bytes (`server.send_timeout`).
+    send_timeout: Duration,
+    /// Armed while a write waits; dropped at the next progress.
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<B: HttpBody<Data = Bytes, Error = BoxError> + Unpin> Writer<'_, B> {
@@ -717,6 +729,16 @@ impl<B: HttpBody<Data = Bytes, Error = BoxError> + Unpin> Writer<'_, B> {
         }
     }
 
+    /// The client takes nothing: after `send_timeout` of that, the response is abandoned.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let timeout = self.send_timeout;
+        let stall = self.stall.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stall.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
     /// Writes everything queued.
     fn poll_flush<T: AsyncWrite + PlainTcp + Unpin>(
         &mut self,
@@ -735,12 +757,14 @@ impl<B: HttpBody<Data = Bytes, Error = BoxError> + Unpin> Writer<'_, B> {
                     self.out.extend_from_slice(after);
                     continue;
                 }
-                ready!(Pin::new(io).poll_flush(cx))?;
+                if Pin::new(io).poll_flush(cx)?.is_pending() {
+                    return self.stalled(cx);
+                }
                 self.spent = None;
                 return Poll::Ready(Ok(()));
             }
-            let n = if big.is_empty() {
-                ready!(Pin::new(&mut *io).poll_write(cx, head))?
+            let written = if big.is_empty() {
+                Pin::new(&mut *io).poll_write(cx, head)
             } else {
                 let both = [io::IoSlice::new(head), io::IoSlice::new(big)];
                 let bufs = if head.is_empty() { &both[1..] } else { &both[..] };
@@ -749,12 +773,17 @@ impl<B: HttpBody<Data = Bytes, Error = BoxError> + Unpin> Writer<'_, B> {
                     .plain_tcp()
                     .and_then(|tcp| zerocopy::poll_write_vectored(tcp, cx, bufs))
                 {
-                    Some(r) => ready!(r)?,
-                    None if head.is_empty() => ready!(Pin::new(&mut *io).poll_write(cx, big))?,
-                    None if io.is_write_vectored() => ready!(Pin::new(&mut *io).poll_write_vectored(cx, bufs))?,
-                    None => ready!(Pin::new(&mut *io).poll_write(cx, head))?,
+                    Some(r) => r,
+                    None if head.is_empty() => Pin::new(&mut *io).poll_write(cx, big),
+                    None if io.is_write_vectored() => Pin::new(&mut *io).poll_write_vectored(cx, bufs),
+                    None => Pin::new(&mut *io).poll_write(cx, head),
                 }
             };
+            let n = match written {
+                Poll::Ready(r) => r?,
+                Poll::Pending => return self.stalled(cx),
+            };
+            self.stall = None;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -1212,6 +1241,8 @@ mod tests {
             spent: None,
             copy_max: COPY_MAX,
             broken: false,
+            send_timeout: Duration::from_secs(1),
+            stall: None,
         };
         let mut wire = Vec::new();
         let mut cx = Context::from_waker(Waker::noop());
