@@ -6,6 +6,7 @@ use std::borrow::Cow;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
+use hyper::body::Body as _;
 
 use super::body::{Body, ReqBody};
 use super::context::{ConnInfo, RequestCtx};
@@ -278,19 +279,23 @@ async fn route<'s>(
 /// cache poisoning vectors): both `Content-Length` and `Transfer-Encoding`, several differing
 /// `Content-Length`s, or an absolute-form target naming another host than `Host`. Returns the
 /// declared length, if any.
-fn check_framing<B>(req: &Request<B>) -> Result<Option<u64>, HttpError> {
+///
+/// HTTP/1.1 heads with ambiguous framing never get here: the server's parser refuses them as it
+/// reads the framing (`server::h1`), so only HTTP/2 requests are looked at for it.
+fn check_framing(req: &Request<ReqBody>) -> Result<Option<u64>, HttpError> {
     let h = req.headers();
-    if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
-        return Err(HttpError::BadRequest(
-            "Content-Length and Transfer-Encoding together are ambiguous.",
-        ));
-    }
-    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
-    let first = lengths.next();
-    if let Some(first) = first
-        && lengths.any(|l| l != first)
-    {
-        return Err(HttpError::BadRequest("Conflicting Content-Length headers."));
+    if req.version() >= Version::HTTP_2 {
+        if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
+            return Err(HttpError::BadRequest(
+                "Content-Length and Transfer-Encoding together are ambiguous.",
+            ));
+        }
+        let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+        if let Some(first) = lengths.next()
+            && lengths.any(|l| l != first)
+        {
+            return Err(HttpError::BadRequest("Conflicting Content-Length headers."));
+        }
     }
     if req.version() <= Version::HTTP_11
         && let (Some(authority), Some(host)) = (req.uri().authority(), h.get(header::HOST))
@@ -300,7 +305,8 @@ fn check_framing<B>(req: &Request<B>) -> Result<Option<u64>, HttpError> {
             "The request target names another host than Host.",
         ));
     }
-    Ok(first.and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()))
+    // the body knows its declared length (HTTP/2's from content-length too)
+    Ok(req.body().size_hint().exact())
 }
 
 /// The request's target host: `:authority` (HTTP/2, or an absolute-form target), else `Host`.

@@ -46,12 +46,10 @@ pub(super) struct Timers {
     deadline_ms: AtomicU64,
     header_ms: u64,
     keepalive_ms: u64,
-    /// HTTP/2 reads include control frames: they don't start a request head.
-    h2: bool,
 }
 
 impl Timers {
-    fn new(header: Duration, keepalive: Duration, h2: bool) -> Self {
+    fn new(header: Duration, keepalive: Duration) -> Self {
         let t = Self {
             born: Instant::now(),
             phase: AtomicU8::new(READING_HEAD),
@@ -59,7 +57,6 @@ impl Timers {
             deadline_ms: AtomicU64::new(NO_DEADLINE),
             header_ms: header.as_millis() as u64,
             keepalive_ms: keepalive.as_millis() as u64,
-            h2,
         };
         t.deadline_ms.store(t.header_ms, Relaxed);
         t
@@ -82,10 +79,10 @@ impl Timers {
         }
     }
 
-    /// Bytes arrived: on an idle HTTP/1.1 connection that is the start of the next request head.
+    /// Bytes arrived on an HTTP/1.1 connection: when idle, that is the start of the next
+    /// request head.
     pub(super) fn bytes_read(&self) {
-        if !self.h2
-            && self.phase.load(Relaxed) == IDLE
+        if self.phase.load(Relaxed) == IDLE
             && self
                 .phase
                 .compare_exchange(IDLE, READING_HEAD, Relaxed, Relaxed)
@@ -175,7 +172,7 @@ pub(super) async fn serve(state: Arc<State>, mut stream: TcpStream, mut info: Co
     };
     match tls {
         None => {
-            let timers = Timers::new(server.header_read_timeout, server.keepalive_timeout, false);
+            let timers = Timers::new(server.header_read_timeout, server.keepalive_timeout);
             let ctx = Arc::new(ConnCtx::new(state, info, timers));
             serve_h1(ctx, stream, &server, shutdown).await;
         }
@@ -192,7 +189,7 @@ pub(super) async fn serve(state: Arc<State>, mut stream: TcpStream, mut info: Co
                 Some(rustls::ProtocolVersion::TLSv1_2) => Some("TLSv1.2"),
                 _ => None,
             };
-            let timers = Timers::new(server.header_read_timeout, server.keepalive_timeout, h2);
+            let timers = Timers::new(server.header_read_timeout, server.keepalive_timeout);
             let ctx = Arc::new(ConnCtx::new(state, info, timers));
             if h2 {
                 let io = TokioIo::new(stream);

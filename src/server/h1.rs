@@ -8,7 +8,7 @@
 //! connection closes.
 
 use std::future::{Future, poll_fn};
-use std::io;
+use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::sync::atomic::Ordering::Relaxed;
@@ -26,7 +26,7 @@ use super::conn::{ConnCtx, PlainTcp, respond};
 use super::proxy_protocol::Prefixed;
 use crate::http::body::{BoxError, ReqBody};
 use crate::http::maps;
-use crate::upstream::h1::{Chunked, Decoded};
+use crate::upstream::h1::{Chunked, Decoded, parse_length};
 use crate::zerocopy;
 
 const MAX_HEADERS: usize = 100;
@@ -73,16 +73,12 @@ where
         match conn.exchange(head).await {
             Next::KeepAlive => conn.trim(),
             Next::Abort => return,
-            // pipelined requests left unread would turn the close into a reset
-            Next::Close if !conn.buf.is_empty() => {
-                conn.linger().await;
-                return;
-            }
-            Next::Close => {
+            Next::Close if conn.buf.is_empty() => {
                 let _ = conn.io.shutdown().await;
                 return;
             }
-            Next::Linger => {
+            // pipelined requests left unread would turn a plain close into a reset
+            Next::Close | Next::Linger => {
                 conn.linger().await;
                 return;
             }
@@ -212,9 +208,8 @@ where
         out.clear();
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(status);
-        out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
-        out.extend_from_slice(text.len().to_string().as_bytes());
-        out.extend_from_slice(b"\r\nconnection: close\r\n");
+        out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\n");
+        let _ = write!(out, "content-length: {}\r\nconnection: close\r\n", text.len());
         date_line(out);
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(text);
@@ -311,14 +306,20 @@ where
             // a 100 Continue cut short by a full socket is finished ahead of the answer
             self.out.splice(0..0, interim.iter().copied());
         }
+        // the body is dropped (the request counted finished) once its last byte is written
+        let (body, spent) = if framing == Framing::None {
+            (None, Some(body))
+        } else {
+            (Some(body), None)
+        };
         let mut writer = Writer {
             out: &mut self.out,
             pos: 0,
             big: None,
             after_big: b"",
             framing,
-            body: None,
-            spent: None,
+            body,
+            spent,
             copy_max: if self.io.is_write_vectored() {
                 COPY_MAX
             } else {
@@ -328,12 +329,6 @@ where
             send_timeout: self.send_timeout,
             stall: None,
         };
-        // the body is dropped (the request counted finished) once its last byte is written
-        if framing == Framing::None {
-            writer.spent = Some(body);
-        } else {
-            writer.body = Some(body);
-        }
         let (io, buf) = (&mut self.io, &mut self.buf);
         let sent = poll_fn(|cx| {
             let r = writer.poll_send(io, cx);
@@ -477,13 +472,6 @@ fn header_value(b: Bytes) -> Result<HeaderValue, Reject> {
     HeaderValue::from_maybe_shared(b).map_err(|_| Reject::Bad)
 }
 
-fn parse_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
-}
-
 /// How a response body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
@@ -547,9 +535,7 @@ fn encode_head(
     } else if let Some(n) = length {
         if n == 0 { Framing::None } else { Framing::Length(n) }
     } else if let Some(n) = hint.exact() {
-        out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(itoa(n, &mut [0; 20]));
-        out.extend_from_slice(b"\r\n");
+        let _ = write!(out, "content-length: {n}\r\n");
         if n == 0 { Framing::None } else { Framing::Length(n) }
     } else if version == Version::HTTP_11 {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
@@ -570,18 +556,6 @@ fn encode_head(
     }
     out.extend_from_slice(b"\r\n");
     framing
-}
-
-fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[i..];
-        }
-    }
 }
 
 /// Appends `date: <now>\r\n`, formatted once a second per thread.
@@ -700,19 +674,7 @@ impl<B: HttpBody<Data = Bytes, Error = BoxError> + Unpin> Writer<'_, B> {
                 *left -= data.len() as u64;
             }
             Framing::Chunked => {
-                let mut hex = [0u8; 16];
-                let mut i = hex.len();
-                let mut n = data.len();
-                loop {
-                    i -= 1;
-                    hex[i] = b"0123456789abcdef"[n & 0xf];
-                    n >>= 4;
-                    if n == 0 {
-                        break;
-                    }
-                }
-                self.out.extend_from_slice(&hex[i..]);
-                self.out.extend_from_slice(b"\r\n");
+                let _ = write!(self.out, "{:x}\r\n", data.len());
             }
             Framing::UntilClose => {}
             Framing::None => return,
@@ -809,7 +771,6 @@ struct Feeder {
     continue_owed: bool,
     /// Bytes of the interim answer written so far.
     continue_sent: usize,
-    length: Option<u64>,
     done: bool,
     complete: bool,
 }
@@ -824,19 +785,19 @@ impl Feeder {
             expect_continue,
             continue_owed: expect_continue,
             continue_sent: 0,
-            length: match framing {
-                ReqFraming::Length(n) => Some(n),
-                ReqFraming::Chunked(_) => None,
-            },
             done: false,
             complete: false,
         }
     }
 
+    /// The handler's side, made before any of the body is read.
     fn body(&self) -> RequestBody {
         RequestBody {
             pipe: self.pipe.clone(),
-            remaining: self.length,
+            remaining: match self.framing {
+                ReqFraming::Length(n) => Some(n),
+                ReqFraming::Chunked(_) => None,
+            },
             ended: false,
         }
     }
@@ -1273,12 +1234,5 @@ mod tests {
         assert!(wire == want, "{:?}", String::from_utf8_lossy(&wire[wire.len() - 20..]));
         let wire = written(Framing::Length(5), crate::http::body::Body::full("hello"));
         assert_eq!(wire, b"HEAD\r\nhello");
-    }
-
-    #[test]
-    fn numbers_print() {
-        assert_eq!(itoa(0, &mut [0; 20]), b"0");
-        assert_eq!(itoa(204800, &mut [0; 20]), b"204800");
-        assert_eq!(itoa(u64::MAX, &mut [0; 20]), b"18446744073709551615");
     }
 }

@@ -241,8 +241,8 @@ fn encode_head<'h>(
         }
         None
     } else if let Some(length) = length {
-        // (hyper checked it; unreadable, it lets no byte through)
-        let n = length.to_str().ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        // (the client's server checked it; unreadable, it lets no byte through)
+        let n = parse_length(length.as_bytes()).unwrap_or(0);
         Some(BodyFraming::Length(n))
     } else if let Some(n) = body.size_hint().exact() {
         out.extend_from_slice(format!("content-length: {n}\r\n").as_bytes());
@@ -436,14 +436,18 @@ fn framing(
         if lengths.any(|l| l != first) {
             return Err(Error::Malformed("conflicting Content-Length headers"));
         }
-        let n = std::str::from_utf8(first.as_bytes())
-            .ok()
-            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or(Error::Malformed("bad Content-Length"))?;
+        let n = parse_length(first.as_bytes()).ok_or(Error::Malformed("bad Content-Length"))?;
         return Ok((if n == 0 { Framing::Done } else { Framing::Length(n) }, keep_alive));
     }
     Ok((Framing::UntilClose, false))
+}
+
+/// A `Content-Length` value: digits only (no sign, no spaces), at most 18 of them.
+pub(crate) fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 enum Framing {
