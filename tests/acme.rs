@@ -525,10 +525,18 @@ async fn a_short_lived_certificate_is_renewed_under_load_without_a_failed_reques
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let at_renewal = load.ok();
-    wait_until(Duration::from_secs(10), "requests on the new certificate", || async {
-        load.ok() > at_renewal + 20
-    })
-    .await;
+    // (by hand rather than wait_until: a timeout says what the load saw and what the gateway logged)
+    let waiting = Instant::now();
+    while load.ok() <= at_renewal + 20 {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(10),
+            "timed out waiting for requests on the new certificate: {} ok ({at_renewal} at renewal), failures {:?}; log:\n{}",
+            load.ok(),
+            load.failures(),
+            gw.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     load.finish().await;
     assert!(gw.log_text().contains("renewing now"), "{}", gw.log_text());
 }

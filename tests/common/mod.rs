@@ -177,6 +177,11 @@ impl Load {
         self.ok.load(Ordering::SeqCst)
     }
 
+    /// The failures so far (at most 5).
+    pub fn failures(&self) -> Vec<String> {
+        self.failures.lock().unwrap().iter().take(5).cloned().collect()
+    }
+
     /// Stops the workers and panics if any request failed; returns the 200s.
     pub async fn finish(self) -> usize {
         self.stop.store(true, Ordering::SeqCst);
