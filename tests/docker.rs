@@ -110,6 +110,11 @@ fn the_dockerfile_follows_the_usual_lint_rules() {
             .iter()
             .any(|l| l.starts_with("VOLUME ") && l.contains("certs") && l.contains("logs"))
     );
+    // the image ships the binary the benchmarks measure: the release build with PGO
+    assert!(
+        lines.iter().any(|l| l.contains("bash benches/wrk/pgo.sh")),
+        "built by benches/wrk/pgo.sh"
+    );
     // the dependency layer comes before the sources, so it is cached
     let manifest = pos("COPY Cargo.toml").unwrap();
     let sources = pos("COPY src").unwrap();
