@@ -1,12 +1,14 @@
 //! The access log: one JSON object per request, written after the response has been sent
 //! (bytes and duration known), through tracing-appender's non-blocking writer: a bounded queue
 //! drained by its own thread, lossy when full, so logging never stalls a request (dropped lines
-//! are counted and exported in `/metrics`). Files rotate hourly or daily and `keep` old ones.
+//! are counted and exported in `/metrics`). The thread writes what it drained in one system
+//! call. Files rotate hourly or daily and `keep` old ones.
 
-use std::io::Write;
+use std::cell::RefCell;
+use std::io::{BufWriter, Write};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing_appender::non_blocking::{ErrorCounter, NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
@@ -49,6 +51,17 @@ impl Default for AccessSettings {
 /// Lines queued before the writer starts dropping them.
 const QUEUE: usize = 64 * 1024;
 
+/// The writer thread's buffer: the lines it drains from the queue in one go reach the file in
+/// one `write` (it flushes whenever the queue is empty), not one system call per line.
+const WRITE_BUFFER: usize = 64 * 1024;
+
+thread_local! {
+    /// The line being serialised, reused from request to request.
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
+    /// `YYYY-MM-DDTHH:MM:SS` of the last second formatted, and that second.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+}
+
 /// An open access log. Dropping it flushes what is queued.
 pub struct AccessLog {
     pub settings: AccessSettings,
@@ -62,8 +75,8 @@ impl AccessLog {
     pub fn open(settings: &AccessSettings) -> Result<Option<Self>, String> {
         let (writer, guard) = match &settings.target {
             AccessTarget::Off => return Ok(None),
-            AccessTarget::Stdout => non_blocking(std::io::stdout()),
-            AccessTarget::File(path) => non_blocking(rolling(path, settings)?),
+            AccessTarget::Stdout => non_blocking(BufWriter::with_capacity(WRITE_BUFFER, std::io::stdout())),
+            AccessTarget::File(path) => non_blocking(BufWriter::with_capacity(WRITE_BUFFER, rolling(path, settings)?)),
         };
         Ok(Some(Self {
             settings: settings.clone(),
@@ -75,9 +88,13 @@ impl AccessLog {
 
     /// Queues one line (never blocks; dropped and counted if the queue is full).
     pub fn write(&self, record: &AccessRecord) {
-        let mut line = serde_json::to_vec(record).unwrap_or_default();
-        line.push(b'\n');
-        let _ = self.writer.clone().write_all(&line);
+        LINE.with_borrow_mut(|line| {
+            line.clear();
+            if serde_json::to_writer(&mut *line, record).is_ok() {
+                line.push(b'\n');
+                let _ = self.writer.clone().write_all(line);
+            }
+        });
     }
 
     /// Lines dropped because the queue was full.
@@ -148,11 +165,32 @@ pub struct AccessRecord {
     pub rate_limited: bool,
 }
 
-/// RFC 3339 with milliseconds, in UTC.
+/// RFC 3339 with milliseconds, in UTC. The date and time of day are formatted once per second
+/// (per thread); the milliseconds are appended.
 pub fn rfc3339(t: SystemTime) -> String {
-    let t = time::OffsetDateTime::from(t);
-    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    t.format(&fmt).unwrap_or_default()
+    let Ok(since) = t.duration_since(UNIX_EPOCH) else {
+        let fmt =
+            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+        return time::OffsetDateTime::from(t).format(&fmt).unwrap_or_default();
+    };
+    let (secs, ms) = (since.as_secs(), since.subsec_millis());
+    SECOND.with_borrow_mut(|(second, prefix)| {
+        if *second != secs || prefix.is_empty() {
+            let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+            *prefix = time::OffsetDateTime::from(UNIX_EPOCH + Duration::from_secs(secs))
+                .format(&fmt)
+                .unwrap_or_default();
+            *second = secs;
+        }
+        let mut out = String::with_capacity(prefix.len() + 5);
+        out.push_str(prefix);
+        out.push('.');
+        for digit in [ms / 100, ms / 10 % 10, ms % 10] {
+            out.push(char::from(b'0' + digit as u8));
+        }
+        out.push('Z');
+        out
+    })
 }
 
 #[cfg(test)]
@@ -163,5 +201,13 @@ mod tests {
     fn timestamps() {
         let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_795_000_000_123);
         assert_eq!(rfc3339(t), "2026-11-18T11:06:40.123Z");
+        // the same second again (the cached part), the next one, and whole seconds
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_795_000_000_007);
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:40.007Z");
+        let t = SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_795_000_001_450);
+        assert_eq!(rfc3339(t), "2026-11-18T11:06:41.450Z");
+        assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = SystemTime::UNIX_EPOCH - std::time::Duration::from_millis(1500);
+        assert_eq!(rfc3339(t), "1969-12-31T23:59:58.500Z");
     }
 }
