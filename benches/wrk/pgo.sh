@@ -87,11 +87,13 @@ ready() {
   say "$1 did not answer (logs in $train/logs)"
   exit 1
 }
+run() { "$@" >>"$train/logs/load.log" 2>&1 || { say "training load failed: $*"; exit 1; }; }
 
 "$bin" api --listen "127.0.0.1:$api1" --database "$train/api.db" >"$train/logs/api1.log" 2>&1 &
-pids+=($!)
+replica1=$!
 "$bin" api --listen "127.0.0.1:$api2" --database "$train/api.db" >"$train/logs/api2.log" 2>&1 &
-pids+=($!)
+replica2=$!
+pids+=("$replica1" "$replica2")
 ready "http://127.0.0.1:$api1/api/health"
 ready "http://127.0.0.1:$api2/api/health"
 
@@ -171,7 +173,6 @@ for shape in lean full; do
   ready "$h/api/health"
   enc=gzip
   [ "$shape" = full ] && enc="br, gzip"
-  run() { "$@" >>"$train/logs/load.log" 2>&1 || { say "training load failed: $*"; exit 1; }; }
   # the first request of a compressible file compresses it (brotli at its best setting takes
   # a second in the instrumented build): before the load, not inside its few seconds
   for path in /index.html /static/app.css /photo.jpg; do run curl -fsS -o /dev/null -H "Accept-Encoding: $enc" "$h$path"; done
@@ -186,9 +187,10 @@ for shape in lean full; do
   run h2load -D "$seconds" -c 16 -m 4 "$s/index.html"
   run wrk -t1 -c64 -d"$seconds" -H "Connection: close" "$s/api/health"
   stop "$gw"
+  pids=("$replica1" "$replica2")
 done
-for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-wait
+stop "$replica1"
+stop "$replica2"
 pids=()
 grep -h -E "^(Requests/sec|requests:)" "$train/logs/load.log" | sed 's/^/pgo.sh:   /' >&2
 

@@ -11,8 +11,8 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
 
@@ -82,6 +82,13 @@ struct Shared {
     dropped: AtomicU64,
 }
 
+impl Shared {
+    /// The pending batch (a thread that panicked holding it left nothing half-written).
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// An open access log. Dropping it writes what is pending and stops its thread.
 pub struct AccessLog {
     pub settings: AccessSettings,
@@ -124,7 +131,7 @@ impl AccessLog {
                 return;
             }
             line.push(b'\n');
-            let mut pending = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let mut pending = self.shared.lock();
             let before = pending.lines.len();
             if before + line.len() > MAX_PENDING {
                 self.shared.dropped.fetch_add(1, Relaxed);
@@ -147,21 +154,16 @@ impl Drop for AccessLog {
     /// Has the pending lines written, waiting at most a second for the disk (the last holder
     /// of the log may be a request's task on a runtime thread).
     fn drop(&mut self) {
-        let mut pending = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = self.shared.lock();
         pending.stop = true;
         self.shared.wake.notify_all();
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while !pending.done {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return;
-            }
-            pending = self
-                .shared
-                .wake
-                .wait_timeout(pending, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+        let (pending, _) = self
+            .shared
+            .wake
+            .wait_timeout_while(pending, Duration::from_secs(1), |p| !p.done)
+            .unwrap_or_else(|e| e.into_inner());
+        if !pending.done {
+            return;
         }
         drop(pending);
         if let Some(thread) = self.thread.take() {
@@ -176,22 +178,14 @@ fn write_batches(shared: &Shared, mut out: Box<dyn Write + Send>) {
     let mut batch = Vec::with_capacity(BATCH);
     loop {
         let stop = {
-            let mut pending = shared.pending.lock().unwrap_or_else(|e| e.into_inner());
-            while pending.lines.is_empty() && !pending.stop {
-                pending = shared.wake.wait(pending).unwrap_or_else(|e| e.into_inner());
-            }
-            let deadline = Instant::now() + FLUSH_AFTER;
-            while !pending.stop && pending.lines.len() < BATCH {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                pending = shared
-                    .wake
-                    .wait_timeout(pending, left)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
-            }
+            let idle = shared
+                .wake
+                .wait_while(shared.lock(), |p| p.lines.is_empty() && !p.stop)
+                .unwrap_or_else(|e| e.into_inner());
+            let (mut pending, _) = shared
+                .wake
+                .wait_timeout_while(idle, FLUSH_AFTER, |p| !p.stop && p.lines.len() < BATCH)
+                .unwrap_or_else(|e| e.into_inner());
             std::mem::swap(&mut pending.lines, &mut batch);
             pending.stop
         };
@@ -204,7 +198,7 @@ fn write_batches(shared: &Shared, mut out: Box<dyn Write + Send>) {
             }
         }
         if stop {
-            shared.pending.lock().unwrap_or_else(|e| e.into_inner()).done = true;
+            shared.lock().done = true;
             shared.wake.notify_all();
             return;
         }
@@ -296,6 +290,7 @@ pub fn rfc3339(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     fn record(i: usize) -> AccessRecord {
         AccessRecord {
@@ -321,16 +316,21 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_line_reaches_the_file_in_order_by_the_time_the_log_is_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("access.log");
+    /// A log writing to `access.log` in `dir`, without rotation, and that file's path.
+    fn open_in(dir: &Path) -> (AccessLog, PathBuf) {
+        let path = dir.join("access.log");
         let settings = AccessSettings {
             target: AccessTarget::File(path.clone()),
             rotation: Rotate::Never,
             keep: 0,
         };
-        let log = AccessLog::open(&settings).unwrap().unwrap();
+        (AccessLog::open(&settings).unwrap().unwrap(), path)
+    }
+
+    #[test]
+    fn every_line_reaches_the_file_in_order_by_the_time_the_log_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (log, path) = open_in(dir.path());
         // more than several batches' worth, from two threads
         std::thread::scope(|s| {
             for t in 0..2 {
@@ -369,13 +369,7 @@ mod tests {
     #[test]
     fn a_line_is_written_without_waiting_for_a_full_batch() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("access.log");
-        let settings = AccessSettings {
-            target: AccessTarget::File(path.clone()),
-            rotation: Rotate::Never,
-            keep: 0,
-        };
-        let log = AccessLog::open(&settings).unwrap().unwrap();
+        let (log, path) = open_in(dir.path());
         log.write(&record(1));
         let start = Instant::now();
         while std::fs::read_to_string(&path).unwrap_or_default().lines().count() < 1 {
