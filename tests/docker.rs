@@ -203,7 +203,7 @@ upstream = "backend"
     let status = gw.gw().state.snapshot();
     let servers = status.upstreams["backend"].servers();
     assert_eq!(servers.len(), 1);
-    assert_eq!(servers[0].label, format!("127.0.0.2:{port}"));
+    assert_eq!(*servers[0].label, format!("127.0.0.2:{port}"));
 }
 
 #[tokio::test]

@@ -96,7 +96,7 @@ fn scrape_time_series(state: &State) -> Vec<Gauge> {
                 } else {
                     s.inflight() as f64
                 };
-                let labels = vec![("upstream", u.spec.name.clone()), ("server", s.label.clone())];
+                let labels = vec![("upstream", u.spec.name.clone()), ("server", s.label.to_string())];
                 out.push(g(name, help, "gauge", labels, value));
             }
         }
@@ -194,7 +194,7 @@ fn status(state: &State) -> serde_json::Value {
         "upstreams": upstreams.iter().map(|u| serde_json::json!({
             "name": u.spec.name,
             "servers": u.servers().iter().map(|s| serde_json::json!({
-                "address": s.label,
+                "address": &*s.label,
                 "up": s.is_up(),
                 "inflight": s.inflight(),
             })).collect::<Vec<_>>(),

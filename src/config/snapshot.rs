@@ -30,7 +30,7 @@ pub struct Snapshot {
 pub struct Route {
     pub prefix: String,
     /// A short name for logs and metrics: the path prefix and the route's line in the file.
-    pub name: String,
+    pub name: Arc<str>,
     pub handler: Handler,
     pub headers: SecurityHeaders,
     pub rate_limit: Option<Arc<Zone>>,
@@ -77,7 +77,7 @@ impl Snapshot {
             let route = Route {
                 prefix: r.path.clone(),
                 metrics: metrics.route(&name),
-                name,
+                name: name.into(),
                 handler,
                 headers: r.headers.clone(),
                 rate_limit: r.rate_limit.as_ref().and_then(|z| zones.get(z).cloned()),

@@ -23,7 +23,7 @@ use crate::middleware::compression;
 use crate::middleware::ratelimit;
 use crate::router::{PathError, normalize_path};
 use crate::state::State;
-use crate::telemetry::access::{self, AccessLog, AccessRecord};
+use crate::telemetry::access::{AccessLog, AccessRecord};
 use crate::telemetry::metrics::RouteMetrics;
 use crate::upstream::Server;
 
@@ -56,7 +56,7 @@ impl Completion {
         self.metrics.observe(self.status, elapsed.as_secs_f64());
         if let Some((log, mut record)) = self.log {
             record.bytes_sent = bytes_sent;
-            record.duration_ms = elapsed.as_secs_f64() * 1000.0;
+            record.duration = elapsed;
             log.write(&record);
         }
     }
@@ -123,7 +123,7 @@ pub async fn handle(state: &State, conn: &ConnInfo, req: Request<ReqBody>) -> (R
         rec.rate_limited = meta.rate_limited;
         if let Some((server, took)) = &meta.upstream {
             rec.upstream = Some(server.label.clone());
-            rec.upstream_ms = Some(took.as_secs_f64() * 1000.0);
+            rec.upstream_time = Some(*took);
         }
         (log, rec)
     });
@@ -136,34 +136,23 @@ pub async fn handle(state: &State, conn: &ConnInfo, req: Request<ReqBody>) -> (R
     (resp, completion)
 }
 
-/// The access-log fields known before the request is handled.
+/// The access-log fields known before the request is handled (shared, not copied: the header
+/// values and URI point into the request's own buffers).
 fn access_record(ctx: &RequestCtx<'_>, req: &Request<ReqBody>) -> Box<AccessRecord> {
-    let text = |name: header::HeaderName| {
-        req.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
     Box::new(AccessRecord {
-        time: access::rfc3339(SystemTime::now()),
+        time: SystemTime::now(),
         client_ip: ctx.client_ip,
-        method: req.method().as_str().to_string(),
-        host: ctx
-            .host_header
-            .as_ref()
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("")
-            .to_string(),
-        path: req.uri().path().to_string(),
-        query: req.uri().query().map(str::to_string),
+        method: req.method().clone(),
+        host: ctx.host_header.clone(),
+        uri: req.uri().clone(),
         status: 0,
         bytes_sent: 0,
-        duration_ms: 0.0,
+        duration: Duration::ZERO,
         upstream: None,
-        upstream_ms: None,
-        request_id: ctx.request_id.to_str().unwrap_or("").to_string(),
-        user_agent: text(header::USER_AGENT),
-        referer: text(header::REFERER),
+        upstream_time: None,
+        request_id: ctx.request_id.clone(),
+        user_agent: req.headers().get(header::USER_AGENT).cloned(),
+        referer: req.headers().get(header::REFERER).cloned(),
         tls_version: ctx.conn.tls_version,
         http_version: match req.version() {
             Version::HTTP_2 => "HTTP/2",

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use http::{HeaderValue, Method, Uri};
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
 
 /// Where access lines go.
@@ -127,9 +128,7 @@ impl AccessLog {
     pub fn write(&self, record: &AccessRecord) {
         LINE.with_borrow_mut(|line| {
             line.clear();
-            if serde_json::to_writer(&mut *line, record).is_err() {
-                return;
-            }
+            record.write_json(line);
             line.push(b'\n');
             let mut pending = self.shared.lock();
             let before = pending.lines.len();
@@ -233,39 +232,135 @@ fn rolling(path: &Path, s: &AccessSettings) -> Result<RollingFileAppender, Strin
         .map_err(|e| format!("cannot open access log {}: {e}", path.display()))
 }
 
-/// One access log line.
-#[derive(Debug, serde::Serialize)]
+/// One access log line. Its fields are the request's own values (`Bytes`-backed header values
+/// and URI, shared names), taken without copying and serialised only when the line is written.
+#[derive(Debug)]
 pub struct AccessRecord {
-    /// RFC 3339, UTC, milliseconds.
-    pub time: String,
+    pub time: SystemTime,
     pub client_ip: IpAddr,
-    pub method: String,
-    pub host: String,
-    pub path: String,
-    pub query: Option<String>,
+    pub method: Method,
+    /// The `Host` header, or the HTTP/2 `:authority`.
+    pub host: Option<HeaderValue>,
+    /// Its path and query are logged.
+    pub uri: Uri,
     pub status: u16,
     pub bytes_sent: u64,
-    pub duration_ms: f64,
-    pub upstream: Option<String>,
-    pub upstream_ms: Option<f64>,
-    pub request_id: String,
-    pub user_agent: Option<String>,
-    pub referer: Option<String>,
+    pub duration: Duration,
+    pub upstream: Option<Arc<str>>,
+    /// How long the upstream took to send its response head.
+    pub upstream_time: Option<Duration>,
+    pub request_id: HeaderValue,
+    pub user_agent: Option<HeaderValue>,
+    pub referer: Option<HeaderValue>,
     pub tls_version: Option<&'static str>,
     pub http_version: &'static str,
-    pub route: Option<String>,
+    pub route: Option<Arc<str>>,
     /// `hit` or `miss` for files served from the cache.
     pub cache: Option<&'static str>,
     pub rate_limited: bool,
 }
 
+impl AccessRecord {
+    /// Appends the record to `out` as one JSON object. Header values that are not visible
+    /// ASCII are logged as `null` (the host as `""`).
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        out.extend_from_slice(b"{\"time\":\"");
+        push_rfc3339(self.time, out);
+        out.extend_from_slice(b"\",\"client_ip\":\"");
+        // an address's text needs no escaping
+        let _ = write!(out, "{}", self.client_ip);
+        out.extend_from_slice(b"\",\"method\":");
+        json_str(out, self.method.as_str());
+        out.extend_from_slice(b",\"host\":");
+        json_str(out, visible(&self.host).unwrap_or(""));
+        out.extend_from_slice(b",\"path\":");
+        json_str(out, self.uri.path());
+        out.extend_from_slice(b",\"query\":");
+        json_opt_str(out, self.uri.query());
+        out.extend_from_slice(b",\"status\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.status).as_bytes());
+        out.extend_from_slice(b",\"bytes_sent\":");
+        out.extend_from_slice(itoa::Buffer::new().format(self.bytes_sent).as_bytes());
+        out.extend_from_slice(b",\"duration_ms\":");
+        json_f64(out, ms(self.duration));
+        out.extend_from_slice(b",\"upstream\":");
+        json_opt_str(out, self.upstream.as_deref());
+        out.extend_from_slice(b",\"upstream_ms\":");
+        match self.upstream_time {
+            Some(d) => json_f64(out, ms(d)),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"request_id\":");
+        json_str(out, self.request_id.to_str().unwrap_or(""));
+        out.extend_from_slice(b",\"user_agent\":");
+        json_opt_str(out, visible(&self.user_agent));
+        out.extend_from_slice(b",\"referer\":");
+        json_opt_str(out, visible(&self.referer));
+        out.extend_from_slice(b",\"tls_version\":");
+        json_opt_str(out, self.tls_version);
+        out.extend_from_slice(b",\"http_version\":");
+        json_str(out, self.http_version);
+        out.extend_from_slice(b",\"route\":");
+        json_opt_str(out, self.route.as_deref());
+        out.extend_from_slice(b",\"cache\":");
+        json_opt_str(out, self.cache);
+        out.extend_from_slice(if self.rate_limited {
+            b",\"rate_limited\":true}"
+        } else {
+            b",\"rate_limited\":false}"
+        });
+    }
+}
+
+/// A header value's text, if it is visible ASCII.
+fn visible(v: &Option<HeaderValue>) -> Option<&str> {
+    v.as_ref().and_then(|v| v.to_str().ok())
+}
+
+/// A JSON string. Text that needs no escaping (the usual case) is copied as it is; anything
+/// else is escaped by serde_json. The check has no early exit, so it runs over whole vectors.
+fn json_str(out: &mut Vec<u8>, s: &str) {
+    let escape = s
+        .bytes()
+        .fold(false, |e, b| e | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if escape {
+        let _ = serde_json::to_writer(&mut *out, s);
+    } else {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    }
+}
+
+fn json_opt_str(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => json_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A JSON number (serde_json's shortest round-trip form; `null` for the impossible NaN).
+fn json_f64(out: &mut Vec<u8>, x: f64) {
+    let _ = serde_json::to_writer(&mut *out, &x);
+}
+
 /// RFC 3339 with milliseconds, in UTC. The date and time of day are formatted once per second
 /// (per thread); the milliseconds are appended.
 pub fn rfc3339(t: SystemTime) -> String {
+    let mut out = Vec::with_capacity(24);
+    push_rfc3339(t, &mut out);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends `t` as [`rfc3339`] writes it.
+fn push_rfc3339(t: SystemTime, out: &mut Vec<u8>) {
     let Ok(since) = t.duration_since(UNIX_EPOCH) else {
         let fmt =
             time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-        return time::OffsetDateTime::from(t).format(&fmt).unwrap_or_default();
+        let _ = time::OffsetDateTime::from(t).format_into(out, &fmt);
+        return;
     };
     let (secs, ms) = (since.as_secs(), since.subsec_millis());
     SECOND.with_borrow_mut(|(second, prefix)| {
@@ -276,14 +371,14 @@ pub fn rfc3339(t: SystemTime) -> String {
                 .unwrap_or_default();
             *second = secs;
         }
-        let mut out = String::with_capacity(prefix.len() + 5);
-        out.push_str(prefix);
-        out.push('.');
-        for digit in [ms / 100, ms / 10 % 10, ms % 10] {
-            out.push(char::from(b'0' + digit as u8));
-        }
-        out.push('Z');
-        out
+        out.extend_from_slice(prefix.as_bytes());
+        out.extend_from_slice(&[
+            b'.',
+            b'0' + (ms / 100) as u8,
+            b'0' + (ms / 10 % 10) as u8,
+            b'0' + (ms % 10) as u8,
+            b'Z',
+        ]);
     })
 }
 
@@ -294,19 +389,18 @@ mod tests {
 
     fn record(i: usize) -> AccessRecord {
         AccessRecord {
-            time: rfc3339(SystemTime::now()),
+            time: SystemTime::now(),
             client_ip: IpAddr::from([127, 0, 0, 1]),
-            method: "GET".into(),
-            host: "example.test".into(),
-            path: format!("/line/{i}"),
-            query: None,
+            method: Method::GET,
+            host: Some(HeaderValue::from_static("example.test")),
+            uri: format!("/line/{i}").parse().unwrap(),
             status: 200,
             bytes_sent: 5,
-            duration_ms: 0.25,
+            duration: Duration::from_micros(250),
             upstream: None,
-            upstream_ms: None,
-            request_id: format!("rid-{i}"),
-            user_agent: Some("unit \"test\"".into()),
+            upstream_time: None,
+            request_id: HeaderValue::from_str(&format!("rid-{i}")).unwrap(),
+            user_agent: Some(HeaderValue::from_static("unit \"test\"")),
             referer: None,
             tls_version: None,
             http_version: "HTTP/1.1",
@@ -380,6 +474,84 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(log.dropped(), 0);
+    }
+
+    #[test]
+    fn a_line_is_the_json_object_of_its_fields() {
+        let rec = AccessRecord {
+            time: SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
+            client_ip: "2001:db8::1".parse().unwrap(),
+            method: Method::from_bytes(b"PROPFIND").unwrap(),
+            host: None,
+            uri: "/a%22b/c?q=%5C&x={y}".parse().unwrap(),
+            status: 404,
+            bytes_sent: 18_446_744_073_709_551_615,
+            duration: Duration::from_nanos(1_234_567),
+            upstream: Some("127.0.0.1:8000".into()),
+            upstream_time: Some(Duration::from_micros(42)),
+            request_id: HeaderValue::from_static("rid-\\-1"),
+            // a tab is allowed in a header value and must be escaped in JSON
+            user_agent: Some(HeaderValue::from_static("curl/8 \"quoted\"\tand\\slash")),
+            // not visible ASCII: logged as null
+            referer: Some(HeaderValue::from_bytes(b"https://x/\xc3\xa9").unwrap()),
+            tls_version: Some("TLSv1.3"),
+            http_version: "HTTP/2",
+            route: Some("/api/ (line 12)".into()),
+            cache: None,
+            rate_limited: true,
+        };
+        let mut line = Vec::new();
+        rec.write_json(&mut line);
+        let parsed: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        let expected = serde_json::json!({
+            "time": "2026-11-18T11:06:40.123Z",
+            "client_ip": "2001:db8::1",
+            "method": "PROPFIND",
+            "host": "",
+            "path": "/a%22b/c",
+            "query": "q=%5C&x={y}",
+            "status": 404,
+            "bytes_sent": 18_446_744_073_709_551_615u64,
+            "duration_ms": 1.234567,
+            "upstream": "127.0.0.1:8000",
+            "upstream_ms": 0.042,
+            "request_id": "rid-\\-1",
+            "user_agent": "curl/8 \"quoted\"\tand\\slash",
+            "referer": null,
+            "tls_version": "TLSv1.3",
+            "http_version": "HTTP/2",
+            "route": "/api/ (line 12)",
+            "cache": null,
+            "rate_limited": true,
+        });
+        assert_eq!(parsed, expected);
+        // one line, fields in the documented order
+        assert!(!line.contains(&b'\n'));
+        let text = String::from_utf8(line).unwrap();
+        assert!(
+            text.starts_with("{\"time\":\"2026-11-18T11:06:40.123Z\",\"client_ip\""),
+            "{text}"
+        );
+        assert!(text.ends_with(",\"rate_limited\":true}"), "{text}");
+    }
+
+    #[test]
+    fn strings_are_escaped_as_serde_json_escapes_them() {
+        for s in [
+            "",
+            "plain",
+            "q\"uote",
+            "back\\slash",
+            "tab\t",
+            "nl\n",
+            "\u{1}\u{1f}\u{7f}",
+            "é ünï 🦀",
+            "\"\\\"",
+        ] {
+            let mut out = Vec::new();
+            json_str(&mut out, s);
+            assert_eq!(out, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
     }
 
     #[test]

@@ -111,7 +111,7 @@ impl Upstream {
 /// One upstream server: address, pool, health and load.
 pub struct Server {
     pub addr: ServerAddr,
-    pub label: String,
+    pub label: Arc<str>,
     pub pool: Arc<Pool>,
     hash: u64,
     active_checks: bool,
@@ -135,7 +135,7 @@ impl Server {
                 (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
             }),
             addr,
-            label,
+            label: label.into(),
             pool: Arc::new(Pool::default()),
             active_checks,
             up: AtomicBool::new(true),
