@@ -261,9 +261,9 @@ pub struct AccessRecord {
 }
 
 impl AccessRecord {
-    /// Appends the record to `out` as one JSON object. Header values that are not visible
-    /// ASCII are logged as `null` (the host as `""`).
-    fn write_json(&self, out: &mut Vec<u8>) {
+    /// Appends the record to `out` as one JSON object (no newline). Header values that are
+    /// not visible ASCII are logged as `null` (the host as `""`).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         out.extend_from_slice(b"{\"time\":\"");
         push_rfc3339(self.time, out);
