@@ -13,7 +13,7 @@ use super::context::{ConnInfo, RequestCtx};
 use super::error::{HttpError, wants_json};
 use super::maps;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crate::config::snapshot::Route;
 use crate::config::snapshot::Snapshot;
@@ -136,33 +136,15 @@ pub async fn handle(state: &State, conn: &ConnInfo, req: Request<ReqBody>) -> (R
     (resp, completion)
 }
 
-/// The access-log fields known before the request is handled (shared, not copied: the header
-/// values and URI point into the request's own buffers).
+/// The access-log fields known before the request is handled.
 fn access_record(ctx: &RequestCtx<'_>, req: &Request<ReqBody>) -> Box<AccessRecord> {
-    Box::new(AccessRecord {
-        time: SystemTime::now(),
-        client_ip: ctx.client_ip,
-        method: req.method().clone(),
-        host: ctx.host_header.clone(),
-        uri: req.uri().clone(),
-        status: 0,
-        bytes_sent: 0,
-        duration: Duration::ZERO,
-        upstream: None,
-        upstream_time: None,
-        request_id: ctx.request_id.clone(),
-        user_agent: req.headers().get(header::USER_AGENT).cloned(),
-        referer: req.headers().get(header::REFERER).cloned(),
-        tls_version: ctx.conn.tls_version,
-        http_version: match req.version() {
-            Version::HTTP_2 => "HTTP/2",
-            Version::HTTP_10 => "HTTP/1.0",
-            _ => "HTTP/1.1",
-        },
-        route: None,
-        cache: None,
-        rate_limited: false,
-    })
+    Box::new(AccessRecord::new(
+        req,
+        ctx.client_ip,
+        ctx.host_header.as_ref(),
+        &ctx.request_id,
+        ctx.conn.tls_version,
+    ))
 }
 
 /// Routes a request and runs its handler; `matched` is set to the route once one is found,

@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{HeaderValue, Method, Uri};
+use http::header::{REFERER, USER_AGENT};
+use http::{HeaderValue, Method, Request, Uri, Version};
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
 
 /// Where access lines go.
@@ -261,6 +262,42 @@ pub struct AccessRecord {
 }
 
 impl AccessRecord {
+    /// The fields known when a request arrives, shared with it rather than copied (its header
+    /// values and URI point into the request's own buffers); the rest are filled in as it is
+    /// handled and answered.
+    pub fn new<B>(
+        req: &Request<B>,
+        client_ip: IpAddr,
+        host: Option<&HeaderValue>,
+        request_id: &HeaderValue,
+        tls_version: Option<&'static str>,
+    ) -> Self {
+        Self {
+            time: SystemTime::now(),
+            client_ip,
+            method: req.method().clone(),
+            host: host.cloned(),
+            uri: req.uri().clone(),
+            status: 0,
+            bytes_sent: 0,
+            duration: Duration::ZERO,
+            upstream: None,
+            upstream_time: None,
+            request_id: request_id.clone(),
+            user_agent: req.headers().get(USER_AGENT).cloned(),
+            referer: req.headers().get(REFERER).cloned(),
+            tls_version,
+            http_version: match req.version() {
+                Version::HTTP_2 => "HTTP/2",
+                Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            route: None,
+            cache: None,
+            rate_limited: false,
+        }
+    }
+
     /// Appends the record to `out` as one JSON object (no newline). Header values that are
     /// not visible ASCII are logged as `null` (the host as `""`).
     pub fn write_json(&self, out: &mut Vec<u8>) {
