@@ -6,8 +6,9 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Request};
-use orta_gateway::handler::proxy::{prepare_request, strip_headers};
+use orta_gateway::handler::proxy::prepare_request;
 use orta_gateway::http::context::{ConnInfo, RequestCtx};
+use orta_gateway::proto::h1::fields::strip_hop_by_hop;
 
 fn bench(c: &mut Criterion) {
     let mut conn = ConnInfo::new(
@@ -73,7 +74,7 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || response.clone(),
             |mut h| {
-                strip_headers(&mut h, |n| n == "upgrade" || n == "x-powered-by");
+                strip_hop_by_hop(&mut h, |n| n == "upgrade" || n == "x-powered-by");
                 h
             },
             criterion::BatchSize::SmallInput,

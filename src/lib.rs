@@ -11,6 +11,8 @@ pub mod fs_atomic;
 pub mod handler;
 pub mod http;
 pub mod middleware;
+pub mod net;
+pub mod proto;
 pub mod router;
 pub mod server;
 pub mod state;

@@ -2,47 +2,46 @@
 //! (200 while serving), `/status` (JSON: generation, config, listeners, upstream health,
 //! certificates, last reload error).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::http::body::Body;
+use crate::proto::h1::request::Limits;
+use crate::proto::h1::server::{self as h1, RequestBody, SimpleTimeouts};
 use crate::state::State;
 use crate::telemetry::access::rfc3339;
 use crate::telemetry::metrics::Gauge;
 
 /// Serves the admin endpoints until `stop` turns true.
 pub async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Receiver<bool>) {
+    const OPTIONS: h1::Options = h1::Options {
+        limits: Limits {
+            max_head: 16 * 1024,
+            underscores: false,
+        },
+        send_timeout: std::time::Duration::from_secs(30),
+    };
+    const TIMEOUTS: SimpleTimeouts = SimpleTimeouts {
+        header: std::time::Duration::from_secs(10),
+        keepalive: std::time::Duration::from_secs(60),
+    };
     loop {
         let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(_) => continue,
-            },
+            accepted = crate::net::accept(&listener) => accepted,
             _ = stop.changed() => return,
         };
         let state = state.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(&state, req)) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
-        });
+        let handler = move |req| std::future::ready(handle(&state, req));
+        tokio::spawn(h1::serve_simple(stream, handler, OPTIONS, TIMEOUTS, stop.clone()));
     }
 }
 
-fn handle(state: &State, req: Request<Incoming>) -> Response<Body> {
+fn handle(state: &State, req: Request<Option<RequestBody>>) -> Response<Body> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
     }

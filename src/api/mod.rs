@@ -2,12 +2,11 @@
 //! so the gateway runs end to end on one machine. `run` starts one replica per
 //! `[api].replicas` address in-process; `orta-gateway api` runs one alone (as docker runs
 //! replicas). Replicas share one SQLite database (`db`); bookings are validated in `booking`.
-//! Built on hyper directly: five endpoints don't need a framework's build time.
+//! Served by the gateway's own HTTP/1 codec: five endpoints don't need a framework's build time.
 
 pub mod booking;
 pub mod db;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -16,13 +15,12 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::http::body::Body;
+use crate::proto::h1::server::{self as h1, RequestBody, SimpleTimeouts};
 use db::{Appointment, BookError, Db};
 
 /// The database file when `[api].database` is not set.
@@ -45,32 +43,15 @@ pub async fn serve(listener: TcpListener, addr: SocketAddr, db: Arc<Db>, mut sto
     });
     loop {
         let (stream, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(_) => continue,
-            },
+            accepted = crate::net::accept(&listener) => accepted,
             _ = stop.changed() => return,
         };
-        let _ = stream.set_nodelay(true);
-        let mut stop = stop.clone();
         let replica = replica.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let replica = replica.clone();
-                async move { Ok::<_, Infallible>(handle(&replica, req).await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
+        let handler = move |req| {
+            let replica = replica.clone();
+            async move { handle(&replica, req).await }
+        };
+        tokio::spawn(h1::serve_simple(stream, handler, OPTIONS, TIMEOUTS, stop.clone()));
     }
 }
 
@@ -78,7 +59,7 @@ pub async fn serve(listener: TcpListener, addr: SocketAddr, db: Arc<Db>, mut sto
 pub async fn run_standalone(addr: SocketAddr, database: &Path) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
     let db = Db::open(database)?;
-    let listener = crate::server::listener::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let listener = crate::net::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(database = %database.display(), "bundled API replica listening api={bound}");
     let (tx, rx) = watch::channel(false);
@@ -94,7 +75,20 @@ pub async fn run_standalone(addr: SocketAddr, database: &Path) -> Result<(), Str
     Ok(())
 }
 
-async fn handle(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
+/// What a replica's connections allow.
+const OPTIONS: h1::Options = h1::Options {
+    limits: crate::proto::h1::request::Limits {
+        max_head: 16 * 1024,
+        underscores: false,
+    },
+    send_timeout: std::time::Duration::from_secs(60),
+};
+const TIMEOUTS: SimpleTimeouts = SimpleTimeouts {
+    header: std::time::Duration::from_secs(30),
+    keepalive: std::time::Duration::from_secs(75),
+};
+
+async fn handle(replica: &Replica, req: Request<Option<RequestBody>>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
     let method = req.method().clone();
@@ -164,7 +158,7 @@ async fn catalog(replica: &Replica, query: Option<&str>) -> Response<Body> {
     }
 }
 
-async fn book(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
+async fn book(replica: &Replica, req: Request<Option<RequestBody>>) -> Response<Body> {
     let is_json = req
         .headers()
         .get(CONTENT_TYPE)
@@ -176,7 +170,10 @@ async fn book(replica: &Replica, req: Request<Incoming>) -> Response<Body> {
             "send the booking as application/json",
         );
     }
-    let bytes: Bytes = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+    let Some(body) = req.into_body() else {
+        return error(StatusCode::BAD_REQUEST, "malformed JSON");
+    };
+    let bytes: Bytes = match Limited::new(body, MAX_BODY).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "the booking is too large"),
     };

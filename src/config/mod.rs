@@ -96,6 +96,9 @@ pub struct ServerSettings {
     /// An `/etc/hosts`-format file answering before DNS for upstream server names.
     pub hosts_file: Option<PathBuf>,
     pub server_header: bool,
+    /// Pass request fields whose names hold `_` (dropped by default: CGI and WSGI backends
+    /// read `X_Forwarded_For` as `X-Forwarded-For`).
+    pub underscores_in_headers: bool,
 }
 
 impl Default for ServerSettings {
@@ -118,6 +121,7 @@ impl Default for ServerSettings {
             proxy_protocol: false,
             hosts_file: None,
             server_header: false,
+            underscores_in_headers: false,
         }
     }
 }

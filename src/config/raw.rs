@@ -26,6 +26,7 @@ pub struct RawServer {
     pub trusted_proxies: Option<S<Vec<S<String>>>>,
     pub proxy_protocol: Option<S<bool>>,
     pub server_header: Option<S<bool>>,
+    pub underscores_in_headers: Option<S<bool>>,
     pub hosts_file: Option<S<String>>,
 }
 

@@ -385,6 +385,7 @@ impl Validator<'_> {
         s.shutdown_grace = self.duration(r.shutdown_grace.as_ref(), s.shutdown_grace);
         s.max_connections = self.count(r.max_connections.as_ref(), s.max_connections as u64, 1, 10_000_000) as usize;
         s.server_header = r.server_header.as_ref().is_some_and(|b| *b.get_ref());
+        s.underscores_in_headers = r.underscores_in_headers.as_ref().is_some_and(|b| *b.get_ref());
         s.body_read_timeout = self.positive_duration(r.body_read_timeout.as_ref(), s.body_read_timeout);
         s.send_timeout = self.positive_duration(r.send_timeout.as_ref(), s.send_timeout);
         s.max_connections_per_ip = self.count(

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Body as _;
@@ -15,9 +15,10 @@ use tokio::io::AsyncWriteExt;
 use crate::http::body::{self, Body, ReqBody};
 use crate::http::context::RequestCtx;
 use crate::http::error::HttpError;
-use crate::http::maps;
-use crate::server::h1::OnUpgrade;
-use crate::upstream::h1::{self, RecvBody, is_hop_by_hop};
+use crate::proto::h1::fields::{is_hop_by_hop, strip_hop_by_hop};
+use crate::proto::h1::server::OnUpgrade;
+use crate::proto::maps;
+use crate::upstream::h1::{self, RecvBody};
 use crate::upstream::pool::{self, ConnectError};
 use crate::upstream::{InflightGuard, Server, Upstream};
 
@@ -231,14 +232,15 @@ fn is_forwarding(name: &str) -> bool {
     )
 }
 
-/// Rewrites the request head for the upstream: origin-form URI, HTTP/1.1, `Host` kept,
-/// hop-by-hop headers out; returns the forwarding headers to send with it.
+/// Rewrites the request head for the upstream: origin-form URI, HTTP/1.1, `Host` the one the
+/// gateway routed on, hop-by-hop headers out; returns the forwarding headers to send with it.
 pub fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) -> Forwarding {
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         let pq = parts.uri.path_and_query().cloned();
         parts.uri = pq.map_or_else(|| Uri::from_static("/"), Uri::from);
     }
-    // HTTP/2 names the host in `:authority`: it becomes `Host`
+    // HTTP/2 names the host in `:authority`: it becomes `Host` (RFC 9113 §8.3.1), replacing
+    // any `host` field of the client's (the pipeline refused one that differs)
     let needs_host = parts.version >= Version::HTTP_2;
     parts.version = Version::HTTP_11;
     let h = &mut parts.headers;
@@ -266,15 +268,12 @@ pub fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) -
         }
     }
     if strip {
-        strip_headers(h, doomed);
+        strip_hop_by_hop(h, doomed);
     }
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    if needs_host
-        && let Some(host) = &ctx.host_header
-        && !h.contains_key(header::HOST)
-    {
+    if needs_host && let Some(host) = &ctx.host_header {
         h.insert(header::HOST, host.clone());
     }
     let forwarded_for = match forwarded_for {
@@ -321,44 +320,11 @@ fn response(resp: Response<RecvBody>, inflight: InflightGuard, client_upgrade: O
         return Response::from_parts(parts, Body::Empty);
     }
     body.pooled(inflight);
-    // the client left hop-by-hop headers (and `Upgrade`) out as it parsed the head
+    // the client left hop-by-hop headers (and `Upgrade`) out as it parsed the head; what names
+    // the backend's software stays behind too (the gateway's own `Server` is added on request)
+    parts.headers.remove(header::SERVER);
     parts.headers.remove(&X_POWERED_BY);
     Response::from_parts(parts, Body::Upstream(body))
-}
-
-/// Removes the hop-by-hop headers of RFC 9110 §7.6.1 and those named in `Connection`
-/// (except `Upgrade`, which the caller decides on).
-pub fn remove_hop_by_hop(h: &mut HeaderMap) {
-    strip_headers(h, |_| false);
-}
-
-/// Removes hop-by-hop headers, those named in `Connection` (but `Upgrade`), and those `also`
-/// picks. One pass over the names first: most messages carry none, and then nothing is hashed.
-pub fn strip_headers(h: &mut HeaderMap, also: impl Fn(&str) -> bool) {
-    if !h.keys().any(|k| is_hop_by_hop(k.as_str()) || also(k.as_str())) {
-        return;
-    }
-    let mut doomed: Vec<HeaderName> = h
-        .keys()
-        .filter(|k| is_hop_by_hop(k.as_str()) || also(k.as_str()))
-        .cloned()
-        .collect();
-    for conn in h.get_all(header::CONNECTION) {
-        doomed.extend(
-            conn.to_str()
-                .unwrap_or("")
-                .split(',')
-                .map(str::trim)
-                // the usual tokens name no header to remove (keep-alive goes anyway): skipped
-                // before they cost a header name each
-                .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
-                .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-                .filter(|n| *n != header::UPGRADE),
-        );
-    }
-    for n in doomed {
-        h.remove(n);
-    }
 }
 
 /// An HTTP/1.1 request asking for a protocol upgrade (WebSocket).
@@ -379,28 +345,4 @@ fn is_idempotent(m: &Method) -> bool {
         *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_and_connection_listed_headers_go() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret, upgrade"),
-        );
-        h.insert("x-secret", HeaderValue::from_static("1"));
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
-        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("Basic x"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
-        remove_hop_by_hop(&mut h);
-        let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
-        names.sort();
-        assert_eq!(names, vec!["accept", "upgrade"]);
-    }
 }

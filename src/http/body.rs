@@ -12,9 +12,8 @@ use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
+use crate::proto::BoxError;
 use crate::upstream::h1::RecvBody;
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Default)]
 pub enum Body {
@@ -32,7 +31,7 @@ pub enum Body {
 pub enum ReqBody {
     Empty,
     Hyper(Incoming),
-    H1(crate::server::h1::RequestBody),
+    H1(crate::proto::h1::server::RequestBody),
 }
 
 impl HttpBody for ReqBody {

@@ -5,5 +5,4 @@ pub mod body;
 pub mod client_ip;
 pub mod context;
 pub mod error;
-pub mod maps;
 pub mod service;

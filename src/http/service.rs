@@ -11,7 +11,6 @@ use hyper::body::Body as _;
 use super::body::{Body, ReqBody};
 use super::context::{ConnInfo, RequestCtx};
 use super::error::{HttpError, wants_json};
-use super::maps;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +20,7 @@ use crate::handler::proxy::{X_FORWARDED_FOR, X_REQUEST_ID};
 use crate::handler::{Handler, files, proxy, redirect};
 use crate::middleware::compression;
 use crate::middleware::ratelimit;
+use crate::proto::maps;
 use crate::router::{PathError, normalize_path};
 use crate::state::State;
 use crate::telemetry::access::{AccessLog, AccessRecord};

@@ -1,15 +1,11 @@
-//! Listening sockets and their accept loops. Sockets are bound with SO_REUSEPORT so a new
-//! gateway process can bind the same addresses while the old one drains (zero-downtime restart).
-//! Over `max_connections`, a new connection is closed at once without stalling the others.
+//! The client-facing listeners' accept loops and connection caps: over `max_connections` (or
+//! `max_connections_per_ip`), a new connection is closed at once without stalling the others.
 
 use std::collections::HashMap;
-use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
@@ -17,20 +13,6 @@ use super::conn;
 use crate::http::client_ip::canonical;
 use crate::http::context::ConnInfo;
 use crate::state::State;
-
-/// Binds a listening TCP socket (SO_REUSEADDR + SO_REUSEPORT, backlog 1024).
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
-}
 
 /// Counts open client connections, for `max_connections`, `max_connections_per_ip`, and
 /// draining at shutdown.
@@ -129,21 +111,12 @@ impl Drop for ConnSlot {
 /// connections already waiting in the backlog are taken and served before the socket closes
 /// (with SO_REUSEPORT, closing it with connections queued would reset them).
 pub async fn accept_loop(listener: TcpListener, tls: bool, state: Arc<State>, mut stop: watch::Receiver<bool>) {
-    let local = listener.local_addr().ok();
     loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
+        let (stream, peer) = tokio::select! {
+            accepted = crate::net::accept(&listener) => accepted,
             _ = stop.changed() => break,
         };
-        match accepted {
-            Ok((stream, peer)) => admit(&state, stream, peer, tls),
-            Err(e) if is_per_connection(&e) => continue,
-            Err(e) => {
-                // out of file descriptors or memory: back off instead of spinning
-                tracing::error!(listener = ?local, "accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        admit(&state, stream, peer, tls);
     }
     while let Some(Ok((stream, peer))) = futures_util::FutureExt::now_or_never(listener.accept()) {
         admit(&state, stream, peer, tls);
@@ -167,12 +140,4 @@ fn admit(state: &Arc<State>, stream: TcpStream, peer: SocketAddr, tls: bool) {
     let _ = stream.set_nodelay(true);
     let info = ConnInfo::new(peer, stream.local_addr().unwrap_or(peer), tls);
     tokio::spawn(conn::serve(state.clone(), stream, info, slot));
-}
-
-/// Errors that concern one connection only (it went away before we took it).
-fn is_per_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
-    )
 }

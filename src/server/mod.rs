@@ -5,9 +5,7 @@
 //! exit 0).
 
 mod conn;
-pub mod h1;
 pub mod listener;
-pub mod proxy_protocol;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -81,7 +79,8 @@ impl Kind {
 
 /// Binds `addr` and starts the loop that serves it.
 fn bind(kind: Kind, addr: SocketAddr, state: &Arc<State>, db: Option<&Arc<Db>>) -> Result<Bound, String> {
-    let l: TcpListener = listener::bind(addr).map_err(|e| format!("cannot listen on {addr} ({}): {e}", kind.name()))?;
+    let l: TcpListener =
+        crate::net::bind(addr).map_err(|e| format!("cannot listen on {addr} ({}): {e}", kind.name()))?;
     let local = l.local_addr().map_err(|e| e.to_string())?;
     let (stop, stop_rx) = watch::channel(false);
     let task = match kind {

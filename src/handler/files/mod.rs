@@ -21,10 +21,11 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, Take};
 use tokio_util::io::ReaderStream;
 
-use crate::http::body::{Body, BoxError};
+use crate::http::body::Body;
 use crate::http::error::HttpError;
-use crate::http::maps;
 use crate::middleware::compression::{self, CompressionSettings, Encoding};
+use crate::proto::BoxError;
+use crate::proto::maps;
 use cache::{CachedFile, FileCache, FileMeta, Lookup};
 
 /// A route that serves files.

@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls::pki_types::ServerName;
 
@@ -111,25 +109,20 @@ async fn get(url: &str, client: &Arc<ClientConfig>) -> Result<(StatusCode, http:
             .connect(name, tcp)
             .await
             .map_err(|e| format!("{url}: {e}"))?;
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        tokio::spawn(conn);
-        let req = Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+        let mut tls = tls;
+        let (req, ()) = Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
             .header(
                 http::header::HOST,
                 uri.authority().map_or(host.as_str(), |a| a.as_str()),
             )
             .header(http::header::USER_AGENT, "orta-gateway")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let resp = tx.send_request(req).await.map_err(|e| format!("{url}: {e}"))?;
-        let (parts, body) = resp.into_parts();
-        let body = Limited::new(body, 64 * 1024)
-            .collect()
+            .header(http::header::CONNECTION, "close")
+            .body(())
+            .map_err(|e| e.to_string())?
+            .into_parts();
+        let (parts, body) = crate::proto::h1::client::fetch(&mut tls, &req, 64 * 1024)
             .await
-            .map_err(|e| format!("{url}: {e}"))?
-            .to_bytes();
+            .map_err(|e| format!("{url}: {e}"))?;
         Ok((parts.status, parts.headers, body))
     };
     tokio::time::timeout(Duration::from_secs(10), work)

@@ -1,35 +1,83 @@
-//! The HTTP/1.1 server side of a client connection, run in the connection's own task: request
-//! heads are parsed with httparse (header values are slices of one copy of the head), the
-//! handler's future is polled in place, a request body is read from the socket as the handler
-//! asks for it, and each response is framed (Content-Length, chunked, or until close) and
-//! written with as few system calls as its body allows: a small answer leaves in one write, a
-//! cached large file by `sendfile`. Keep-alive, pipelining, `Expect: 100-continue` and protocol
-//! upgrades (WebSocket) follow RFC 9112; a malformed head gets 400 (431 when too large) and the
-//! connection closes.
+//! The HTTP/1.1 server side of a connection, run in the connection's own task, for any
+//! [`Service`]: the gateway's client-facing listeners, the admin listener and the bundled API.
+//! Request heads are parsed by [`super::request`] (field values are slices of one copy of the
+//! head), the service's future is polled in place, a request body is read from the socket as
+//! the service asks for it, and each response is framed by [`super::encode`] (Content-Length,
+//! chunked, or until close) and written with as few system calls as its body allows: a small
+//! answer leaves in one write, a cached large file by `sendfile`. Keep-alive, pipelining,
+//! `Expect: 100-continue` and protocol upgrades (WebSocket) follow RFC 9112; a malformed head
+//! gets 400 (431 when too large, 501 for what is not implemented) and the connection closes.
 
 use std::future::{Future, poll_fn};
-use std::io::{self, Write as _};
-use std::mem::MaybeUninit;
+use std::io;
 use std::pin::{Pin, pin};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker, ready};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
-use http::{Method, Request, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
 
-use super::conn::{ConnCtx, PlainTcp, respond};
-use super::proxy_protocol::Prefixed;
-use crate::http::body::{BoxError, ReqBody};
-use crate::http::maps;
-use crate::upstream::h1::{Chunked, Decoded, parse_length};
+use super::chunked::{self, Chunked, Decoded};
+use super::encode::{self, BodyShape};
+use super::request::{self, BodyFraming, Limits, Reject, RequestHead};
+use super::response::Framing;
+use crate::proto::BoxError;
+use crate::proto::lifecycle::{self, Graceful, Timers};
+use crate::proto::maps;
+use crate::proto::proxy_protocol::Prefixed;
 use crate::zerocopy;
 
-const MAX_HEADERS: usize = 100;
+/// What answers the requests of a connection.
+pub trait Service: Send + Sync + 'static {
+    type Body: HttpBody<Data = Bytes, Error = BoxError> + Send + Unpin + 'static;
+
+    /// Answers one request; `None` as its body when the request has none.
+    fn call(self: Arc<Self>, req: Request<Option<RequestBody>>) -> impl Future<Output = Response<Self::Body>> + Send;
+
+    /// The first bytes of a request head arrived.
+    fn head_started(&self) {}
+
+    /// A graceful shutdown asked the connection to close once its current response is out.
+    fn closing(&self) -> bool;
+
+    /// Asks the connection to close once its current response is out.
+    fn close(&self);
+}
+
+/// The TCP socket under a transport when body bytes reach it unchanged (plain HTTP, not TLS):
+/// there a sealed body can go out with `sendfile`.
+pub trait PlainTcp {
+    fn plain_tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+impl PlainTcp for Prefixed<TcpStream> {
+    fn plain_tcp(&self) -> Option<&TcpStream> {
+        Some(self.get_ref())
+    }
+}
+
+impl PlainTcp for TcpStream {
+    fn plain_tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+/// What a connection allows its clients.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub limits: Limits,
+    /// How long a write may wait for the client to take bytes.
+    pub send_timeout: Duration,
+}
+
 /// The read buffer grows by this much when it runs low.
 const READ_SIZE: usize = 16 * 1024;
 /// Body frames up to this size are copied behind the head (one write); larger ones go out as
@@ -48,18 +96,21 @@ const KEEP_IDLE: usize = 16 * 1024;
 const DRAIN_MAX: u64 = 64 * 1024;
 
 /// Serves HTTP/1.1 requests on `io` until the client closes, an error ends the connection, or
-/// a graceful shutdown (`ctx.closing`) finds it between requests.
-pub(super) async fn serve<T>(ctx: Arc<ConnCtx>, io: T, max_header: usize, send_timeout: Duration)
+/// a graceful shutdown ([`Service::closing`]) finds it between requests.
+pub async fn serve<T, S>(service: Arc<S>, io: T, options: Options)
 where
     T: AsyncRead + AsyncWrite + PlainTcp + Unpin + Send + 'static,
+    S: Service,
 {
+    let mut limits = options.limits;
+    limits.max_head = limits.max_head.max(1024);
     let mut conn = Conn {
         io,
         buf: BytesMut::with_capacity(READ_SIZE),
         out: Vec::with_capacity(1024),
-        max_header: max_header.max(1024),
-        send_timeout,
-        ctx,
+        limits,
+        send_timeout: options.send_timeout,
+        service,
     };
     loop {
         let head = match poll_fn(|cx| conn.poll_head(cx)).await {
@@ -89,6 +140,107 @@ where
             }
         }
     }
+}
+
+/// A connection being served: a graceful shutdown asks it to finish the response in progress
+/// and close.
+pub struct Connection<F, S> {
+    fut: Pin<Box<F>>,
+    service: Arc<S>,
+}
+
+impl<F: Future, S> Future for Connection<F, S> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.fut.as_mut().poll(cx)
+    }
+}
+
+impl<F: Future, S: Service> Graceful for Connection<F, S> {
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        self.service.close();
+    }
+}
+
+/// [`serve`] as a [`Graceful`] connection, boxed once: it holds every request's future in turn.
+pub fn connection<T, S>(service: Arc<S>, io: T, options: Options) -> Connection<impl Future<Output = ()>, S>
+where
+    T: AsyncRead + AsyncWrite + PlainTcp + Unpin + Send + 'static,
+    S: Service,
+{
+    Connection {
+        fut: Box::pin(serve(service.clone(), io, options)),
+        service,
+    }
+}
+
+/// A service of a few fixed endpoints (the admin listener, the bundled API): a handler and the
+/// timers of one connection.
+struct Simple<H> {
+    handler: H,
+    timers: Timers,
+    closing: AtomicBool,
+}
+
+impl<H, F, B> Service for Simple<H>
+where
+    H: Fn(Request<Option<RequestBody>>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send,
+    B: HttpBody<Data = Bytes, Error = BoxError> + Send + Unpin + 'static,
+{
+    type Body = B;
+
+    async fn call(self: Arc<Self>, req: Request<Option<RequestBody>>) -> Response<B> {
+        self.timers.request_started();
+        let resp = (self.handler)(req).await;
+        self.timers.request_finished();
+        resp
+    }
+
+    fn head_started(&self) {
+        self.timers.bytes_read();
+    }
+
+    fn closing(&self) -> bool {
+        self.closing.load(Relaxed)
+    }
+
+    fn close(&self) {
+        self.closing.store(true, Relaxed);
+    }
+}
+
+/// Timeouts of a [`serve_simple`] connection.
+#[derive(Debug, Clone, Copy)]
+pub struct SimpleTimeouts {
+    /// A request head must arrive within this.
+    pub header: Duration,
+    /// An idle connection closes after this.
+    pub keepalive: Duration,
+}
+
+/// Serves a plain TCP connection with `handler` until the client closes, the connection idles or
+/// sends its head too slowly, or `stop` turns true (the response in progress is finished).
+pub async fn serve_simple<H, F, B>(
+    stream: TcpStream,
+    handler: H,
+    options: Options,
+    timeouts: SimpleTimeouts,
+    stop: watch::Receiver<bool>,
+) where
+    H: Fn(Request<Option<RequestBody>>) -> F + Send + Sync + 'static,
+    F: Future<Output = Response<B>> + Send,
+    B: HttpBody<Data = Bytes, Error = BoxError> + Send + Unpin + 'static,
+{
+    let _ = stream.set_nodelay(true);
+    let service = Arc::new(Simple {
+        handler,
+        timers: Timers::new(timeouts.header, timeouts.keepalive),
+        closing: AtomicBool::new(false),
+    });
+    let conn = connection(service.clone(), stream, options);
+    lifecycle::drive(conn, &service.timers, false, stop).await;
 }
 
 /// A transport a protocol upgrade hands over.
@@ -122,64 +274,48 @@ enum Next {
     Upgrade(tokio::sync::oneshot::Sender<Upgraded>),
 }
 
-/// A parsed request head, with what the connection must know about it.
-struct Head {
-    req: Request<()>,
-    body: Option<ReqFraming>,
-    keep_alive: bool,
-    expect_continue: bool,
-    upgrade: bool,
-}
-
+/// A request body's framing, with the chunked decoder's state.
 #[derive(Clone, Copy)]
 enum ReqFraming {
     Length(u64),
     Chunked(Chunked),
 }
 
-/// Why a head is refused.
-#[derive(Clone, Copy)]
-enum Reject {
-    Bad,
-    TooLarge,
-    /// A transfer coding other than chunked.
-    NotImplemented,
-}
-
-struct Conn<T> {
+struct Conn<T, S> {
     io: T,
     /// Bytes read and not yet consumed (the next head, a body, pipelined requests).
     buf: BytesMut,
     /// The response head being written, with small body frames behind it.
     out: Vec<u8>,
-    max_header: usize,
+    limits: Limits,
     send_timeout: Duration,
-    ctx: Arc<ConnCtx>,
+    service: Arc<S>,
 }
 
-impl<T> Conn<T>
+impl<T, S> Conn<T, S>
 where
     T: AsyncRead + AsyncWrite + PlainTcp + Unpin + Send + 'static,
+    S: Service,
 {
     fn fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         fill(&mut self.io, &mut self.buf, cx)
     }
 
     /// Reads until a request head is complete; `None` when the connection should just end.
-    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Head>, Reject>> {
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<RequestHead>, Reject>> {
         loop {
             if !self.buf.is_empty()
-                && let Some(head) = parse(&mut self.buf, self.max_header)?
+                && let Some(head) = request::parse(&mut self.buf, &self.limits)?
             {
                 return Poll::Ready(Ok(Some(head)));
             }
             // shutting down: no waiting for a head (a complete one buffered is still served)
-            if self.ctx.closing.load(Relaxed) {
+            if self.service.closing() {
                 return Poll::Ready(Ok(None));
             }
             match ready!(self.fill(cx)) {
                 Ok(0) | Err(_) => return Poll::Ready(Ok(None)),
-                Ok(_) => self.ctx.timers.bytes_read(),
+                Ok(_) => self.service.head_started(),
             }
         }
     }
@@ -197,7 +333,10 @@ where
 
     async fn reject(&mut self, why: Reject) {
         let (status, text): (&[u8], &[u8]) = match why {
-            Reject::Bad => (b"400 Bad Request", b"Bad Request\n"),
+            Reject::Bad(why) => {
+                tracing::debug!("request refused: {why}");
+                (b"400 Bad Request", b"Bad Request\n")
+            }
             Reject::TooLarge => (
                 b"431 Request Header Fields Too Large",
                 b"Request Header Fields Too Large\n",
@@ -209,8 +348,10 @@ where
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(status);
         out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\n");
-        let _ = write!(out, "content-length: {}\r\nconnection: close\r\n", text.len());
-        date_line(out);
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(itoa::Buffer::new().format(text.len()).as_bytes());
+        out.extend_from_slice(b"\r\nconnection: close\r\n");
+        encode::date_line(out);
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(text);
         if self.io.write_all(&self.out).await.is_ok() {
@@ -239,8 +380,8 @@ where
     }
 
     /// Runs one request through the gateway and writes its response.
-    async fn exchange(&mut self, head: Head) -> Next {
-        let Head {
+    async fn exchange(&mut self, head: RequestHead) -> Next {
+        let RequestHead {
             req,
             body,
             mut keep_alive,
@@ -250,11 +391,7 @@ where
         let version = req.version();
         let head_only = req.method() == Method::HEAD;
         let mut feeder = body.map(|framing| Feeder::new(framing, expect_continue));
-        let body = match &feeder {
-            None => ReqBody::Empty,
-            Some(f) => ReqBody::H1(f.body()),
-        };
-        let mut req = req.map(|()| body);
+        let mut req = req.map(|()| feeder.as_ref().map(Feeder::body));
         let mut upgrade_to = None;
         if upgrade {
             let (tx, rx) = tokio::sync::oneshot::channel();
@@ -263,7 +400,7 @@ where
         }
 
         let resp = {
-            let mut fut = pin!(respond(self.ctx.clone(), req));
+            let mut fut = pin!(self.service.clone().call(req));
             let (io, buf) = (&mut self.io, &mut self.buf);
             poll_fn(|cx| {
                 if let Poll::Ready(resp) = fut.as_mut().poll(cx) {
@@ -293,14 +430,11 @@ where
             keep_alive = false;
         }
         let interim = feeder.as_mut().map_or(&[][..], Feeder::interim_unsent);
-        let framing = encode_head(
-            &mut self.out,
-            &parts,
-            version,
-            head_only,
-            body.size_hint(),
-            &mut keep_alive,
-        );
+        let shape = BodyShape {
+            empty: body.is_end_stream(),
+            exact: body.size_hint().exact(),
+        };
+        let framing = encode::response_head(&mut self.out, &parts, version, head_only, shape, &mut keep_alive);
         maps::recycle(parts.headers);
         if !interim.is_empty() {
             // a 100 Continue cut short by a full socket is finished ahead of the answer
@@ -359,7 +493,7 @@ where
                 return Next::Linger;
             }
         }
-        if !keep_alive || self.ctx.closing.load(Relaxed) {
+        if !keep_alive || self.service.closing() {
             return Next::Close;
         }
         Next::KeepAlive
@@ -371,213 +505,6 @@ fn fill<T: AsyncRead + Unpin>(io: &mut T, buf: &mut BytesMut, cx: &mut Context<'
         buf.reserve(READ_SIZE);
     }
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
-}
-
-/// Parses a complete request head off the front of `buf`; `None` until it has all arrived.
-fn parse(buf: &mut BytesMut, max_header: usize) -> Result<Option<Head>, Reject> {
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut parsed = httparse::Request::new(&mut []);
-    let len = match parsed.parse_with_uninit_headers(buf, &mut slots) {
-        Ok(httparse::Status::Complete(len)) if len <= max_header => len,
-        Ok(httparse::Status::Complete(_)) | Err(httparse::Error::TooManyHeaders) => return Err(Reject::TooLarge),
-        Ok(httparse::Status::Partial) if buf.len() > max_header => return Err(Reject::TooLarge),
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(_) => return Err(Reject::Bad),
-    };
-    // one copy of the head; the target and header values are slices of it
-    let head = Bytes::copy_from_slice(&buf[..len]);
-    let base = buf.as_ptr() as usize;
-    let slice = |s: &[u8]| head.slice(s.as_ptr() as usize - base..s.as_ptr() as usize - base + s.len());
-
-    let method = Method::from_bytes(parsed.method.unwrap_or("").as_bytes()).map_err(|_| Reject::Bad)?;
-    let version = if parsed.version == Some(1) {
-        Version::HTTP_11
-    } else {
-        Version::HTTP_10
-    };
-    let uri = Uri::from_maybe_shared(slice(parsed.path.unwrap_or("").as_bytes())).map_err(|_| Reject::Bad)?;
-
-    let mut headers = maps::take(parsed.headers.len());
-    let mut length: Option<u64> = None;
-    let mut chunked = None;
-    let mut hosts = 0;
-    let mut conn_close = false;
-    let mut conn_keep_alive = false;
-    let mut conn_upgrade = false;
-    let mut has_upgrade = false;
-    let mut expect_continue = false;
-    for h in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| Reject::Bad)?;
-        let value = h.value;
-        if name == header::CONTENT_LENGTH {
-            let n = parse_length(value).ok_or(Reject::Bad)?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Reject::Bad);
-            }
-            length = Some(n);
-        } else if name == header::TRANSFER_ENCODING {
-            // chunked is the one coding understood (nginx answers others with 501 too); a second
-            // line would add a coding
-            chunked = Some(chunked.is_none() && value.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name == header::HOST {
-            hosts += 1;
-        } else if name == header::CONNECTION {
-            for t in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
-                conn_close |= t.eq_ignore_ascii_case(b"close");
-                conn_keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
-                conn_upgrade |= t.eq_ignore_ascii_case(b"upgrade");
-            }
-        } else if name == header::UPGRADE {
-            has_upgrade = true;
-        } else if name == header::EXPECT {
-            expect_continue = value.trim_ascii().eq_ignore_ascii_case(b"100-continue");
-        }
-        let value = header_value(slice(value))?;
-        headers.append(name, value);
-    }
-    buf.advance(len);
-
-    // RFC 9112 §6.1, §6.3: a body is framed one way only
-    let body = match (chunked, length) {
-        (Some(_), Some(_)) => return Err(Reject::Bad),
-        (Some(_), None) if version != Version::HTTP_11 => return Err(Reject::Bad),
-        (Some(true), None) => Some(ReqFraming::Chunked(Chunked::Size)),
-        (Some(false), None) => return Err(Reject::NotImplemented),
-        (None, Some(0)) | (None, None) => None,
-        (None, Some(n)) => Some(ReqFraming::Length(n)),
-    };
-    if hosts > 1 {
-        return Err(Reject::Bad);
-    }
-    let keep_alive = if version == Version::HTTP_11 {
-        !conn_close
-    } else {
-        conn_keep_alive && !conn_close
-    };
-    let mut req = Request::new(());
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = version;
-    *req.headers_mut() = headers;
-    Ok(Some(Head {
-        req,
-        body,
-        keep_alive,
-        expect_continue: expect_continue && version == Version::HTTP_11,
-        upgrade: conn_upgrade && has_upgrade && version == Version::HTTP_11,
-    }))
-}
-
-fn header_value(b: Bytes) -> Result<HeaderValue, Reject> {
-    HeaderValue::from_maybe_shared(b).map_err(|_| Reject::Bad)
-}
-
-/// How a response body goes on the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// No body (HEAD, 1xx, 204, 304, or an empty one).
-    None,
-    Length(u64),
-    Chunked,
-    /// Until the connection closes (an HTTP/1.0 client and a body of unknown length).
-    UntilClose,
-}
-
-/// Writes the status line and headers into `out`, with the framing, `Date` and `Connection`
-/// headers the response needs, and says how its body goes.
-fn encode_head(
-    out: &mut Vec<u8>,
-    parts: &http::response::Parts,
-    version: Version,
-    head_only: bool,
-    hint: SizeHint,
-    keep_alive: &mut bool,
-) -> Framing {
-    let status = parts.status;
-    out.clear();
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    let bodiless_status = status.is_informational() || status == StatusCode::NO_CONTENT;
-    let mut length = None;
-    let mut has_date = false;
-    let mut has_connection = false;
-    for (name, value) in &parts.headers {
-        if *name == header::TRANSFER_ENCODING {
-            // the framing is decided here
-            continue;
-        } else if *name == header::CONTENT_LENGTH {
-            if bodiless_status {
-                continue;
-            }
-            length = parse_length(value.as_bytes());
-        } else if *name == header::DATE {
-            has_date = true;
-        } else if *name == header::CONNECTION {
-            has_connection = true;
-            if value
-                .as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-            {
-                *keep_alive = false;
-            }
-        }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    let framing = if bodiless_status || status == StatusCode::NOT_MODIFIED || head_only {
-        Framing::None
-    } else if let Some(n) = length {
-        if n == 0 { Framing::None } else { Framing::Length(n) }
-    } else if let Some(n) = hint.exact() {
-        let _ = write!(out, "content-length: {n}\r\n");
-        if n == 0 { Framing::None } else { Framing::Length(n) }
-    } else if version == Version::HTTP_11 {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-        Framing::Chunked
-    } else {
-        *keep_alive = false;
-        Framing::UntilClose
-    };
-    if !has_connection && status != StatusCode::SWITCHING_PROTOCOLS {
-        if !*keep_alive {
-            out.extend_from_slice(b"connection: close\r\n");
-        } else if version == Version::HTTP_10 {
-            out.extend_from_slice(b"connection: keep-alive\r\n");
-        }
-    }
-    if !has_date {
-        date_line(out);
-    }
-    out.extend_from_slice(b"\r\n");
-    framing
-}
-
-/// Appends `date: <now>\r\n`, formatted once a second per thread.
-fn date_line(out: &mut Vec<u8>) {
-    use std::cell::RefCell;
-    thread_local! {
-        static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
-    }
-    let now = SystemTime::now();
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    DATE.with_borrow_mut(|(at, text)| {
-        if *at != secs {
-            let s = httpdate::fmt_http_date(now);
-            if s.len() == text.len() {
-                text.copy_from_slice(s.as_bytes());
-                *at = secs;
-            }
-        }
-        out.extend_from_slice(b"date: ");
-        out.extend_from_slice(text);
-        out.extend_from_slice(b"\r\n");
-    });
 }
 
 /// Writes one response: the head in `out`, then the body's frames.
@@ -653,7 +580,7 @@ impl<B: HttpBody<Data = Bytes, Error = BoxError> + Unpin> Writer<'_, B> {
                     b"\r\n0\r\n\r\n"
                 };
             }
-            Framing::Chunked => self.out.extend_from_slice(b"0\r\n\r\n"),
+            Framing::Chunked => self.out.extend_from_slice(chunked::LAST_CHUNK),
             // shorter than it said: the client must not wait for the rest
             Framing::Length(left) if left > 0 => self.broken = true,
             _ => {}
@@ -674,7 +601,7 @@ impl<B: HttpBody<Data = Bytes, Error = BoxError> + Unpin> Writer<'_, B> {
                 *left -= data.len() as u64;
             }
             Framing::Chunked => {
-                let _ = write!(self.out, "{:x}\r\n", data.len());
+                chunked::size_line(self.out, data.len());
             }
             Framing::UntilClose => {}
             Framing::None => return,
@@ -778,10 +705,13 @@ struct Feeder {
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 impl Feeder {
-    fn new(framing: ReqFraming, expect_continue: bool) -> Self {
+    fn new(framing: BodyFraming, expect_continue: bool) -> Self {
         Self {
             pipe: Arc::new(Pipe::default()),
-            framing,
+            framing: match framing {
+                BodyFraming::Length(n) => ReqFraming::Length(n),
+                BodyFraming::Chunked => ReqFraming::Chunked(Chunked::new()),
+            },
             expect_continue,
             continue_owed: expect_continue,
             continue_sent: 0,
@@ -1062,132 +992,13 @@ impl Drop for RequestBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::Response;
-
-    fn head(raw: &[u8]) -> Result<Option<Head>, Reject> {
-        parse(&mut BytesMut::from(raw), 8192)
-    }
-
-    #[test]
-    fn request_heads_parse_with_their_framing() {
-        let h = head(b"POST /a?b=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
-            .ok()
-            .flatten()
-            .unwrap();
-        assert_eq!(h.req.method(), Method::POST);
-        assert_eq!(h.req.uri().path(), "/a");
-        assert_eq!(h.req.uri().query(), Some("b=1"));
-        assert_eq!(h.req.headers()["host"], "x");
-        assert!(matches!(h.body, Some(ReqFraming::Length(5))));
-        assert!(h.keep_alive);
-
-        let h = head(b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n")
-            .ok()
-            .flatten()
-            .unwrap();
-        assert!(matches!(h.body, Some(ReqFraming::Chunked(_))));
-        assert!(!h.keep_alive);
-
-        let h = head(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-            .ok()
-            .flatten()
-            .unwrap();
-        assert!(h.keep_alive && h.body.is_none());
-        let h = head(b"GET / HTTP/1.0\r\n\r\n").ok().flatten().unwrap();
-        assert!(!h.keep_alive);
-
-        let h = head(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-            .ok()
-            .flatten()
-            .unwrap();
-        assert!(h.upgrade);
-        assert!(matches!(head(b"GET / HTTP/1.1\r\nHost: x\r\n"), Ok(None)));
-    }
-
-    #[test]
-    fn ambiguous_or_broken_heads_are_refused() {
-        for raw in [
-            &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +4\r\n\r\n",
-            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
-            b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n  folded\r\n\r\n",
-            b"G(T / HTTP/1.1\r\nHost: x\r\n\r\n",
-            b"GET / HTTP/1.1\r\nBad Header: 1\r\n\r\n",
-        ] {
-            assert!(
-                matches!(head(raw), Err(Reject::Bad)),
-                "{}",
-                String::from_utf8_lossy(raw)
-            );
-        }
-        // codings other than chunked: 501, as nginx
-        for raw in [
-            &b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"[..],
-            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
-            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
-        ] {
-            assert!(matches!(head(raw), Err(Reject::NotImplemented)));
-        }
-        let mut big = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
-        big.extend_from_slice(&[b'a'; 9000]);
-        assert!(matches!(head(&big), Err(Reject::TooLarge)));
-        // the same two equal lengths are one length
-        let h = head(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\n");
-        assert!(matches!(
-            h,
-            Ok(Some(Head {
-                body: Some(ReqFraming::Length(4)),
-                ..
-            }))
-        ));
-    }
-
-    fn encoded(resp: Response<()>, version: Version, head_only: bool, hint: SizeHint) -> (String, Framing, bool) {
-        let (parts, ()) = resp.into_parts();
-        let mut out = Vec::new();
-        let mut keep_alive = true;
-        let f = encode_head(&mut out, &parts, version, head_only, hint, &mut keep_alive);
-        (String::from_utf8(out).unwrap(), f, keep_alive)
-    }
-
-    #[test]
-    fn response_heads_carry_the_framing_their_body_needs() {
-        let exact = SizeHint::with_exact(5);
-        let (text, f, ka) = encoded(Response::new(()), Version::HTTP_11, false, exact);
-        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
-        assert!(
-            text.contains("content-length: 5\r\n") && text.contains("date: "),
-            "{text}"
-        );
-        assert_eq!((f, ka), (Framing::Length(5), true));
-
-        let (text, f, _) = encoded(Response::new(()), Version::HTTP_11, false, SizeHint::default());
-        assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
-        assert_eq!(f, Framing::Chunked);
-
-        let (text, f, ka) = encoded(Response::new(()), Version::HTTP_10, false, SizeHint::default());
-        assert!(text.contains("connection: close\r\n"), "{text}");
-        assert_eq!((f, ka), (Framing::UntilClose, false));
-
-        let mut r = Response::new(());
-        r.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("10"));
-        let (text, f, _) = encoded(r, Version::HTTP_11, true, exact);
-        assert!(text.contains("content-length: 10\r\n"), "{text}");
-        assert_eq!(f, Framing::None);
-
-        let mut r = Response::new(());
-        *r.status_mut() = StatusCode::NO_CONTENT;
-        r.headers_mut()
-            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        let (text, f, _) = encoded(r, Version::HTTP_11, false, exact);
-        assert!(!text.contains("content-length"), "{text}");
-        assert_eq!(f, Framing::None);
-    }
 
     impl PlainTcp for Vec<u8> {}
+
+    fn full(b: Bytes) -> impl HttpBody<Data = Bytes, Error = BoxError> + Unpin {
+        use http_body_util::BodyExt;
+        http_body_util::Full::new(b).map_err(|e| match e {})
+    }
 
     /// Writes a response body with `framing`; returns what went on the wire.
     fn written<B: HttpBody<Data = Bytes, Error = BoxError> + Unpin>(framing: Framing, body: B) -> Vec<u8> {
@@ -1227,12 +1038,12 @@ mod tests {
         let wire = written(Framing::Chunked, stream(frames));
         assert!(wire == want, "{:?}", String::from_utf8_lossy(&wire[wire.len() - 20..]));
         // the end known with the last frame, which is large: the last chunk still follows it
-        let wire = written(Framing::Chunked, crate::http::body::Body::full(big.clone()));
+        let wire = written(Framing::Chunked, full(big.clone()));
         let mut want = b"HEAD\r\n186a0\r\n".to_vec();
         want.extend_from_slice(&big);
         want.extend_from_slice(b"\r\n0\r\n\r\n");
         assert!(wire == want, "{:?}", String::from_utf8_lossy(&wire[wire.len() - 20..]));
-        let wire = written(Framing::Length(5), crate::http::body::Body::full("hello"));
+        let wire = written(Framing::Length(5), full(Bytes::from_static(b"hello")));
         assert_eq!(wire, b"HEAD\r\nhello");
     }
 }
