@@ -274,8 +274,9 @@ pub struct RouteSpec {
     pub headers: SecurityHeaders,
     /// Only these client networks may use the route (403 for others); `None`: everyone.
     pub allow: Option<Vec<ipnet::IpNet>>,
-    /// 1-based line of the route in the file, to name it in logs and metrics.
-    pub line: usize,
+    /// The route's label in logs and metrics: its `name`, else its first host and its path
+    /// (`/api/`, `shop.example/api/`), so it stays the same when lines above it move.
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -125,6 +125,7 @@ pub struct RawHealth {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    pub name: Option<S<String>>,
     pub host: Option<S<Vec<S<String>>>>,
     pub path: Option<S<String>>,
     pub upstream: Option<S<String>>,

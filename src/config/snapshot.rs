@@ -73,10 +73,10 @@ impl Snapshot {
             .unwrap_or_else(|| FileCache::new(config.cache));
         let routes = config.routes.iter().filter_map(|r: &RouteSpec| {
             let handler = Handler::new(r, |name| upstreams.get(name).cloned())?;
-            let name = format!("{}@{}", r.path, r.line);
+            let name = r.name.as_str();
             let route = Route {
                 prefix: r.path.clone(),
-                metrics: metrics.route(&name),
+                metrics: metrics.route(name),
                 name: name.into(),
                 handler,
                 headers: r.headers.clone(),

@@ -774,8 +774,8 @@ impl Validator<'_> {
     ) -> Vec<RouteSpec> {
         let mut out: Vec<RouteSpec> = Vec::new();
         let mut seen: HashMap<(String, String), Range<usize>> = HashMap::new();
+        let mut names: HashMap<String, Range<usize>> = HashMap::new();
         for (span, r) in &raw.routes {
-            let line = self.d.line_col(span.start).0;
             let Some(path) = &r.path else {
                 self.missing(span.clone(), "[[route]] needs a `path`, e.g. \"/\" or \"/api/\"");
                 continue;
@@ -926,6 +926,29 @@ impl Validator<'_> {
                 }
                 nets
             });
+            let name = match &r.name {
+                Some(n) => {
+                    let v = n.get_ref();
+                    if v.is_empty()
+                        || v.len() > 64
+                        || !v.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+                    {
+                        self.err(
+                            n.span(),
+                            "a route name is 1 to 64 visible ASCII characters, no quotes or backslashes",
+                        );
+                    }
+                    (v.clone(), n.span())
+                }
+                None => (format!("{}{p}", hosts.first().map_or("", String::as_str)), path.span()),
+            };
+            if let Some(prev) = names.insert(name.0.clone(), name.1.clone()) {
+                let (l, c) = self.d.line_col(prev.start);
+                self.err(
+                    name.1,
+                    format!("route name `{}` is taken by the route at line {l}, column {c}: give one of them another `name`", name.0),
+                );
+            }
             out.push(RouteSpec {
                 hosts,
                 path: p.clone(),
@@ -933,7 +956,7 @@ impl Validator<'_> {
                 rate_limit: r.rate_limit.as_ref().map(|z| z.get_ref().clone()),
                 headers,
                 allow,
-                line,
+                name: name.0,
             });
         }
         out

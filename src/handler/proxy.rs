@@ -273,7 +273,9 @@ pub fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) -
     if upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    if needs_host && let Some(host) = &ctx.host_header {
+    if let Some(host) = &ctx.host_header
+        && (needs_host || !h.contains_key(header::HOST))
+    {
         h.insert(header::HOST, host.clone());
     }
     let forwarded_for = match forwarded_for {

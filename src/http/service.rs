@@ -63,10 +63,14 @@ impl Completion {
 }
 
 /// Handles one request from a client connection.
-pub async fn handle(state: &State, conn: &ConnInfo, req: Request<ReqBody>) -> (Response<Body>, Completion) {
+pub async fn handle(state: &State, conn: &ConnInfo, mut req: Request<ReqBody>) -> (Response<Body>, Completion) {
     let start = Instant::now();
     let snap = state.snapshot();
     let server = &snap.config.server;
+    if req.version() >= Version::HTTP_2 && !server.underscores_in_headers {
+        // (the HTTP/1.1 codec drops them as it parses)
+        drop_underscored(req.headers_mut());
+    }
     let request_id = request_id(req.headers().get(&X_REQUEST_ID));
     let trusted = &server.trusted_proxies;
     // X-Forwarded-For is looked up only when some proxy is trusted to send it
@@ -76,11 +80,12 @@ pub async fn handle(state: &State, conn: &ConnInfo, req: Request<ReqBody>) -> (R
         req.headers().get(&X_FORWARDED_FOR)
     };
     let client_ip = trusted.client_ip(conn.remote.ip(), xff);
+    let host = host_header(&req);
     let ctx = RequestCtx {
         conn,
         client_ip,
         request_id,
-        host_header: host_header(&req),
+        host_header: host.clone().unwrap_or(None),
     };
     let access_log = state.access_log.load_full();
     let record = access_log.as_ref().map(|_| access_record(&ctx, &req));
@@ -88,7 +93,11 @@ pub async fn handle(state: &State, conn: &ConnInfo, req: Request<ReqBody>) -> (R
     let h1 = req.version() < Version::HTTP_2;
     let mut matched = None;
     let mut meta = Meta::default();
-    let mut resp = match route(state, &snap, &ctx, req, &mut matched, &mut meta).await {
+    let routed = match host {
+        Ok(_) => route(state, &snap, &ctx, req, &mut matched, &mut meta).await,
+        Err(e) => Err(e),
+    };
+    let mut resp = match routed {
         Ok(r) => r,
         Err(e) => {
             // a malformed request: don't read anything more from this client
@@ -261,11 +270,15 @@ fn check_framing(req: &Request<ReqBody>) -> Result<Option<u64>, HttpError> {
                 "Content-Length and Transfer-Encoding together are ambiguous.",
             ));
         }
-        let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
-        if let Some(first) = lengths.next()
-            && lengths.any(|l| l != first)
-        {
-            return Err(HttpError::BadRequest("Conflicting Content-Length headers."));
+        // the same rule as the HTTP/1.1 codec's: one length, said once
+        let mut lengths = crate::proto::h1::fields::Lengths::default();
+        for v in h.get_all(header::CONTENT_LENGTH) {
+            lengths
+                .add(v.as_bytes())
+                .map_err(|_| HttpError::BadRequest("Conflicting Content-Length headers."))?;
+        }
+        if lengths.repeated {
+            return Err(HttpError::BadRequest("Content-Length sent more than once."));
         }
     }
     if req.version() <= Version::HTTP_11
@@ -280,16 +293,50 @@ fn check_framing(req: &Request<ReqBody>) -> Result<Option<u64>, HttpError> {
     Ok(req.body().size_hint().exact())
 }
 
-/// The request's target host: `:authority` (HTTP/2, or an absolute-form target), else `Host`.
-fn host_header(req: &Request<ReqBody>) -> Option<HeaderValue> {
-    if req.version() < Version::HTTP_2
-        && let Some(h) = req.headers().get(header::HOST)
-    {
-        return Some(h.clone());
+/// The host the request is for, which it is routed on and which the upstream receives as
+/// `Host`. HTTP/1.1: `Host` (a request without it is refused later, RFC 9112 §3.2, also with an
+/// absolute-form target); HTTP/1.0: `Host`, else an absolute-form target's authority. HTTP/2:
+/// `:authority`, else `host`; both present and different, or `host` sent twice: 400 (RFC 9113
+/// §8.3.1: the gateway must not route on one and forward the other).
+fn host_header(req: &Request<ReqBody>) -> Result<Option<HeaderValue>, HttpError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(HttpError::BadRequest("More than one Host header."));
     }
-    req.uri()
-        .authority()
-        .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    let authority = || {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    };
+    Ok(match req.version() {
+        Version::HTTP_11 => host.cloned(),
+        v if v < Version::HTTP_11 => host.cloned().or_else(authority),
+        _ => match (authority(), host) {
+            (Some(a), Some(h)) if !a.as_bytes().eq_ignore_ascii_case(h.as_bytes()) => {
+                return Err(HttpError::BadRequest(
+                    "The :authority and host fields name different hosts.",
+                ));
+            }
+            (Some(a), _) => Some(a),
+            (None, h) => h.cloned(),
+        },
+    })
+}
+
+/// Removes the fields whose names hold `_` (see `proto::h1::fields::has_underscore`).
+fn drop_underscored(h: &mut http::HeaderMap) {
+    use crate::proto::h1::fields::has_underscore;
+    if h.keys().any(|k| has_underscore(k.as_str().as_bytes())) {
+        let doomed: Vec<_> = h
+            .keys()
+            .filter(|k| has_underscore(k.as_str().as_bytes()))
+            .cloned()
+            .collect();
+        for name in doomed {
+            h.remove(name);
+        }
+    }
 }
 
 /// The lower-cased host name of a `Host` value, port removed; `None` when it is not a host.

@@ -58,6 +58,15 @@ struct Listeners {
     api: Vec<Bound>,
 }
 
+/// The slot of a single listener (not the API replicas).
+fn slot(l: &mut Listeners, kind: Kind) -> &mut Option<Bound> {
+    match kind {
+        Kind::Http => &mut l.http,
+        Kind::Https => &mut l.https,
+        _ => &mut l.admin,
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Http,
@@ -77,48 +86,57 @@ impl Kind {
     }
 }
 
-/// Binds `addr` and starts the loop that serves it.
-fn bind(kind: Kind, addr: SocketAddr, state: &Arc<State>, db: Option<&Arc<Db>>) -> Result<Bound, String> {
-    let l: TcpListener =
-        crate::net::bind(addr).map_err(|e| format!("cannot listen on {addr} ({}): {e}", kind.name()))?;
-    let local = l.local_addr().map_err(|e| e.to_string())?;
+/// Binds `addr` for a listener of `kind` (nothing is served until [`start`]).
+fn listen(kind: Kind, addr: SocketAddr) -> Result<TcpListener, String> {
+    crate::net::bind(addr).map_err(|e| format!("cannot listen on {addr} ({}): {e}", kind.name()))
+}
+
+/// Starts the loop that serves a bound listener.
+fn start(kind: Kind, wanted: SocketAddr, l: TcpListener, state: &Arc<State>, db: Option<&Arc<Db>>) -> Bound {
+    let local = l.local_addr().unwrap_or(wanted);
     let (stop, stop_rx) = watch::channel(false);
-    let task = match kind {
-        Kind::Http => tokio::spawn(listener::accept_loop(l, false, state.clone(), stop_rx)),
-        Kind::Https => tokio::spawn(listener::accept_loop(l, true, state.clone(), stop_rx)),
-        Kind::Admin => tokio::spawn(crate::admin::serve(l, state.clone(), stop_rx)),
-        Kind::Api => {
-            let db = db.ok_or("the bundled API has no database")?.clone();
-            tokio::spawn(crate::api::serve(l, local, db, stop_rx))
-        }
+    let task = match (kind, db) {
+        (Kind::Http, _) => tokio::spawn(listener::accept_loop(l, false, state.clone(), stop_rx)),
+        (Kind::Https, _) => tokio::spawn(listener::accept_loop(l, true, state.clone(), stop_rx)),
+        (Kind::Admin, _) => tokio::spawn(crate::admin::serve(l, state.clone(), stop_rx)),
+        (Kind::Api, Some(db)) => tokio::spawn(crate::api::serve(l, local, db.clone(), stop_rx)),
+        // (never: a replica is only started with its database)
+        (Kind::Api, None) => tokio::spawn(async {}),
     };
-    Ok(Bound {
-        wanted: addr,
+    Bound {
+        wanted,
         local,
         stop,
         task,
-    })
+    }
 }
 
-/// A listener slot after a reload, and the listener it replaced (to be stopped).
-type Rebound = (Option<Bound>, Option<Bound>);
-
-/// The listener for `wanted`: the current one if its address is unchanged, else a new one
-/// (bound before the caller stops the old). On failure, the current one comes back.
-fn rebind(
-    kind: Kind,
-    current: Option<Bound>,
-    wanted: Option<SocketAddr>,
-    state: &Arc<State>,
-) -> Result<Rebound, (Option<Bound>, String)> {
-    match (current, wanted) {
-        (Some(cur), Some(w)) if cur.wanted == w => Ok((Some(cur), None)),
-        (cur, Some(w)) => match bind(kind, w, state, None) {
-            Ok(b) => Ok((Some(b), cur)),
-            Err(e) => Err((cur, e)),
-        },
-        (cur, None) => Ok((None, cur)),
+/// Binds `addr` and starts the loop that serves it.
+fn bind(kind: Kind, addr: SocketAddr, state: &Arc<State>, db: Option<&Arc<Db>>) -> Result<Bound, String> {
+    if kind == Kind::Api && db.is_none() {
+        return Err("the bundled API has no database".into());
     }
+    Ok(start(kind, addr, listen(kind, addr)?, state, db))
+}
+
+/// What a reload does to one listener slot, decided (and new sockets bound) before anything
+/// changes.
+enum Move {
+    /// The address is unchanged: the running listener stays.
+    Keep,
+    /// A new socket, bound; started at the commit, when the old listener (if any) stops.
+    Rebind(SocketAddr, TcpListener),
+    /// No listener any more.
+    Close,
+}
+
+/// The move for a slot whose listener is `current` and should listen on `wanted`.
+fn plan(kind: Kind, current: Option<&Bound>, wanted: Option<SocketAddr>) -> Result<Move, String> {
+    Ok(match (current, wanted) {
+        (Some(cur), Some(w)) if cur.wanted == w => Move::Keep,
+        (_, Some(w)) => Move::Rebind(w, listen(kind, w)?),
+        (_, None) => Move::Close,
+    })
 }
 
 impl Gateway {
@@ -205,12 +223,16 @@ impl Gateway {
         status.api = l.api.iter().map(|b| b.local).collect();
     }
 
-    /// Applies a new config: certificates, TLS settings, access log, listeners whose address
-    /// changed (new socket bound before the old closes), then the snapshot, swapped whole. On
-    /// error nothing changes. Returns the new generation.
+    /// Applies a new config, whole or not at all. Everything that can fail is done first,
+    /// with nothing visible yet: certificates loaded, TLS settings built, the access log and
+    /// the API database opened, an ACME manager prepared, sockets bound for listeners whose
+    /// address changed. Then, at one commit point that cannot fail, the snapshot is swapped,
+    /// the new listeners start and the old ones stop. On error nothing changes (sockets bound
+    /// for the attempt are closed). Returns the new generation.
     pub fn reload(&self, config: Arc<Config>) -> Result<u64, String> {
         let state = &self.state;
         let old = state.snapshot();
+        // ---- prepare
         let certs = load_certs(&config)?;
         let acceptor = match config.server.https {
             Some(_) if state.tls.load().is_none() || old.config.tls.min_version != config.tls.min_version => Some(
@@ -227,81 +249,61 @@ impl Gateway {
             let current = self.api_db.lock().unwrap_or_else(|e| e.into_inner());
             open_api_db(&config, current.as_ref())?
         };
-        let mut replaced = Vec::new();
-        {
-            let mut l = self.listeners();
-            let mut errors = Vec::new();
-            for (kind, wanted) in [
-                (Kind::Http, config.server.http),
-                (Kind::Https, config.server.https),
-                (Kind::Admin, config.admin.listen),
-            ] {
-                let slot = match kind {
-                    Kind::Http => &mut l.http,
-                    Kind::Https => &mut l.https,
-                    _ => &mut l.admin,
-                };
-                match rebind(kind, slot.take(), wanted, state) {
-                    Ok((now, old)) => {
-                        *slot = now;
-                        replaced.extend(old);
-                    }
-                    Err((kept, e)) => {
-                        *slot = kept;
-                        errors.push(e);
-                    }
-                }
+        let mut acme = self.acme.lock().unwrap_or_else(|e| e.into_inner());
+        // ACME: a changed domain set starts a new order; the old certificate keeps serving
+        // until the new one is issued. Unchanged settings keep the running manager.
+        let acme_plan = match (&config.tls.source, config.server.https) {
+            (CertSource::Acme(settings), Some(_)) if acme.as_ref().is_none_or(|a| a.settings != *settings) => {
+                Some(Some(crate::tls::acme::prepare(settings.clone())?))
             }
-            let wanted_api: Vec<SocketAddr> = config.api.iter().flat_map(|a| a.replicas.clone()).collect();
-            let same_db = {
-                let current = self.api_db.lock().unwrap_or_else(|e| e.into_inner());
-                match (current.as_ref(), api_db.as_ref()) {
-                    (Some((_, a)), Some((_, b))) => Arc::ptr_eq(a, b),
-                    _ => false,
-                }
-            };
-            // replicas move to a new database by restarting them
-            let (keep, gone): (Vec<Bound>, Vec<Bound>) = std::mem::take(&mut l.api)
-                .into_iter()
-                .partition(|b| same_db && wanted_api.contains(&b.wanted));
-            l.api = keep;
-            replaced.extend(gone);
-            for addr in wanted_api {
-                if !l.api.iter().any(|b| b.wanted == addr) {
-                    match bind(Kind::Api, addr, state, api_db.as_ref().map(|(_, db)| db)) {
-                        Ok(b) => l.api.push(b),
-                        Err(e) => errors.push(e),
-                    }
-                }
+            (CertSource::Acme(_), Some(_)) => None,
+            _ => Some(None),
+        };
+        let mut l = self.listeners();
+        let mut moves = Vec::with_capacity(3);
+        for (kind, wanted) in [
+            (Kind::Http, config.server.http),
+            (Kind::Https, config.server.https),
+            (Kind::Admin, config.admin.listen),
+        ] {
+            moves.push((kind, plan(kind, slot(&mut l, kind).as_ref(), wanted)?));
+        }
+        let wanted_api: Vec<SocketAddr> = config.api.iter().flat_map(|a| a.replicas.clone()).collect();
+        let same_db = {
+            let current = self.api_db.lock().unwrap_or_else(|e| e.into_inner());
+            match (current.as_ref(), api_db.as_ref()) {
+                (Some((_, a)), Some((_, b))) => Arc::ptr_eq(a, b),
+                _ => false,
             }
-            if !errors.is_empty() {
-                // listeners that could not move keep their old address; say so, but apply the rest
-                tracing::error!("{}", errors.join("; "));
+        };
+        // replicas move to a new database by restarting them
+        let kept_api = |b: &Bound| same_db && wanted_api.contains(&b.wanted);
+        let mut new_api = Vec::new();
+        for addr in &wanted_api {
+            if !l.api.iter().any(|b| kept_api(b) && b.wanted == *addr) {
+                new_api.push((*addr, listen(Kind::Api, *addr)?));
             }
         }
-        *self.api_db.lock().unwrap_or_else(|e| e.into_inner()) = api_db;
-        {
-            // ACME: a changed domain set starts a new order; the old certificate keeps serving
-            // until the new one is issued. Unchanged settings keep the running manager.
-            let mut acme = self.acme.lock().unwrap_or_else(|e| e.into_inner());
-            match (&config.tls.source, config.server.https) {
-                (CertSource::Acme(settings), Some(_)) => {
-                    if acme.as_ref().is_none_or(|a| a.settings != *settings) {
-                        let keep = state.certs.current();
-                        let handle = crate::tls::acme::start(settings.clone(), state.clone())?;
-                        if acme.is_some() {
-                            state.certs.replace(keep);
-                        }
-                        *acme = Some(handle);
+
+        // ---- commit: nothing below can fail
+        if let Some(next) = acme_plan {
+            match next {
+                Some(prepared) => {
+                    let keep = state.certs.current();
+                    let handle = prepared.start(state.clone());
+                    if acme.is_some() {
+                        state.certs.replace(keep);
                     }
+                    *acme = Some(handle);
                 }
-                _ => {
+                None => {
                     *acme = None;
                     state.acme_challenges.store(None);
                     *state.acme_status() = None;
                 }
             }
         }
+        drop(acme);
         if let Some(certs) = certs {
             state.certs.replace(certs);
         }
@@ -311,7 +313,25 @@ impl Gateway {
         if let Some(log) = access_log {
             state.access_log.store(log.map(Arc::new));
         }
+        *self.api_db.lock().unwrap_or_else(|e| e.into_inner()) = api_db.clone();
         let generation = state.apply(config);
+        let mut replaced = Vec::new();
+        for (kind, mv) in moves {
+            let slot = slot(&mut l, kind);
+            match mv {
+                Move::Keep => {}
+                Move::Rebind(wanted, socket) => replaced.extend(slot.replace(start(kind, wanted, socket, state, None))),
+                Move::Close => replaced.extend(slot.take()),
+            }
+        }
+        let (keep, gone): (Vec<Bound>, Vec<Bound>) = std::mem::take(&mut l.api).into_iter().partition(kept_api);
+        l.api = keep;
+        replaced.extend(gone);
+        let db = api_db.as_ref().map(|(_, db)| db);
+        for (addr, socket) in new_api {
+            l.api.push(start(Kind::Api, addr, socket, state, db));
+        }
+        drop(l);
         for b in replaced {
             b.stop();
         }

@@ -77,8 +77,46 @@ pub fn client_config(settings: &AcmeSettings) -> Result<Arc<ClientConfig>, Strin
 /// Starts managing `settings`: the store serves the cached certificate if there is one, else
 /// a temporary self-signed one, until the CA's arrives.
 pub fn start(settings: AcmeSettings, state: Arc<State>) -> Result<AcmeHandle, String> {
+    Ok(prepare(settings)?.start(state))
+}
+
+/// An ACME manager ready to start: what can fail (the CA's TLS settings, the temporary
+/// certificate in the cache directory) is done, nothing is visible yet.
+pub struct Prepared {
+    settings: AcmeSettings,
+    client: Arc<ClientConfig>,
+    temporary: Arc<CertifiedKey>,
+}
+
+/// Prepares a manager for `settings`; [`Prepared::start`] cannot fail.
+pub fn prepare(settings: AcmeSettings) -> Result<Prepared, String> {
     let client = client_config(&settings)?;
     let temporary = super::selfsigned::ensure(&settings.cache_dir.join("temporary"), &settings.domains)?;
+    Ok(Prepared {
+        settings,
+        client,
+        temporary,
+    })
+}
+
+impl Prepared {
+    /// Serves the temporary certificate and starts the manager.
+    pub fn start(self, state: Arc<State>) -> AcmeHandle {
+        let Prepared {
+            settings,
+            client,
+            temporary,
+        } = self;
+        run(settings, client, temporary, state)
+    }
+}
+
+fn run(
+    settings: AcmeSettings,
+    client: Arc<ClientConfig>,
+    temporary: Arc<CertifiedKey>,
+    state: Arc<State>,
+) -> AcmeHandle {
     state.certs.replace(vec![temporary]);
     *state.acme_status() = Some(AcmeStatus {
         domains: settings.domains.clone(),
@@ -109,10 +147,10 @@ pub fn start(settings: AcmeSettings, state: Arc<State>) -> Result<AcmeHandle, St
         ari: None,
         renewing: false,
     };
-    Ok(AcmeHandle {
+    AcmeHandle {
         settings,
         task: tokio::spawn(manager.run()),
-    })
+    }
 }
 
 /// A cached or new certificate: private key PEM, then the chain.
