@@ -7,11 +7,18 @@
 //! The seals (no write, grow, shrink) make the pages immutable, so a body in flight in the
 //! kernel never changes under the client even after the cache has dropped the file.
 //!
-//! A cached file also keeps its original file open: while that file is unchanged (its size and
-//! modification time, checked with one `fstat` per send), `sendfile` reads the filesystem's
-//! page cache instead, whose large folios cost the kernel less per byte than a memory file's
-//! small pages (about a quarter less per 200 KB send here). A file changed since it was cached,
-//! or cut short under the send, goes out from the sealed copy.
+//! A cached file also keeps its original file open: while that file is unchanged, `sendfile`
+//! reads the filesystem's page cache instead, whose large folios cost the kernel less per byte
+//! than a memory file's small pages (about a quarter less per 200 KB send here). "Unchanged"
+//! is checked with one `fstat` per send: the same size, modification time and change time
+//! (`ctime`, which every write moves and no user can set back). A timestamp has a grain (a
+//! clock tick), so a write in the same tick as the cached read could leave both times as
+//! they were: the original is only used at all when its last change was at least
+//! [`RACY_MARGIN`] before the cached read began, so that any later write shows as a new
+//! `ctime`. A file changed since it was cached, or cut short under the send, goes out from the
+//! sealed copy. What is left (README, Static files): bytes already handed to the kernel read
+//! the file's pages until they are transmitted, so a file rewritten in place during that
+//! moment can still reach that one response; a file replaced by rename never can.
 //!
 //! Each memory file holds a file descriptor: at most a quarter of the process's descriptor
 //! limit are kept open (further large files stay on the heap), so cached files never take the
@@ -48,41 +55,60 @@ static MAPPINGS: RwLock<BTreeMap<usize, Mapping>> = RwLock::new(BTreeMap::new())
 /// Bytes of those sent from the original files.
 static SENT_FROM_ORIGIN: AtomicU64 = AtomicU64::new(0);
 
+/// How long before a cached read began the original file's last change must be for the
+/// original to be used: more than any filesystem's timestamp grain.
+pub const RACY_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The file a sealed body was read from, as it was then.
 #[derive(Clone, Copy)]
 struct Origin {
     fd: RawFd,
     len: u64,
-    mtime: (i64, u64),
+    times: Times,
 }
+
+/// Modification and change times, seconds and nanoseconds.
+type Times = [(i64, u64); 2];
 
 // the field types differ between targets
 #[allow(clippy::unnecessary_cast)]
-fn mtime_of(st: &rustix::fs::Stat) -> (i64, u64) {
-    (st.st_mtime as i64, st.st_mtime_nsec as u64)
+fn times_of(st: &rustix::fs::Stat) -> Times {
+    [
+        (st.st_mtime as i64, st.st_mtime_nsec as u64),
+        (st.st_ctime as i64, st.st_ctime_nsec as u64),
+    ]
 }
 
 impl Origin {
-    fn of(file: &std::fs::File, len: usize) -> Option<(OwnedFd, Origin)> {
+    /// `file` as the origin of `len` bytes read from it starting at `read_started`, unless it
+    /// changed too close to that read for a later change to show.
+    fn of(file: &std::fs::File, len: usize, read_started: std::time::SystemTime) -> Option<(OwnedFd, Origin)> {
         let st = rustix::fs::fstat(file).ok()?;
         if st.st_size as u64 != len as u64 {
+            return None;
+        }
+        let times = times_of(&st);
+        let (secs, nanos) = times[1];
+        let changed =
+            std::time::UNIX_EPOCH.checked_add(std::time::Duration::new(secs.try_into().ok()?, nanos as u32))?;
+        if changed + RACY_MARGIN > read_started {
             return None;
         }
         let fd = OwnedFd::from(file.try_clone().ok()?);
         let origin = Origin {
             fd: fd.as_raw_fd(),
             len: len as u64,
-            mtime: mtime_of(&st),
+            times,
         };
         Some((fd, origin))
     }
 
-    /// The file still has the size and modification time it had when it was read.
+    /// The file still has the size, modification and change times it had when it was read.
     fn unchanged(&self) -> bool {
         // SAFETY: the descriptor is owned by the `Sealed` whose mapping the caller's slice
         // keeps alive for the length of the call.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        rustix::fs::fstat(fd).is_ok_and(|st| st.st_size as u64 == self.len && mtime_of(&st) == self.mtime)
+        rustix::fs::fstat(fd).is_ok_and(|st| st.st_size as u64 == self.len && times_of(&st) == self.times)
     }
 }
 
@@ -160,13 +186,23 @@ pub fn seal(name: &str, data: &[u8]) -> io::Result<Bytes> {
     seal_within(name, data, None, max_live())
 }
 
-/// [`seal`] for the whole content of `origin`, which plain-TCP sends read from while it is
-/// unchanged.
-pub fn seal_file(name: &str, data: &[u8], origin: &std::fs::File) -> io::Result<Bytes> {
-    seal_within(name, data, Some(origin), max_live())
+/// [`seal`] for the whole content of `origin`, read from it starting at `read_started`, which
+/// plain-TCP sends read from while it is unchanged.
+pub fn seal_file(
+    name: &str,
+    data: &[u8],
+    origin: &std::fs::File,
+    read_started: std::time::SystemTime,
+) -> io::Result<Bytes> {
+    seal_within(name, data, Some((origin, read_started)), max_live())
 }
 
-fn seal_within(name: &str, data: &[u8], origin: Option<&std::fs::File>, max_live: usize) -> io::Result<Bytes> {
+fn seal_within(
+    name: &str,
+    data: &[u8],
+    origin: Option<(&std::fs::File, std::time::SystemTime)>,
+    max_live: usize,
+) -> io::Result<Bytes> {
     if data.is_empty() {
         return Ok(Bytes::new());
     }
@@ -197,7 +233,7 @@ fn seal_within(name: &str, data: &[u8], origin: Option<&std::fs::File>, max_live
     // the original file takes a descriptor of the budget too, when there is one to spare
     let origin = origin
         .filter(|_| LIVE.load(Relaxed) + 1 < max_live)
-        .and_then(|f| Origin::of(f, data.len()));
+        .and_then(|(f, read_started)| Origin::of(f, data.len(), read_started));
     MAPPINGS.write().unwrap_or_else(|e| e.into_inner()).insert(
         ptr as usize,
         (data.len(), fd.as_raw_fd(), origin.as_ref().map(|(_, o)| *o)),
@@ -392,7 +428,9 @@ mod tests {
         let data: Vec<u8> = (0..MAP_MIN * 3).map(|i| (i * 13 % 251) as u8).collect();
         std::fs::write(&path, &data).unwrap();
         let file = std::fs::File::open(&path).unwrap();
-        let body = seal_file("test", &data, &file).unwrap();
+        // read as if well after its last change
+        let later = std::time::SystemTime::now() + RACY_MARGIN * 2;
+        let body = seal_file("test", &data, &file, later).unwrap();
         drop(file);
 
         let before = SENT_FROM_ORIGIN.load(Relaxed);
@@ -402,11 +440,31 @@ mod tests {
             "read from the original file while it is unchanged"
         );
 
-        // rewritten in place (another length, so the change shows whatever the clock's grain)
-        std::fs::write(&path, vec![0u8; MAP_MIN]).unwrap();
-        let before = SENT_FROM_ORIGIN.load(Relaxed);
-        assert_eq!(send_over_tcp(&body).await, data, "the sealed copy, as cached");
-        assert_eq!(SENT_FROM_ORIGIN.load(Relaxed), before);
+        // rewritten in place with the same size, its modification time set back as a write
+        // within one tick of the clock would leave it: only the change time tells
+        let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let other: Vec<u8> = data.iter().map(|b| b.wrapping_add(1)).collect();
+        std::fs::write(&path, &other).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert!(send_over_tcp(&body).await == data, "the sealed copy, as cached");
+    }
+
+    #[tokio::test]
+    async fn a_file_changed_just_before_it_was_read_is_never_sent_from_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fresh.jpg");
+        let data = vec![7u8; MAP_MIN * 2];
+        std::fs::write(&path, &data).unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let body = seal_file("test", &data, &file, std::time::SystemTime::now()).unwrap();
+        let (_, _, origin) = find(&body).expect("a sealed body");
+        assert!(origin.is_none(), "a later write in the same tick would not show");
+        assert_eq!(send_over_tcp(&body).await, data);
     }
 
     #[test]

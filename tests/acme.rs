@@ -18,14 +18,6 @@ use rustls::pki_types::pem::PemObject;
 
 const DOMAINS: [&str; 2] = ["shop.test", "www.shop.test"];
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn need(tool: &str) {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])

@@ -458,3 +458,43 @@ async fn two_api_processes_share_one_database() {
         assert_eq!(p.0.wait().unwrap().code(), Some(0));
     }
 }
+
+#[tokio::test]
+async fn the_readme_booking_example_books_a_fitting() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    // the example's command: its `$ curl` line and the continuation after it
+    let lines: Vec<&str> = readme.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("$ curl") && l.contains("/api/appointments"))
+        .expect("README has a booking example");
+    let mut command = String::new();
+    for l in &lines[at..] {
+        let l = l.trim_start_matches("$ ");
+        match l.strip_suffix('\\') {
+            Some(part) => command.push_str(part),
+            None => {
+                command.push_str(l);
+                break;
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (gw, _, _) = stack(dir.path()).await;
+    let command = command.replace("https://127.0.0.1:8443", &gw.https_url("")) + " -w '\\n%{http_code}'";
+    let out = tokio::process::Command::new("bash")
+        .args(["-c", &command])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    assert_eq!(
+        status,
+        "201",
+        "{command}\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let booked: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(booked["name"], "Ana", "{booked}");
+}

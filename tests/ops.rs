@@ -46,14 +46,6 @@ async fn who(c: &reqwest::Client, url: &str) -> Option<String> {
     r.headers().get("x-upstream").map(|v| v.to_str().unwrap().to_string())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[tokio::test]
 async fn reload_by_file_write_rename_and_sighup() {
     let (a, b) = (TestUpstream::start("a").await, TestUpstream::start("b").await);
@@ -633,4 +625,28 @@ fn restart_handover_loses_no_request() {
     ));
     rt.block_on(load.finish());
     drop(new);
+}
+
+/// Ports a test must know before its server binds them come from outside the range that
+/// sockets bound to port 0 and outgoing connections draw from, so nothing can take one in the
+/// meantime (a port found by binding 0 and released once lost that race in CI).
+#[test]
+fn ports_chosen_before_binding_cannot_be_taken_by_ephemeral_sockets() {
+    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let chosen: Vec<u16> = (0..50).map(|_| free_port()).collect();
+    let distinct: std::collections::HashSet<_> = chosen.iter().collect();
+    assert_eq!(distinct.len(), chosen.len(), "never handed out twice");
+    assert!(chosen.iter().all(|p| *p < low), "{chosen:?} below {low}");
+    let ephemeral: Vec<_> = (0..200)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    for l in &ephemeral {
+        assert!(!chosen.contains(&l.local_addr().unwrap().port()));
+    }
 }

@@ -342,6 +342,7 @@ impl FileCache {
             return Lookup::NotFound;
         }
         let meta = FileMeta::new(path, &md);
+        let read_started = std::time::SystemTime::now();
         let Ok(mut file) = fs::File::open(&real) else {
             return Lookup::NotFound;
         };
@@ -355,7 +356,7 @@ impl FileCache {
         let body = if buf.len() < zerocopy::MAP_MIN {
             Bytes::from(buf)
         } else {
-            zerocopy::seal_file("orta-file", &buf, &file).unwrap_or_else(|e| {
+            zerocopy::seal_file("orta-file", &buf, &file, read_started).unwrap_or_else(|e| {
                 tracing::debug!("cached file kept on the heap: {e}");
                 Bytes::from(buf)
             })
