@@ -650,3 +650,104 @@ fn ports_chosen_before_binding_cannot_be_taken_by_ephemeral_sockets() {
         assert!(!chosen.contains(&l.local_addr().unwrap().port()));
     }
 }
+
+/// A reload whose ACME manager cannot start, after the listeners it moves could be bound: the
+/// whole reload is refused, and nothing of it is left serving (before, the new listener was
+/// live with the old snapshot while reload reported an error).
+#[tokio::test]
+async fn a_reload_that_fails_late_changes_nothing() {
+    let (a, b) = (TestUpstream::start("a").await, TestUpstream::start("b").await);
+    let gw = TestGateway::start(&routed_to(a.addr, b.addr, "a", "")).await;
+    let old = gw.http();
+    let generation = gw.gw().state.snapshot().generation;
+    // the ACME cache directory holds a file where the temporary certificate's directory goes
+    let acme_dir = gw.dir.path().join("acme");
+    std::fs::create_dir_all(&acme_dir).unwrap();
+    std::fs::write(acme_dir.join("temporary"), "not a directory").unwrap();
+    let new_port = free_port();
+    let moved = routed_to(a.addr, b.addr, "b", "")
+        .replace("http = \"127.0.0.1:0\"", &format!("http = \"127.0.0.1:{new_port}\""))
+        .replace(
+            "[tls]\nsource = \"self-signed\"\nself_signed_dir = \"{dir}/certs\"\n",
+            "[tls]\nsource = \"acme\"\n[acme]\ndomains = [\"shop.test\"]\ndirectory = \"https://127.0.0.1:9/dir\"\ncache_dir = \"{dir}/acme\"\n",
+        );
+    assert!(moved.contains("source = \"acme\""));
+    let err = gw.gw().reload(parse(&moved, gw.dir.path())).unwrap_err();
+    assert!(err.contains("temporary"), "{err}");
+    // nothing moved: the old listener, the old routes, the old generation
+    assert_eq!(gw.gw().http_addr(), Some(old));
+    assert_eq!(gw.gw().state.snapshot().generation, generation);
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", new_port)).await.is_err(),
+        "the new address was left listening"
+    );
+    assert_eq!(who(&plain_client(), &gw.http_url("/")).await.as_deref(), Some("a"));
+    // a listener that cannot bind refuses the whole reload too (before: the rest applied)
+    let squatter = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = squatter.local_addr().unwrap().port();
+    let blocked =
+        routed_to(a.addr, b.addr, "b", "").replace("http = \"127.0.0.1:0\"", &format!("http = \"127.0.0.1:{port}\""));
+    let err = gw.gw().reload(parse(&blocked, gw.dir.path())).unwrap_err();
+    assert!(err.contains("cannot listen"), "{err}");
+    assert_eq!(gw.gw().http_addr(), Some(old));
+    assert_eq!(gw.gw().state.snapshot().generation, generation);
+    assert_eq!(who(&plain_client(), &gw.http_url("/")).await.as_deref(), Some("a"));
+}
+
+/// Route labels in /metrics are the route's `name`, else its host and path: they stay the same
+/// when lines above the route move (they were `/api/@LINE`).
+#[tokio::test]
+async fn route_labels_survive_edits_above_the_route() {
+    let up = TestUpstream::start("u").await;
+    let routes = format!(
+        "[[upstream]]\nname = \"backend\"\nservers = [\"{}\"]\n\
+         [[route]]\nname = \"api\"\npath = \"/api/\"\nupstream = \"backend\"\n\
+         [[route]]\nhost = [\"shop.test\", \"www.shop.test\"]\npath = \"/\"\nupstream = \"backend\"\n\
+         [[route]]\npath = \"/\"\nupstream = \"backend\"\n",
+        up.addr
+    );
+    let gw = TestGateway::start(&(base_config() + "[admin]\nlisten = \"127.0.0.1:0\"\n" + &routes)).await;
+    let c = plain_client();
+    let admin = gw.gw().admin_addr().unwrap();
+    let labels = || async {
+        let text = c
+            .get(format!("http://{admin}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let mut found: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("requests_total{"))
+            .filter_map(|l| Some(l.split("route=\"").nth(1)?.split('"').next()?.to_string()))
+            .collect();
+        found.sort();
+        found.dedup();
+        found
+    };
+    for (host, path) in [("x", "/api/a"), ("shop.test", "/b"), ("other.test", "/c")] {
+        let r = c.get(gw.http_url(path)).header("host", host).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert_eq!(labels().await, ["/", "api", "shop.test/"]);
+    // lines added above every route: the same series go on counting
+    let edited =
+        base_config() + "# a comment\n\n[admin]\nlisten = \"127.0.0.1:0\"\n[compression]\nmin_size = 2048\n" + &routes;
+    gw.gw().reload(parse(&edited, gw.dir.path())).unwrap();
+    for (host, path) in [("x", "/api/a"), ("shop.test", "/b"), ("other.test", "/c")] {
+        c.get(gw.http_url(path)).header("host", host).send().await.unwrap();
+    }
+    assert_eq!(labels().await, ["/", "api", "shop.test/"]);
+    // two routes with one label: refused with both places named
+    let twice = base_config()
+        + &routes.replace(
+            "[[route]]\nname = \"api\"",
+            "[[route]]\nname = \"api\"\npath = \"/v2/\"\nupstream = \"backend\"\n[[route]]\nname = \"api\"",
+        );
+    let Err(diags) = orta_gateway::config::parse(Path::new("test.toml"), &twice.replace("{dir}", "/tmp")) else {
+        panic!("a label used twice is refused");
+    };
+    assert!(diags.to_string().contains("route name `api` is taken"), "{diags}");
+}

@@ -745,3 +745,63 @@ async fn a_client_that_reads_nothing_is_cut_off_by_send_timeout() {
         .unwrap();
     assert_eq!(r.bytes().await.unwrap().len(), 1_000_000);
 }
+
+/// CPU time (user + system, in clock ticks) of process `pid` so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // fields after the command name, which may hold spaces, in parentheses
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+#[tokio::test]
+async fn accept_loops_back_off_when_descriptors_run_out() {
+    const LIMIT: u64 = 96;
+    let (admin, api) = (free_port(), free_port());
+    let toml = format!(
+        "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+         [api]\nreplicas = [\"127.0.0.1:{api}\"]\ndatabase = \"{{dir}}/orta.db\"\n[log]\naccess = \"off\"\n"
+    );
+    let gw = BinGateway::start_limited(&toml, LIMIT);
+    let pid = gw.child.id();
+    for port in [admin, api] {
+        // the listener answers while there are descriptors
+        let url = format!(
+            "http://127.0.0.1:{port}/{}",
+            if port == admin { "healthz" } else { "api/health" }
+        );
+        assert_eq!(plain_client().get(&url).send().await.unwrap().status(), 200);
+        // connections that are never closed take every descriptor; the rest wait in the backlog,
+        // so each accept fails with EMFILE
+        let mut held = Vec::new();
+        while open_fds(pid) < LIMIT as usize {
+            held.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+            assert!(held.len() < 2 * LIMIT as usize, "descriptors never ran out");
+        }
+        for _ in 0..16 {
+            held.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+        }
+        // the loop that cannot accept must not spin: over a second and a half, a spinning loop
+        // burns the whole of it (150 ticks); backing off, next to nothing
+        let before = cpu_ticks(pid);
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let used = cpu_ticks(pid) - before;
+        assert!(
+            used < 40,
+            "port {port}: {used} ticks of CPU in 1.5 s with descriptors exhausted"
+        );
+        // descriptors back: the waiting connections are served
+        drop(held);
+        wait_until(Duration::from_secs(10), "the listener accepts again", || {
+            let url = url.clone();
+            async move { plain_client().get(&url).send().await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+    }
+    drop(gw);
+}

@@ -535,26 +535,46 @@ impl BinGateway {
         let dir = tempfile::tempdir().unwrap();
         prepare(dir.path());
         let work = dir.path().to_path_buf();
-        Self::launch(toml, &work, dir)
+        Self::launch(toml, &work, dir, None)
+    }
+
+    /// Like `start`, with at most `nofile` open file descriptors (soft and hard limit).
+    pub fn start_limited(toml: &str, nofile: u64) -> BinGateway {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().to_path_buf();
+        Self::launch(toml, &work, dir, Some(nofile))
     }
 
     /// Like `start`, in a directory an earlier gateway used (a restart).
     pub fn start_in(toml: &str, work: &Path) -> BinGateway {
-        Self::launch(toml, work, tempfile::tempdir().unwrap())
+        Self::launch(toml, work, tempfile::tempdir().unwrap(), None)
     }
 
-    fn launch(toml: &str, work: &Path, dir: tempfile::TempDir) -> BinGateway {
+    fn launch(toml: &str, work: &Path, dir: tempfile::TempDir, nofile: Option<u64>) -> BinGateway {
         let text = toml.replace("{dir}", work.to_str().unwrap());
         let conf = work.join("gateway.toml");
         std::fs::write(&conf, text).unwrap();
-        let mut child = Command::new(bin_path())
+        let mut command = Command::new(bin_path());
+        command
             .args(["run", "--config"])
             .arg(&conf)
             .current_dir(work)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn orta-gateway");
+            .stderr(Stdio::piped());
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = rustix::process::Rlimit {
+                current: Some(n),
+                maximum: Some(n),
+            };
+            // SAFETY: setrlimit is async-signal-safe, and nothing else runs in the child
+            unsafe {
+                command.pre_exec(move || {
+                    rustix::process::setrlimit(rustix::process::Resource::Nofile, limit).map_err(std::io::Error::from)
+                });
+            }
+        }
+        let mut child = command.spawn().expect("spawn orta-gateway");
         let stderr = child.stderr.take().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel::<String>();
