@@ -12,58 +12,64 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 const V1_MAX: usize = 107;
 
+/// What the front of a buffer holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Header {
+    /// Not all of the header has arrived.
+    Incomplete,
+    /// A whole header of `len` bytes, naming `client` (`None` for `LOCAL` / `UNKNOWN`: a health
+    /// check from the proxy itself, or an address family without one).
+    Complete { client: Option<SocketAddr>, len: usize },
+}
+
+/// Parses a PROXY v1 or v2 header at the front of `buf`; an error as soon as the bytes cannot
+/// be one.
+pub fn parse(buf: &[u8]) -> Result<Header, &'static str> {
+    let prefix_of = |sig: &[u8]| sig.starts_with(&buf[..buf.len().min(sig.len())]);
+    if prefix_of(&V2_SIGNATURE) {
+        if buf.len() < 16 {
+            return Ok(Header::Incomplete);
+        }
+        let len = 16 + u16::from_be_bytes([buf[14], buf[15]]) as usize;
+        if buf.len() < len {
+            return Ok(Header::Incomplete);
+        }
+        let client = parse_v2(&buf[..len]).ok_or("malformed v2 header")?;
+        return Ok(Header::Complete { client, len });
+    }
+    if prefix_of(b"PROXY ") {
+        let window = &buf[..buf.len().min(V1_MAX)];
+        return match window.windows(2).position(|w| w == b"\r\n") {
+            Some(end) => {
+                let line = std::str::from_utf8(&buf[..end]).map_err(|_| "v1 header is not text")?;
+                let client = parse_v1(line).ok_or("malformed v1 header")?;
+                Ok(Header::Complete { client, len: end + 2 })
+            }
+            None if buf.len() >= V1_MAX => Err("v1 header too long"),
+            None => Ok(Header::Incomplete),
+        };
+    }
+    Err("no header")
+}
+
 /// Reads a PROXY header from `io`. Returns the client address it names (`None` for `LOCAL` /
 /// `UNKNOWN`: a health check from the proxy itself) and the bytes read past the header.
 pub async fn read_header<T: AsyncRead + Unpin>(io: &mut T) -> io::Result<(Option<SocketAddr>, Vec<u8>)> {
     let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, format!("PROXY protocol: {why}"));
     let mut buf = Vec::with_capacity(256);
-    // enough to tell v1 from v2 and hold a v2 fixed header
-    while buf.len() < 16 {
-        let mut chunk = [0u8; 256];
-        let n = io.read(&mut chunk).await?;
-        if n == 0 {
-            return Err(bad("connection closed before the header"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        if buf.starts_with(b"PROXY ") && buf.contains(&b'\n') {
-            break;
-        }
-        if !b"PROXY ".starts_with(&buf[..buf.len().min(6)]) && !V2_SIGNATURE.starts_with(&buf[..buf.len().min(12)]) {
-            return Err(bad("no header"));
+    loop {
+        match parse(&buf).map_err(bad)? {
+            Header::Complete { client, len } => return Ok((client, buf.split_off(len))),
+            Header::Incomplete => {
+                let mut chunk = [0u8; 256];
+                let n = io.read(&mut chunk).await?;
+                if n == 0 {
+                    return Err(bad("connection closed before the end of the header"));
+                }
+                buf.extend_from_slice(&chunk[..n]);
+            }
         }
     }
-    if buf.starts_with(&V2_SIGNATURE) {
-        let len = u16::from_be_bytes([buf[14], buf[15]]) as usize;
-        while buf.len() < 16 + len {
-            let mut chunk = vec![0u8; 16 + len - buf.len()];
-            let n = io.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(bad("truncated v2 header"));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        let addr = parse_v2(&buf[..16 + len]).ok_or_else(|| bad("malformed v2 header"))?;
-        return Ok((addr, buf[16 + len..].to_vec()));
-    }
-    if buf.starts_with(b"PROXY ") {
-        loop {
-            if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
-                let line = std::str::from_utf8(&buf[..end]).map_err(|_| bad("v1 header is not text"))?;
-                let addr = parse_v1(line).ok_or_else(|| bad("malformed v1 header"))?;
-                return Ok((addr, buf[end + 2..].to_vec()));
-            }
-            if buf.len() > V1_MAX {
-                return Err(bad("v1 header too long"));
-            }
-            let mut chunk = [0u8; 128];
-            let n = io.read(&mut chunk).await?;
-            if n == 0 {
-                return Err(bad("truncated v1 header"));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-    Err(bad("no header"))
 }
 
 /// `PROXY TCP4 192.0.2.1 198.51.100.1 56324 443` (the source comes first).
@@ -88,6 +94,7 @@ fn parse_v1(line: &str) -> Option<Option<SocketAddr>> {
     }
 }
 
+/// A whole v2 header (16 bytes and the length they give).
 fn parse_v2(h: &[u8]) -> Option<Option<SocketAddr>> {
     let ver_cmd = h[12];
     if ver_cmd >> 4 != 2 {
@@ -212,12 +219,33 @@ mod tests {
         assert_eq!(read_header(&mut data).await.unwrap().0, None);
     }
 
+    #[test]
+    fn headers_are_parsed_whatever_arrived_so_far() {
+        let v1 = b"PROXY TCP4 203.0.113.7 10.0.0.1 51234 443\r\nGET";
+        for cut in 0..v1.len() - 3 {
+            assert_eq!(parse(&v1[..cut]), Ok(Header::Incomplete), "{cut}");
+        }
+        assert_eq!(
+            parse(v1),
+            Ok(Header::Complete {
+                client: Some("203.0.113.7:51234".parse().unwrap()),
+                len: v1.len() - 3
+            })
+        );
+        let mut long = b"PROXY TCP4 ".to_vec();
+        long.extend(std::iter::repeat_n(b'1', V1_MAX));
+        assert!(parse(&long).is_err());
+    }
+
     #[tokio::test]
     async fn garbage_is_refused() {
         for bad in [
             &b"GET / HTTP/1.1\r\n\r\n"[..],
             b"PROXY TCP4 nonsense\r\n",
             b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2",
+            b"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\nGET",
+            b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00",
         ] {
             let mut data: &[u8] = bad;
             assert!(

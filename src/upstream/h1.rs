@@ -21,7 +21,8 @@ use tokio::net::TcpStream;
 use super::InflightGuard;
 use crate::http::body::{Body, BodyLengthMismatch};
 use crate::proto::BoxError;
-use crate::proto::h1::chunked::{self, Chunked, Decoded};
+use crate::proto::h1::body::BodyDecoder;
+use crate::proto::h1::chunked::{self, Decoded};
 use crate::proto::h1::encode::{self, BodyShape};
 use crate::proto::h1::request::BodyFraming;
 use crate::proto::h1::response::{self, Parsed, ResponseHead};
@@ -204,8 +205,7 @@ impl Conn {
 /// The response body's framing, with the chunked decoder's state; `Done` once it has all been
 /// read.
 enum Framing {
-    Length(u64),
-    Chunked(Chunked),
+    Body(BodyDecoder),
     UntilClose,
     Done,
 }
@@ -214,8 +214,8 @@ impl From<response::Framing> for Framing {
     fn from(f: response::Framing) -> Self {
         match f {
             response::Framing::None => Framing::Done,
-            response::Framing::Length(n) => Framing::Length(n),
-            response::Framing::Chunked => Framing::Chunked(Chunked::new()),
+            response::Framing::Length(n) => Framing::Body(BodyDecoder::new(BodyFraming::Length(n))),
+            response::Framing::Chunked => Framing::Body(BodyDecoder::new(BodyFraming::Chunked)),
             response::Framing::UntilClose => Framing::UntilClose,
         }
     }
@@ -408,22 +408,19 @@ impl HttpBody for RecvBody {
                     this.finish();
                     return Poll::Ready(None);
                 }
-                Framing::Length(left) if !conn.buf.is_empty() => {
-                    let n = (*left).min(conn.buf.len() as u64);
-                    let data = conn.buf.split_to(n as usize).freeze();
-                    *left -= n;
-                    if *left == 0 {
-                        this.finish();
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
                 Framing::UntilClose if !conn.buf.is_empty() => {
                     let data = conn.buf.split().freeze();
                     return Poll::Ready(Some(Ok(Frame::data(data))));
                 }
-                Framing::Chunked(state) if !conn.buf.is_empty() => {
-                    match state.decode(&mut conn.buf, false).map_err(|m| Error::Malformed(m.0)) {
-                        Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Framing::Body(decoder) if !conn.buf.is_empty() || decoder.is_done() => {
+                    match decoder.decode(&mut conn.buf, false).map_err(|m| Error::Malformed(m.0)) {
+                        Ok(Decoded::Data(data)) => {
+                            if decoder.is_done() {
+                                // the last byte: the connection can go back now
+                                this.finish();
+                            }
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
                         Ok(Decoded::End) => {
                             this.finish();
                             return Poll::Ready(None);
@@ -455,8 +452,8 @@ impl HttpBody for RecvBody {
     fn size_hint(&self) -> SizeHint {
         match self.framing {
             Framing::Done => SizeHint::with_exact(0),
-            Framing::Length(n) => SizeHint::with_exact(n),
-            _ => SizeHint::default(),
+            Framing::Body(decoder) => decoder.remaining().map_or_else(SizeHint::default, SizeHint::with_exact),
+            Framing::UntilClose => SizeHint::default(),
         }
     }
 }

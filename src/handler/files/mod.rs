@@ -295,7 +295,7 @@ fn whole_seconds(t: SystemTime) -> u64 {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum RangeSpec {
+pub enum RangeSpec {
     One(u64, u64),
     Unsatisfiable,
     /// Not a single byte range we serve (several ranges, another unit, malformed): send it all.
@@ -303,7 +303,7 @@ enum RangeSpec {
 }
 
 /// Parses a `Range` header for a representation of `len` bytes.
-fn parse_range(v: &str, len: u64) -> RangeSpec {
+pub fn parse_range(v: &str, len: u64) -> RangeSpec {
     let Some(spec) = v.trim().strip_prefix("bytes=") else {
         return RangeSpec::Ignore;
     };

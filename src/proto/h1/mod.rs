@@ -5,6 +5,7 @@
 //! - [`request`]: request heads and the framing of their bodies, strictly;
 //! - [`response`]: response heads from upstreams and the framing of their bodies;
 //! - [`chunked`]: the chunked coding, decoded (strictly for requests) and encoded;
+//! - [`body`]: a body read off a buffer by its framing (a length, or chunked);
 //! - [`fields`]: the field rules all of them share (lengths, `Connection`, hop-by-hop);
 //! - [`encode`]: request and response heads written with the framing the codec chose;
 //! - [`server`]: the server side of a connection, for any service;
@@ -13,6 +14,7 @@
 //! The parsers are pure functions over a buffer, so the fuzz targets (`fuzz/`) and the corpus
 //! replay in `tests/codec.rs` run exactly the code that serves requests.
 
+pub mod body;
 pub mod chunked;
 pub mod client;
 pub mod encode;

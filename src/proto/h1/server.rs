@@ -23,7 +23,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::chunked::{self, Chunked, Decoded};
+use super::body::BodyDecoder;
+use super::chunked::{self, Decoded};
 use super::encode::{self, BodyShape};
 use super::request::{self, BodyFraming, Limits, Reject, RequestHead};
 use super::response::Framing;
@@ -272,13 +273,6 @@ enum Next {
     /// a reset).
     Linger,
     Upgrade(tokio::sync::oneshot::Sender<Upgraded>),
-}
-
-/// A request body's framing, with the chunked decoder's state.
-#[derive(Clone, Copy)]
-enum ReqFraming {
-    Length(u64),
-    Chunked(Chunked),
 }
 
 struct Conn<T, S> {
@@ -691,7 +685,7 @@ impl<B: HttpBody<Data = Bytes, Error = BoxError> + Unpin> Writer<'_, B> {
 /// through a [`Pipe`] to the handler's [`RequestBody`].
 struct Feeder {
     pipe: Arc<Pipe>,
-    framing: ReqFraming,
+    body: BodyDecoder,
     /// `Expect: 100-continue`: the interim answer is owed when the body is first asked for,
     /// and only before the response has started.
     expect_continue: bool,
@@ -708,10 +702,7 @@ impl Feeder {
     fn new(framing: BodyFraming, expect_continue: bool) -> Self {
         Self {
             pipe: Arc::new(Pipe::default()),
-            framing: match framing {
-                BodyFraming::Length(n) => ReqFraming::Length(n),
-                BodyFraming::Chunked => ReqFraming::Chunked(Chunked::new()),
-            },
+            body: BodyDecoder::new(framing),
             expect_continue,
             continue_owed: expect_continue,
             continue_sent: 0,
@@ -724,10 +715,7 @@ impl Feeder {
     fn body(&self) -> RequestBody {
         RequestBody {
             pipe: self.pipe.clone(),
-            remaining: match self.framing {
-                ReqFraming::Length(n) => Some(n),
-                ReqFraming::Chunked(_) => None,
-            },
+            remaining: self.body.remaining(),
             ended: false,
         }
     }
@@ -737,7 +725,7 @@ impl Feeder {
     /// connection.
     fn drainable(&self) -> bool {
         let waiting = self.expect_continue && self.continue_sent < CONTINUE.len();
-        matches!(self.framing, ReqFraming::Length(left) if left <= DRAIN_MAX) && !waiting
+        self.body.remaining().is_some_and(|left| left <= DRAIN_MAX) && !waiting
     }
 
     /// The rest of a `100 Continue` whose writing began, which the response head must follow;
@@ -759,20 +747,23 @@ impl Feeder {
         buf: &mut BytesMut,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<()>> {
-        let ReqFraming::Length(left) = &mut self.framing else {
+        if self.body.remaining().is_none() {
             return Poll::Ready(Err(io::ErrorKind::InvalidData.into()));
-        };
+        }
         loop {
-            let n = (*left).min(buf.len() as u64);
-            buf.advance(n as usize);
-            *left -= n;
-            if *left == 0 {
-                self.done = true;
-                self.complete = true;
-                return Poll::Ready(Ok(()));
-            }
-            if ready!(fill(io, buf, cx))? == 0 {
-                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            match self.body.decode(buf, true) {
+                Ok(Decoded::Data(_)) => {}
+                Ok(Decoded::End) => {
+                    self.done = true;
+                    self.complete = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Decoded::NeedMore) => {
+                    if ready!(fill(io, buf, cx))? == 0 {
+                        return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+                    }
+                }
+                Err(_) => return Poll::Ready(Err(io::ErrorKind::InvalidData.into())),
             }
         }
     }
@@ -818,17 +809,7 @@ impl Feeder {
                     }
                 }
             }
-            let decoded = match &mut self.framing {
-                ReqFraming::Length(0) => Ok(Decoded::End),
-                ReqFraming::Length(_) if buf.is_empty() => Ok(Decoded::NeedMore),
-                ReqFraming::Length(left) => {
-                    let n = (*left).min(buf.len() as u64) as usize;
-                    *left -= n as u64;
-                    Ok(Decoded::Data(buf.split_to(n).freeze()))
-                }
-                ReqFraming::Chunked(state) => state.decode(buf, true),
-            };
-            match decoded {
+            match self.body.decode(buf, true) {
                 Ok(Decoded::Data(data)) => self.pipe.deliver(|st| {
                     st.chunk = Some(data);
                     st.want = false;
