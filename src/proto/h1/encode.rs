@@ -123,12 +123,17 @@ pub fn request_head<'h>(
     out.clear();
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    out.extend_from_slice(if target.is_empty() || !target.starts_with(['/', '*']) {
-        b"/"
+    // origin-form, or `*` for OPTIONS only; an absolute URI with no path gives `/` and keeps
+    // its query
+    let target = parts.uri.path_and_query().map_or("", |pq| pq.as_str());
+    if target == "*" && parts.method != Method::OPTIONS {
+        out.push(b'/');
     } else {
-        target.as_bytes()
-    });
+        if !target.starts_with(['/', '*']) {
+            out.push(b'/');
+        }
+        out.extend_from_slice(target.as_bytes());
+    }
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &parts.headers {
         if *name == header::CONTENT_LENGTH || *name == header::TRANSFER_ENCODING {
