@@ -61,12 +61,10 @@ async fn forward_parts(
     limits: BodyLimits,
     answered_by: &mut Option<(Arc<Server>, std::time::Duration)>,
 ) -> Result<Response<Body>, HttpError> {
-    let upgrade = is_upgrade(parts);
-    let client_upgrade = if upgrade {
-        parts.extensions.remove::<OnUpgrade>()
-    } else {
-        None
-    };
+    // the HTTP/1.1 codec read the request as asking for an upgrade (`Connection: upgrade` and
+    // `Upgrade`), and handed over the way to the client's connection
+    let client_upgrade = parts.extensions.remove::<OnUpgrade>();
+    let upgrade = client_upgrade.is_some();
     let forwarding = prepare_request(parts, ctx, upgrade);
     if ctx.host_header.is_none()
         && let Ok(name) = HeaderValue::from_str(&upstream.spec.name)
@@ -327,19 +325,6 @@ fn response(resp: Response<RecvBody>, inflight: InflightGuard, client_upgrade: O
     parts.headers.remove(header::SERVER);
     parts.headers.remove(&X_POWERED_BY);
     Response::from_parts(parts, Body::Upstream(body))
-}
-
-/// An HTTP/1.1 request asking for a protocol upgrade (WebSocket).
-fn is_upgrade(req: &Parts) -> bool {
-    req.version == Version::HTTP_11
-        && req.headers.contains_key(header::UPGRADE)
-        && req
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 fn is_idempotent(m: &Method) -> bool {

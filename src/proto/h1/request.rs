@@ -13,7 +13,10 @@
 //!   error"), or in HTTP/1.0: 400; any coding but a single `chunked`: 501 (RFC 9112 §6.1);
 //! - `Content-Length` that is not one decimal number, or that is sent twice even with the same
 //!   value, as lines or as a list (RFC 9110 §8.6 lets a recipient refuse; nginx does): 400;
-//! - a field name httparse accepts that the `http` crate does not: 400.
+//! - a field name or value httparse accepts that the `http` crate does not (RFC 9110 §5.1,
+//!   §5.5): 400;
+//! - an absolute-form target whose authority names no host (RFC 9112 §3.2.2, RFC 3986 §3.2.2):
+//!   400.
 //!
 //! Field names with `_` are not refused but dropped (unless allowed), so no handler and no
 //! upstream sees them; see [`super::fields::has_underscore`].
