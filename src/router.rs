@@ -116,7 +116,8 @@ fn is_plain(p: &str) -> bool {
     let b = p.as_bytes();
     for (i, &c) in b.iter().enumerate() {
         match c {
-            b'%' | b'\\' => return false,
+            // (a NUL the slow path refuses: a raw one is as bad as `%00`)
+            b'%' | b'\\' | 0 => return false,
             b'/' => match (b.get(i + 1), b.get(i + 2), b.get(i + 3)) {
                 // `//`, and `/.` or `/..` as a whole segment
                 (Some(b'/'), _, _) => return false,
@@ -268,6 +269,9 @@ mod tests {
         }
         for p in [
             "/a%00b",
+            // found by fuzzing: a raw NUL took the fast path for plain paths
+            "/a\0b",
+            "/$zz'\0\0''\0''\0\0",
             "/a%5c..%5cb",
             "/a\\b",
             "/%c0%ae%c0%ae/x",
