@@ -80,12 +80,15 @@ pub async fn handle(state: &State, conn: &ConnInfo, mut req: Request<ReqBody>) -
         req.headers().get(&X_FORWARDED_FOR)
     };
     let client_ip = trusted.client_ip(conn.remote.ip(), xff);
-    let host = host_header(&req);
+    let (host, host_error) = match host_header(&req) {
+        Ok(host) => (host, None),
+        Err(e) => (None, Some(e)),
+    };
     let ctx = RequestCtx {
         conn,
         client_ip,
         request_id,
-        host_header: host.clone().unwrap_or(None),
+        host_header: host,
     };
     let access_log = state.access_log.load_full();
     let record = access_log.as_ref().map(|_| access_record(&ctx, &req));
@@ -93,9 +96,9 @@ pub async fn handle(state: &State, conn: &ConnInfo, mut req: Request<ReqBody>) -
     let h1 = req.version() < Version::HTTP_2;
     let mut matched = None;
     let mut meta = Meta::default();
-    let routed = match host {
-        Ok(_) => route(state, &snap, &ctx, req, &mut matched, &mut meta).await,
-        Err(e) => Err(e),
+    let routed = match host_error {
+        None => route(state, &snap, &ctx, req, &mut matched, &mut meta).await,
+        Some(e) => Err(e),
     };
     let mut resp = match routed {
         Ok(r) => r,
@@ -299,19 +302,19 @@ fn check_framing(req: &Request<ReqBody>) -> Result<Option<u64>, HttpError> {
 /// `:authority`, else `host`; both present and different, or `host` sent twice: 400 (RFC 9113
 /// §8.3.1: the gateway must not route on one and forward the other).
 fn host_header(req: &Request<ReqBody>) -> Result<Option<HeaderValue>, HttpError> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let host = hosts.next();
-    if hosts.next().is_some() {
-        return Err(HttpError::BadRequest("More than one Host header."));
-    }
     let authority = || {
         req.uri()
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     };
+    // (the HTTP/1.1 codec has refused a second Host line)
+    let host = req.headers().get(header::HOST);
     Ok(match req.version() {
         Version::HTTP_11 => host.cloned(),
         v if v < Version::HTTP_11 => host.cloned().or_else(authority),
+        _ if req.headers().get_all(header::HOST).iter().nth(1).is_some() => {
+            return Err(HttpError::BadRequest("More than one Host header."));
+        }
         _ => match (authority(), host) {
             (Some(a), Some(h)) if !a.as_bytes().eq_ignore_ascii_case(h.as_bytes()) => {
                 return Err(HttpError::BadRequest(

@@ -114,7 +114,7 @@ pub fn is_protected(name: &HeaderName) -> bool {
 /// headers. Dropped unless `server.underscores_in_headers` (as nginx's
 /// `underscores_in_headers off`).
 pub fn has_underscore(name: &[u8]) -> bool {
-    memchr::memchr(b'_', name).is_some()
+    name.contains(&b'_')
 }
 
 /// Removes the hop-by-hop fields of RFC 9110 §7.6.1, those named in `Connection` (but

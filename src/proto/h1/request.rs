@@ -94,8 +94,7 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestHead>,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(_) => return Err(Reject::Bad("malformed request head")),
     };
-    // every line ends in CRLF
-    if memchr::memchr_iter(b'\n', &buf[..len]).any(|i| i == 0 || buf[i - 1] != b'\r') {
+    if !crlf_only(&buf[..len], &parsed) {
         return Err(Reject::Bad("bare LF in the request head"));
     }
     // one copy of the head; the target and field values are slices of it
@@ -173,6 +172,23 @@ pub fn parse(buf: &mut BytesMut, limits: &Limits) -> Result<Option<RequestHead>,
         expect_continue: expect_continue && http11,
         upgrade: connection.upgrade && has_upgrade && http11,
     }))
+}
+
+/// Every line of a head httparse accepted ends in CRLF, not a bare LF. httparse has already
+/// refused LF anywhere but at a line's end, so the line ends are all there is to look at: the
+/// empty lines it skips before the request line, the end of each line before a field name, and
+/// the end of the head. (A scan of every byte for LFs cost ~190 instructions a request.)
+fn crlf_only(head: &[u8], parsed: &httparse::Request<'_, '_>) -> bool {
+    let base = head.as_ptr() as usize;
+    let start = parsed.method.map_or(0, |m| m.as_ptr() as usize - base);
+    let leading = &head[..start];
+    leading.len().is_multiple_of(2)
+        && leading.chunks(2).all(|p| p == b"\r\n")
+        && head.ends_with(b"\r\n\r\n")
+        && parsed.headers.iter().all(|h| {
+            let at = h.name.as_ptr() as usize - base;
+            at >= 2 && &head[at - 2..at] == b"\r\n"
+        })
 }
 
 /// The request target as a URI, when its form fits the method (RFC 9112 §3.2).

@@ -103,6 +103,8 @@ pub fn parse(buf: &mut BytesMut, head_only: bool, upgrade: bool) -> Result<Optio
     // the `Connection` values, kept only when they name fields to remove (rare)
     let mut listing: Vec<Bytes> = Vec::new();
     let mut lengths = Lengths::default();
+    // the length as one plain number on one line: that line is passed on as it is
+    let mut plain_length = true;
     // `Transfer-Encoding` was sent: whether its last coding is chunked
     let mut transfer_encoding: Option<bool> = None;
     for &(n0, n1, v0, v1) in &spans[..count] {
@@ -116,11 +118,15 @@ pub fn parse(buf: &mut BytesMut, head_only: bool, upgrade: bool) -> Result<Optio
             let last = value.rsplit(|b| *b == b',').next().unwrap_or(b"").trim_ascii();
             transfer_encoding = Some(last.eq_ignore_ascii_case(b"chunked"));
         } else if name == header::CONTENT_LENGTH {
+            let first = lengths.value.is_none();
             lengths
                 .add(&value)
                 .map_err(|_| Malformed("bad or conflicting Content-Length"))?;
-            // written once below, whatever the upstream repeated
-            continue;
+            if !first || lengths.repeated {
+                // the same length again, as a line or in a list: one line is made below
+                plain_length = false;
+                continue;
+            }
         }
         // hop-by-hop fields describe this connection: read above, not passed on (but a 101's);
         // `Upgrade` outside a 101 is an offer to this hop
@@ -143,18 +149,25 @@ pub fn parse(buf: &mut BytesMut, head_only: bool, upgrade: bool) -> Result<Optio
             }
         }
     }
+    // one `Content-Length` line: the upstream's own when it sent one plain number, else one made
+    // from the number its lines all gave
+    let keep_length = |headers: &mut http::HeaderMap, n: u64| {
+        if !plain_length {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
+    };
     let mut keep_alive = connection.persistent(version == Version::HTTP_11);
     let bodiless = head_only
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
-        if let Some(n) = lengths.value
-            && status != StatusCode::NO_CONTENT
-            && !status.is_informational()
-        {
+        match lengths.value {
             // what the body would have been (HEAD, 304): the client may want to know
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+            Some(n) if status != StatusCode::NO_CONTENT && !status.is_informational() => keep_length(&mut headers, n),
+            _ => {
+                headers.remove(header::CONTENT_LENGTH);
+            }
         }
         Framing::None
     } else if let Some(chunked) = transfer_encoding {
@@ -164,6 +177,7 @@ pub fn parse(buf: &mut BytesMut, head_only: bool, upgrade: bool) -> Result<Optio
         if lengths.value.is_some() || version == Version::HTTP_10 {
             keep_alive = false;
         }
+        headers.remove(header::CONTENT_LENGTH);
         if chunked {
             Framing::Chunked
         } else {
@@ -171,7 +185,7 @@ pub fn parse(buf: &mut BytesMut, head_only: bool, upgrade: bool) -> Result<Optio
             Framing::UntilClose
         }
     } else if let Some(n) = lengths.value {
-        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        keep_length(&mut headers, n);
         if n == 0 { Framing::None } else { Framing::Length(n) }
     } else {
         keep_alive = false;
