@@ -171,7 +171,7 @@ async fn uploads(client: reqwest::Client, base: String, tallies: Arc<Tallies>, s
         }
         let slot = ["10:00", "11:00", "12:00", "16:00", "17:00"][(n % 5) as usize];
         let body = serde_json::json!({"name": "Soak Test", "email": "soak@example.com", "phone": "+34 600 000 000",
-            "date": day.to_string(), "slot": slot, "notes": "x".repeat((n % 2000) as usize)});
+            "date": day.to_string(), "slot": slot, "notes": "x".repeat((n % 1000) as usize)});
         let r = client.post(format!("{base}/api/appointments")).json(&body).send().await;
         let ok = match r {
             Ok(r) if r.status() == 201 || r.status() == 409 => r.bytes().await.is_ok(),
