@@ -146,7 +146,7 @@ async fn forward_parts(
 }
 
 enum Outcome {
-    Response(Response<RecvBody>),
+    Response(Response<RecvBody<Body>>),
     /// The request never left: it can go to another server whatever its method.
     NotSent(Body, ConnectError),
     /// Sent, then the connection failed before a response. `stale`: a reused connection closed
@@ -303,7 +303,11 @@ pub fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) -
 
 /// The upstream's response for the client: hop-by-hop headers and `X-Powered-By` out, the body
 /// streamed and its connection pooled at the end; a 101 joins the two upgraded connections.
-fn response(resp: Response<RecvBody>, inflight: InflightGuard, client_upgrade: Option<OnUpgrade>) -> Response<Body> {
+fn response(
+    resp: Response<RecvBody<Body>>,
+    inflight: InflightGuard,
+    client_upgrade: Option<OnUpgrade>,
+) -> Response<Body> {
     let (mut parts, mut body) = resp.into_parts();
     if parts.status == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client) = client_upgrade

@@ -13,6 +13,7 @@ use http_body_util::combinators::BoxBody;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use crate::proto::BoxError;
+use crate::proto::h1::body::BodyLengthMismatch;
 use crate::upstream::h1::RecvBody;
 
 #[derive(Default)]
@@ -23,7 +24,7 @@ pub enum Body {
     /// A client's request body, failing with [`BodyTooLarge`] past the size limit and with
     /// [`BodyTimeout`] when the client pauses too long between chunks (slow-POST attacks).
     Limited(Box<Limited>),
-    Upstream(RecvBody),
+    Upstream(RecvBody<Body>),
     Boxed(BoxBody<Bytes, BoxError>),
 }
 
@@ -209,18 +210,6 @@ impl std::error::Error for BodyBroken {
         Some(&*self.0)
     }
 }
-
-/// The request body did not match its `Content-Length`.
-#[derive(Debug)]
-pub struct BodyLengthMismatch;
-
-impl std::fmt::Display for BodyLengthMismatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("request body does not match its Content-Length")
-    }
-}
-
-impl std::error::Error for BodyLengthMismatch {}
 
 /// Why a client's request body failed, when it was the client's fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

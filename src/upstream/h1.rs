@@ -19,9 +19,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::InflightGuard;
-use crate::http::body::{Body, BodyLengthMismatch};
 use crate::proto::BoxError;
-use crate::proto::h1::body::BodyDecoder;
+use crate::proto::h1::body::{BodyDecoder, BodyLengthMismatch};
 use crate::proto::h1::chunked::{self, Decoded};
 use crate::proto::h1::encode::{self, BodyShape};
 use crate::proto::h1::request::BodyFraming;
@@ -79,10 +78,14 @@ impl std::error::Error for Error {
 
 /// A failed [`Conn::send`]; the request `body` is handed back when none of the request reached
 /// the upstream.
-pub struct SendError {
-    pub body: Option<Body>,
+pub struct SendError<B> {
+    pub body: Option<B>,
     pub error: Error,
 }
+
+/// What a request body must be to go upstream.
+pub trait SendBody: HttpBody<Data = Bytes, Error = BoxError> + Unpin {}
+impl<B: HttpBody<Data = Bytes, Error = BoxError> + Unpin> SendBody for B {}
 
 impl Conn {
     /// Boxed: a connection moves between the pool, the request and its response body, and a
@@ -109,13 +112,13 @@ impl Conn {
     /// the `extra` headers, with `body`, and waits for the response head. The head is borrowed,
     /// so a caller can send it again elsewhere. `upgrade`: the request asks for a protocol
     /// switch, so a 101 is the answer and the connection becomes a tunnel.
-    pub async fn send<'h>(
+    pub async fn send<'h, B: SendBody>(
         mut self: Box<Self>,
         parts: &http::request::Parts,
         extra: impl Iterator<Item = (&'h HeaderName, &'h HeaderValue)>,
-        body: Body,
+        body: B,
         upgrade: bool,
-    ) -> Result<Response<RecvBody>, SendError> {
+    ) -> Result<Response<RecvBody<B>>, SendError<B>> {
         self.interim = false;
         let shape = BodyShape {
             empty: body.is_end_stream(),
@@ -222,8 +225,8 @@ impl From<response::Framing> for Framing {
 }
 
 /// A request body on its way to the upstream.
-struct Upload {
-    body: Body,
+struct Upload<B> {
+    body: B,
     chunked: bool,
     /// Bytes still owed under a `Content-Length`: the body must match it to the byte, or what
     /// follows would be read by the upstream as another request.
@@ -239,8 +242,8 @@ enum UploadError {
     Io,
 }
 
-impl Upload {
-    fn new(body: Body, framing: BodyFraming) -> Self {
+impl<B: SendBody> Upload<B> {
+    fn new(body: B, framing: BodyFraming) -> Self {
         Self {
             body,
             chunked: framing == BodyFraming::Chunked,
@@ -257,7 +260,7 @@ impl Upload {
     /// the connection out of step (`reusable` turns false); the client's own body failing is
     /// returned, the upstream no longer reading (it may be answering early) is not.
     fn drive(
-        upload: &mut Option<Box<Upload>>,
+        upload: &mut Option<Box<Upload<B>>>,
         io: &mut TcpStream,
         cx: &mut Context<'_>,
         reusable: &mut bool,
@@ -343,17 +346,17 @@ impl Upload {
 /// An upstream response body, read from its connection as it is polled. Read to its end on a
 /// keep-alive connection, with the request body all sent, the connection goes back to the pool;
 /// dropped earlier, the connection closes.
-pub struct RecvBody {
+pub struct RecvBody<B> {
     conn: Option<Box<Conn>>,
     framing: Framing,
-    upload: Option<Box<Upload>>,
+    upload: Option<Box<Upload<B>>>,
     reusable: bool,
     /// Counts the exchange in flight on its server until the body is dropped; also names the
     /// pool the connection returns to.
     inflight: Option<InflightGuard>,
 }
 
-impl RecvBody {
+impl<B: SendBody> RecvBody<B> {
     /// Returns the connection to `inflight`'s server's pool at the end, and holds the guard.
     pub fn pooled(&mut self, inflight: InflightGuard) {
         self.inflight = Some(inflight);
@@ -388,7 +391,7 @@ impl RecvBody {
     }
 }
 
-impl HttpBody for RecvBody {
+impl<B: SendBody> HttpBody for RecvBody<B> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -461,6 +464,7 @@ impl HttpBody for RecvBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::body::Body;
     use http::Request;
 
     /// An upstream on loopback that reads a request head, answers `answer` at once, and

@@ -10,7 +10,7 @@ use tokio::time::{MissedTickBehavior, interval, timeout};
 
 use super::{Server, pool};
 use crate::config::HealthSpec;
-use crate::http::body::Body;
+use crate::proto::BoxError;
 
 /// Checks `server` every `spec.interval` until it is dropped.
 pub(super) fn spawn(server: &Arc<Server>, spec: Option<&HealthSpec>) {
@@ -36,9 +36,12 @@ pub async fn probe(server: &Server, spec: &HealthSpec) -> bool {
             .header(HOST, HeaderValue::from_str(&server.label).ok()?)
             .header(CONNECTION, "close")
             .header(USER_AGENT, "orta-gateway health check")
-            .body(Body::Empty)
+            .body(())
             .ok()?;
-        let (parts, body) = req.into_parts();
+        let (parts, ()) = req.into_parts();
+        let body = http_body_util::BodyExt::map_err(http_body_util::Empty::<bytes::Bytes>::new(), |e| -> BoxError {
+            match e {}
+        });
         let resp = conn.send(&parts, std::iter::empty(), body, false).await.ok()?;
         let s = resp.status();
         Some(s.is_success() || s.is_redirection())

@@ -7,6 +7,18 @@ use bytes::BytesMut;
 use super::chunked::{Chunked, Decoded, Malformed};
 use super::request::BodyFraming;
 
+/// A body that did not match its `Content-Length` (more bytes, or fewer before it ended).
+#[derive(Debug)]
+pub struct BodyLengthMismatch;
+
+impl std::fmt::Display for BodyLengthMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body does not match its Content-Length")
+    }
+}
+
+impl std::error::Error for BodyLengthMismatch {}
+
 /// Where a body being read stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyDecoder {
