@@ -1,7 +1,8 @@
 //! The HTTP/1 codec's properties on recorded and generated inputs, without building the fuzzers:
-//! every file of every fuzz corpus (`fuzz/corpus/TARGET/`, crashes found by fuzzing included)
-//! goes through the same checks the fuzz targets run (`fuzz/checks.rs`), and generated request
-//! heads go through the parser and httparse side by side.
+//! every seed (`fuzz/seeds/TARGET/`: hand-written inputs, and every crash fuzzing found) and
+//! every input of the fuzz corpora (`fuzz/corpus/TARGET/`: what the fuzzer kept for reaching new
+//! code) goes through the same checks the fuzz targets run (`fuzz/checks.rs`), and generated
+//! request heads go through the parser and httparse side by side.
 
 #[path = "../fuzz/checks.rs"]
 mod checks;
@@ -12,16 +13,17 @@ use proptest::prelude::*;
 
 #[test]
 fn every_corpus_file_keeps_its_properties() {
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut failures = Vec::new();
     for (target, check) in checks::TARGETS {
-        let dir = corpus.join(target);
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-            .map(|e| e.unwrap().path())
-            .collect();
+        let mut files = Vec::new();
+        for kind in ["seeds", "corpus"] {
+            let dir = fuzz.join(kind).join(target);
+            let found = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+            files.extend(found.map(|e| e.unwrap().path()));
+        }
         files.sort();
-        assert!(!files.is_empty(), "{}: no corpus", dir.display());
+        assert!(files.len() > 1, "{target}: no seeds or corpus");
         for file in files {
             let data = std::fs::read(&file).unwrap();
             if std::panic::catch_unwind(|| check(&data)).is_err() {

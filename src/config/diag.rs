@@ -81,19 +81,15 @@ impl Diagnostics {
         line_col(&self.source, offset)
     }
 
-    /// Renders one diagnostic as `FILE:LINE:COL: message` (`FILE: message` without a span).
+    /// Renders one diagnostic as `FILE:LINE:COL: message`; a problem of the whole file (no
+    /// span: the TOML parser's recursion limit, say) is placed at its start, 1:1.
     pub fn render(&self, d: &Diagnostic) -> String {
         let prefix = match d.severity {
             Severity::Error => "",
             Severity::Warning => "warning: ",
         };
-        match &d.span {
-            Some(span) => {
-                let (line, col) = self.line_col(span.start);
-                format!("{}:{line}:{col}: {prefix}{}", self.file.display(), d.message)
-            }
-            None => format!("{}: {prefix}{}", self.file.display(), d.message),
-        }
+        let (line, col) = self.line_col(d.span.as_ref().map_or(0, |s| s.start));
+        format!("{}:{line}:{col}: {prefix}{}", self.file.display(), d.message)
     }
 
     /// The rendered error lines, in file order.
@@ -161,7 +157,20 @@ mod tests {
         d.error(Some(16..17), "expected a string");
         d.warning(None, "note");
         assert_eq!(d.error_lines(), vec!["conf/x.toml:2:8: expected a string".to_string()]);
-        assert_eq!(d.warning_lines(), vec!["conf/x.toml: warning: note".to_string()]);
+        assert_eq!(d.warning_lines(), vec!["conf/x.toml:1:1: warning: note".to_string()]);
         assert!(d.has_errors());
+    }
+
+    #[test]
+    fn a_config_nested_past_the_parsers_limit_still_gets_a_position() {
+        // found by fuzzing: the TOML parser's recursion limit came back as `FILE: message`
+        let text = format!("x = {}1{}\n", "[".repeat(200), "]".repeat(200));
+        let Err(d) = crate::config::parse(Path::new("deep.toml"), &text) else {
+            panic!("too deep to parse");
+        };
+        for line in d.error_lines() {
+            assert!(line.starts_with("deep.toml:1:"), "{line}");
+        }
+        assert!(!d.error_lines().is_empty());
     }
 }
