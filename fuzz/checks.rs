@@ -81,7 +81,11 @@ pub fn request_head(data: &[u8]) {
     if !underscores {
         assert!(h.keys().all(|k| !k.as_str().contains('_')), "{h:?}");
     }
-    // written out by the encoder and read again: the same request
+    // written out by the encoder and read again: the same request (unless the head has as
+    // many fields as the parser takes: the encoder may add its framing line)
+    if h.len() + 1 >= request::MAX_HEADERS {
+        return;
+    }
     let shape = BodyShape {
         empty: head.body.is_none(),
         exact: match head.body {
