@@ -12,6 +12,7 @@ pub mod handler;
 pub mod http;
 pub mod middleware;
 pub mod net;
+pub mod pem;
 pub mod proto;
 pub mod router;
 pub mod server;

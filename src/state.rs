@@ -14,11 +14,11 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
 use crate::config::snapshot::Snapshot;
-use crate::server::ConnTracker;
+use crate::server::tracker::ConnTracker;
 use crate::telemetry::access::AccessLog;
 use crate::telemetry::metrics::Metrics;
 use crate::tls::CertStore;
-use crate::tls::acme::{AcmeStatus, Challenges};
+use crate::tls::acme;
 
 pub struct State {
     snapshot: ArcSwap<Snapshot>,
@@ -34,9 +34,9 @@ pub struct State {
     /// Turns true when the gateway shuts down: connections finish their requests and close.
     pub shutdown: watch::Sender<bool>,
     pub status: Mutex<Status>,
-    /// The running ACME order's challenge answers (tls-alpn-01 handshakes, http-01 tokens).
-    pub acme_challenges: ArcSwapOption<Challenges>,
-    acme: Mutex<Option<AcmeStatus>>,
+    /// What the ACME manager shares: its challenge answers (tls-alpn-01 handshakes, http-01
+    /// tokens) and its status.
+    pub acme: Arc<acme::Shared>,
 }
 
 /// What `/status` reports beside the snapshot.
@@ -55,6 +55,7 @@ impl State {
     pub fn new(config: Arc<Config>, certs: Arc<CertStore>) -> Arc<Self> {
         let metrics = Arc::new(Metrics::new());
         let snapshot = Snapshot::build(config, None, 1, &metrics);
+        let acme = Arc::new(acme::Shared::new(certs.clone(), metrics.clone()));
         Arc::new(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             generation: AtomicU64::new(1),
@@ -69,8 +70,7 @@ impl State {
                 loaded_at: Some(SystemTime::now()),
                 ..Status::default()
             }),
-            acme_challenges: ArcSwapOption::empty(),
-            acme: Mutex::new(None),
+            acme,
         })
     }
 
@@ -93,11 +93,6 @@ impl State {
 
     pub fn status(&self) -> std::sync::MutexGuard<'_, Status> {
         self.status.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The ACME manager's status (`None` without ACME).
-    pub fn acme_status(&self) -> std::sync::MutexGuard<'_, Option<AcmeStatus>> {
-        self.acme.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn https_port(&self) -> Option<u16> {

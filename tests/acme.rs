@@ -266,7 +266,7 @@ async fn served_serial(https: u16, name: &str) -> Option<(String, String)> {
             Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
         }
         fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            orta_gateway::tls::provider()
+            orta_gateway::pem::provider()
                 .signature_verification_algorithms
                 .supported_schemes()
         }
@@ -281,7 +281,7 @@ async fn served_serial(https: u16, name: &str) -> Option<(String, String)> {
         .await
         .ok()?;
     let leaf = tls.get_ref().1.peer_certificates()?.first()?.clone();
-    let info = orta_gateway::tls::describe(&leaf)?;
+    let info = orta_gateway::pem::describe(&leaf)?;
     Some((info.serial, info.issuer))
 }
 

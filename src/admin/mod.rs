@@ -10,7 +10,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::http::body::Body;
+use crate::proto::body::Body;
 use crate::proto::h1::request::Limits;
 use crate::proto::h1::server::{self as h1, RequestBody, SimpleTimeouts};
 use crate::state::State;
@@ -199,7 +199,7 @@ fn status(state: &State) -> serde_json::Value {
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "certificates": certificates,
-        "acme": state.acme_status().as_ref().map(|a| serde_json::json!({
+        "acme": state.acme.status().as_ref().map(|a| serde_json::json!({
             "domains": a.domains,
             "pending": a.pending,
             "last_error": a.last_error,

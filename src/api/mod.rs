@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::http::body::Body;
+use crate::proto::body::Body;
 use crate::proto::h1::server::{self as h1, RequestBody, SimpleTimeouts};
 use db::{Appointment, BookError, Db};
 
@@ -232,7 +232,7 @@ async fn book(replica: &Replica, req: Request<Option<RequestBody>>) -> Response<
 /// A random (version 4) UUID from the crypto provider's secure generator: unguessable.
 fn uuid_v4() -> String {
     let mut b = [0u8; 16];
-    if crate::tls::provider().secure_random.fill(&mut b).is_err() {
+    if crate::pem::provider().secure_random.fill(&mut b).is_err() {
         // the provider's generator cannot fail in practice; never hand out a predictable id
         for chunk in b.chunks_mut(8) {
             chunk.copy_from_slice(&fastrand::u64(..).to_le_bytes());

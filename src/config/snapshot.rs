@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{Config, RouteSpec};
+use super::model::{Config, RouteSpec};
 use crate::handler::Handler;
 use crate::handler::files::cache::FileCache;
 use crate::middleware::headers::SecurityHeaders;

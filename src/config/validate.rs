@@ -14,9 +14,9 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::diag::Diagnostics;
+use super::model::*;
 use super::raw::*;
 use super::units::{parse_duration, parse_rate, parse_size};
-use super::*;
 use crate::http::client_ip::{TrustedProxies, parse_net};
 
 const SECTIONS: &str = "server, tls, acme, headers, compression, cache, rate_limit, upstream, route, log, admin, api";
@@ -611,7 +611,7 @@ impl Validator<'_> {
             None => None,
             Some(c) => {
                 let path = PathBuf::from(c.get_ref());
-                if let Err(e) = crate::tls::load_chain(&path) {
+                if let Err(e) = crate::pem::load_chain(&path) {
                     self.err(c.span(), e);
                     ok = false;
                 }
@@ -633,18 +633,18 @@ impl Validator<'_> {
     fn cert_pair(&mut self, cert: &Spanned<String>, key: &Spanned<String>) -> Option<LoadedCert> {
         let cert_path = PathBuf::from(cert.get_ref());
         let key_path = PathBuf::from(key.get_ref());
-        let chain = match crate::tls::load_chain(&cert_path) {
+        let chain = match crate::pem::load_chain(&cert_path) {
             Ok(c) => c,
             Err(e) => {
                 self.err(cert.span(), e);
                 return None;
             }
         };
-        if let Err(e) = crate::tls::check_key_permissions(&key_path) {
+        if let Err(e) = crate::pem::check_key_permissions(&key_path) {
             self.err(key.span(), e);
             return None;
         }
-        let signing_key = match crate::tls::load_key(&key_path) {
+        let signing_key = match crate::pem::load_key(&key_path) {
             Ok(k) => k,
             Err(e) => {
                 self.err(key.span(), e);

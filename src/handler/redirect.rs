@@ -4,8 +4,8 @@
 use http::header::LOCATION;
 use http::{HeaderValue, Response, StatusCode, Uri};
 
-use crate::http::body::Body;
 use crate::http::error::HttpError;
+use crate::proto::body::Body;
 
 /// 301 to `base` + the request's path and query.
 pub fn to_base(base: &str, uri: &Uri) -> Result<Response<Body>, HttpError> {

@@ -4,7 +4,7 @@
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
 
-use super::body::Body;
+use crate::proto::body::Body;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HttpError {

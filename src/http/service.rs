@@ -8,9 +8,9 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Body as _;
 
-use super::body::{Body, ReqBody};
 use super::context::{ConnInfo, RequestCtx};
 use super::error::{HttpError, wants_json};
+use crate::proto::body::{Body, ReqBody};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -179,7 +179,7 @@ async fn route<'s>(
     let content_length = check_framing(&req)?;
     let server = &snap.config.server;
     if let Some(token) = req.uri().path().strip_prefix(ACME_CHALLENGE_PREFIX)
-        && let Some(challenges) = state.acme_challenges.load_full()
+        && let Some(challenges) = state.acme.challenges.load_full()
         && let Some(key_auth) = challenges.resolver.get_http_01_key_auth(token)
     {
         // ACME http-01 validation: answered before routing, on either listener

@@ -20,8 +20,8 @@ use http::{Method, Response, StatusCode};
 use hyper::body::{Body as HttpBody, Frame};
 use tokio_util::io::{ReaderStream, StreamReader};
 
-use crate::http::body::Body;
 use crate::proto::BoxError;
+use crate::proto::body::Body;
 
 /// A content coding the gateway produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

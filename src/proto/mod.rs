@@ -1,8 +1,10 @@
 //! The protocols the gateway speaks, below everything that knows about config, routes or
 //! upstreams: the one HTTP/1 codec (`h1`, for the client-facing server, the upstream client,
-//! the admin listener and the bundled API alike), the PROXY protocol, reused header maps, and
-//! the lifecycle of a client connection (header and keep-alive timers, graceful close).
+//! the admin listener and the bundled API alike), the body type that flows through the
+//! gateway, the PROXY protocol, reused header maps, and the lifecycle of a client connection
+//! (header and keep-alive timers, graceful close).
 
+pub mod body;
 pub mod h1;
 pub mod lifecycle;
 pub mod maps;

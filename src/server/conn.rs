@@ -20,13 +20,13 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use super::ConnSlot;
+use super::tracker::ConnSlot;
 use crate::config::ServerSettings;
-use crate::http::body::{Body, ReqBody};
 use crate::http::client_ip::canonical;
 use crate::http::context::ConnInfo;
 use crate::http::service;
 use crate::proto::BoxError;
+use crate::proto::body::{Body, ReqBody};
 use crate::proto::h1::request::Limits;
 use crate::proto::h1::server::{self as h1, PlainTcp, RequestBody};
 use crate::proto::lifecycle::{Graceful, Timers, drive};
@@ -139,7 +139,7 @@ async fn handshake(
     acceptor: &TlsAcceptor,
     stream: Prefixed<TcpStream>,
 ) -> Option<tokio_rustls::server::TlsStream<Prefixed<TcpStream>>> {
-    let Some(challenges) = state.acme_challenges.load_full() else {
+    let Some(challenges) = state.acme.challenges.load_full() else {
         return acceptor.accept(stream).await.ok();
     };
     let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)

@@ -6,6 +6,7 @@
 
 mod conn;
 pub mod listener;
+pub mod tracker;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,7 @@ use crate::config::{self, CertSource, Config};
 use crate::state::State;
 use crate::telemetry::access::AccessLog;
 use crate::tls::{self, CertStore};
-pub use listener::{ConnSlot, ConnTracker};
+pub use tracker::{ConnSlot, ConnTracker};
 
 /// A started gateway. Dropping it does not stop it: call [`Gateway::shutdown`].
 pub struct Gateway {
@@ -143,14 +144,14 @@ impl Gateway {
     /// Binds everything `config` asks for and starts serving. Port 0 binds a free port; the
     /// bound addresses are in [`Gateway::http_addr`] and friends.
     pub async fn start(config: Arc<Config>) -> Result<Gateway, String> {
-        tls::provider();
+        crate::pem::provider();
         let fd_limit = crate::zerocopy::raise_fd_limit();
         tracing::debug!(?fd_limit, "open files limit");
         let certs = Arc::new(CertStore::new(load_certs(&config)?.unwrap_or_default()));
         let state = State::new(config.clone(), certs);
         let acme = match &config.tls.source {
             CertSource::Acme(settings) if config.server.https.is_some() => {
-                Some(crate::tls::acme::start(settings.clone(), state.clone())?)
+                Some(crate::tls::acme::start(settings.clone(), state.acme.clone())?)
             }
             _ => None,
         };
@@ -290,7 +291,7 @@ impl Gateway {
             match next {
                 Some(prepared) => {
                     let keep = state.certs.current();
-                    let handle = prepared.start(state.clone());
+                    let handle = prepared.start(state.acme.clone());
                     if acme.is_some() {
                         state.certs.replace(keep);
                     }
@@ -298,8 +299,8 @@ impl Gateway {
                 }
                 None => {
                     *acme = None;
-                    state.acme_challenges.store(None);
-                    *state.acme_status() = None;
+                    state.acme.challenges.store(None);
+                    *state.acme.status() = None;
                 }
             }
         }

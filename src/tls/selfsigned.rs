@@ -93,8 +93,8 @@ fn cached(dir: &Path, names_line: &str, now: u64) -> Option<Arc<CertifiedKey>> {
     if not_after < now + RENEW_WITHIN_DAYS * 86_400 {
         return None;
     }
-    let chain = super::load_chain(&dir.join("cert.pem")).ok()?;
-    let key = super::load_key(&dir.join("key.pem")).ok()?;
+    let chain = crate::pem::load_chain(&dir.join("cert.pem")).ok()?;
+    let key = crate::pem::load_key(&dir.join("key.pem")).ok()?;
     let ck = CertifiedKey::new(chain, key);
     ck.keys_match().ok()?;
     Some(Arc::new(ck))

@@ -31,11 +31,11 @@ impl CertStore {
     }
 
     /// What each certificate in the set says about itself.
-    pub fn describe(&self) -> Vec<super::CertInfo> {
+    pub fn describe(&self) -> Vec<crate::pem::CertInfo> {
         self.certs
             .load()
             .iter()
-            .filter_map(|ck| ck.cert.first().and_then(|leaf| super::describe(leaf)))
+            .filter_map(|ck| ck.cert.first().and_then(|leaf| crate::pem::describe(leaf)))
             .collect()
     }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Upstream;
+use super::group::Upstream;
 use crate::config::{ServerAddr, UpstreamSpec};
 
 /// Re-resolution period without active health checks.

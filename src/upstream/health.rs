@@ -8,7 +8,8 @@ use http::header::{CONNECTION, HOST, USER_AGENT};
 use http::{HeaderValue, Request};
 use tokio::time::{MissedTickBehavior, interval, timeout};
 
-use super::{Server, pool};
+use super::pool;
+use super::server::Server;
 use crate::config::HealthSpec;
 use crate::proto::BoxError;
 

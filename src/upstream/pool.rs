@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
-use super::h1::Conn;
 use crate::config::ServerAddr;
+use crate::proto::h1::upstream::Conn;
 
 /// Idle connections older than this are closed rather than reused: upstream servers close idle
 /// keep-alive connections on their own schedule, and a request sent on one that is closing fails.

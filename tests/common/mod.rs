@@ -21,7 +21,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use orta_gateway::config;
-use orta_gateway::http::body::Body;
+use orta_gateway::proto::body::Body;
 use orta_gateway::server::Gateway;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;

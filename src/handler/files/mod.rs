@@ -21,10 +21,10 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, Take};
 use tokio_util::io::ReaderStream;
 
-use crate::http::body::Body;
 use crate::http::error::HttpError;
 use crate::middleware::compression::{self, CompressionSettings, Encoding};
 use crate::proto::BoxError;
+use crate::proto::body::Body;
 use crate::proto::maps;
 use cache::{CachedFile, FileCache, FileMeta, Lookup};
 

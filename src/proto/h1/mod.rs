@@ -9,6 +9,7 @@
 //! - [`fields`]: the field rules all of them share (lengths, `Connection`, hop-by-hop);
 //! - [`encode`]: request and response heads written with the framing the codec chose;
 //! - [`server`]: the server side of a connection, for any service;
+//! - [`upstream`]: the client side of a proxied exchange, on a pooled connection;
 //! - [`client`]: a one-shot exchange for the gateway's own small fetches.
 //!
 //! The parsers are pure functions over a buffer, so the fuzz targets (`fuzz/`) and the corpus
@@ -22,3 +23,4 @@ pub mod fields;
 pub mod request;
 pub mod response;
 pub mod server;
+pub mod upstream;

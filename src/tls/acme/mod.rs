@@ -20,8 +20,11 @@ use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_acme::{AcmeConfig, EventError, EventOk, ResolvesServerCertAcme, UseChallenge};
 
+use arc_swap::ArcSwapOption;
+
+use super::store::CertStore;
 use crate::config::{AcmeChallenge, AcmeSettings};
-use crate::state::State;
+use crate::telemetry::metrics::Metrics;
 use cache::{AcmeCache, CacheHandle};
 use policy::{Reason, Window};
 
@@ -43,6 +46,33 @@ pub struct AcmeStatus {
     pub next_renewal: Option<(i64, Reason)>,
 }
 
+/// What the ACME manager shares with the rest of the gateway, long-lived across reloads: the
+/// store it installs certificates in, the running order's challenge answers (read by the TLS
+/// handshake and the http-01 path), its status for `/status`, and the metrics it counts
+/// renewals in.
+pub struct Shared {
+    pub certs: Arc<CertStore>,
+    pub challenges: ArcSwapOption<Challenges>,
+    status: Mutex<Option<AcmeStatus>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    pub fn new(certs: Arc<CertStore>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            certs,
+            challenges: ArcSwapOption::empty(),
+            status: Mutex::new(None),
+            metrics,
+        }
+    }
+
+    /// The manager's status (`None` without ACME).
+    pub fn status(&self) -> std::sync::MutexGuard<'_, Option<AcmeStatus>> {
+        self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// A running manager; stops when dropped.
 pub struct AcmeHandle {
     pub settings: AcmeSettings,
@@ -60,13 +90,13 @@ pub fn client_config(settings: &AcmeSettings) -> Result<Arc<ClientConfig>, Strin
     let mut roots = RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = &settings.ca_root {
-        for c in super::load_chain(path)? {
+        for c in crate::pem::load_chain(path)? {
             roots
                 .add(c)
                 .map_err(|e| format!("acme.ca_root {}: {e}", path.display()))?;
         }
     }
-    let cfg = ClientConfig::builder_with_provider(super::provider())
+    let cfg = ClientConfig::builder_with_provider(crate::pem::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
@@ -76,7 +106,7 @@ pub fn client_config(settings: &AcmeSettings) -> Result<Arc<ClientConfig>, Strin
 
 /// Starts managing `settings`: the store serves the cached certificate if there is one, else
 /// a temporary self-signed one, until the CA's arrives.
-pub fn start(settings: AcmeSettings, state: Arc<State>) -> Result<AcmeHandle, String> {
+pub fn start(settings: AcmeSettings, state: Arc<Shared>) -> Result<AcmeHandle, String> {
     Ok(prepare(settings)?.start(state))
 }
 
@@ -101,7 +131,7 @@ pub fn prepare(settings: AcmeSettings) -> Result<Prepared, String> {
 
 impl Prepared {
     /// Serves the temporary certificate and starts the manager.
-    pub fn start(self, state: Arc<State>) -> AcmeHandle {
+    pub fn start(self, state: Arc<Shared>) -> AcmeHandle {
         let Prepared {
             settings,
             client,
@@ -115,10 +145,10 @@ fn run(
     settings: AcmeSettings,
     client: Arc<ClientConfig>,
     temporary: Arc<CertifiedKey>,
-    state: Arc<State>,
+    state: Arc<Shared>,
 ) -> AcmeHandle {
     state.certs.replace(vec![temporary]);
-    *state.acme_status() = Some(AcmeStatus {
+    *state.status() = Some(AcmeStatus {
         domains: settings.domains.clone(),
         pending: Some("waiting for the first certificate from the CA".into()),
         ..AcmeStatus::default()
@@ -130,7 +160,7 @@ fn run(
             Ok((ck, leaf)) => {
                 state.certs.replace(vec![Arc::new(ck)]);
                 *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(leaf);
-                if let Some(s) = state.acme_status().as_mut() {
+                if let Some(s) = state.status().as_mut() {
                     s.pending = None;
                 }
             }
@@ -160,7 +190,7 @@ fn parse_pem(pem: &[u8]) -> Result<(CertifiedKey, Vec<u8>), String> {
         .collect::<Result<_, _>>()
         .map_err(|e| format!("bad certificate chain: {e}"))?;
     let leaf = chain.first().ok_or("no certificate")?.to_vec();
-    let key = super::provider()
+    let key = crate::pem::provider()
         .key_provider
         .load_private_key(key)
         .map_err(|e| e.to_string())?;
@@ -169,7 +199,7 @@ fn parse_pem(pem: &[u8]) -> Result<(CertifiedKey, Vec<u8>), String> {
 
 struct Manager {
     settings: AcmeSettings,
-    state: Arc<State>,
+    state: Arc<Shared>,
     cache: Arc<AcmeCache>,
     client: Arc<ClientConfig>,
     /// The leaf of the certificate being served.
@@ -185,7 +215,7 @@ impl Manager {
         if let Err(e) = self.cache.check_writable() {
             let why = format!("ACME cache unusable, no certificate ordered (it could not be kept): {e}");
             tracing::error!("{why}");
-            if let Some(s) = self.state.acme_status().as_mut() {
+            if let Some(s) = self.state.status().as_mut() {
                 s.pending = Some(why.clone());
                 s.last_error = Some(why);
             }
@@ -203,9 +233,9 @@ impl Manager {
                 })
                 .cache(CacheHandle(self.cache.clone()))
                 .state();
-            self.state.acme_challenges.store(Some(Arc::new(Challenges {
+            self.state.challenges.store(Some(Arc::new(Challenges {
                 resolver: acme.resolver(),
-                tls: acme.challenge_rustls_config_with_provider(super::provider()),
+                tls: acme.challenge_rustls_config_with_provider(crate::pem::provider()),
             })));
             loop {
                 let wake = tokio::time::sleep(self.settings.check_interval.min(self.until_renewal()));
@@ -234,7 +264,7 @@ impl Manager {
                 self.ari = None;
                 self.renewing = false;
                 tracing::info!(domains = ?self.settings.domains, "ACME: new certificate issued and deployed");
-                if let Some(s) = self.state.acme_status().as_mut() {
+                if let Some(s) = self.state.status().as_mut() {
                     s.last_error = None;
                 }
             }
@@ -248,7 +278,7 @@ impl Manager {
                     self.state.metrics.acme_renewal(false);
                 }
                 tracing::warn!(domains = ?self.settings.domains, "ACME: {e} (retrying with backoff)");
-                if let Some(s) = self.state.acme_status().as_mut() {
+                if let Some(s) = self.state.status().as_mut() {
                     s.last_error = Some(e.to_string());
                 }
             }
@@ -261,7 +291,7 @@ impl Manager {
 
     /// How long until the planned renewal (a long time when nothing is served yet).
     fn until_renewal(&self) -> Duration {
-        let Some(info) = self.leaf().and_then(|l| super::describe(&l)) else {
+        let Some(info) = self.leaf().and_then(|l| crate::pem::describe(&l)) else {
             return Duration::from_secs(3600);
         };
         let ari = self.ari.map(|(w, _)| w);
@@ -282,7 +312,7 @@ impl Manager {
             return false;
         }
         let Some(leaf) = self.leaf() else { return false };
-        let Some(info) = super::describe(&leaf) else {
+        let Some(info) = crate::pem::describe(&leaf) else {
             return false;
         };
         if self.settings.renew_before == crate::config::RenewBefore::Auto {
@@ -296,7 +326,7 @@ impl Manager {
             self.settings.renew_before,
             ari,
         );
-        if let Some(s) = self.state.acme_status().as_mut() {
+        if let Some(s) = self.state.status().as_mut() {
             s.next_renewal = Some((at, reason));
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();

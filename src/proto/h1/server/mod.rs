@@ -24,10 +24,13 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 mod reader;
+mod socket;
 mod writer;
 
 use reader::Feeder;
 pub use reader::{RequestBody, RequestBodyError};
+pub use socket::PlainTcp;
+use socket::{COPY_MAX, COPY_MAX_FLAT, READ_SIZE, fill};
 use writer::Writer;
 
 use super::encode::{self, BodyShape};
@@ -55,26 +58,6 @@ pub trait Service: Send + Sync + 'static {
     fn close(&self);
 }
 
-/// The TCP socket under a transport when body bytes reach it unchanged (plain HTTP, not TLS):
-/// there a sealed body can go out with `sendfile`.
-pub trait PlainTcp {
-    fn plain_tcp(&self) -> Option<&TcpStream> {
-        None
-    }
-}
-
-impl PlainTcp for Prefixed<TcpStream> {
-    fn plain_tcp(&self) -> Option<&TcpStream> {
-        Some(self.get_ref())
-    }
-}
-
-impl PlainTcp for TcpStream {
-    fn plain_tcp(&self) -> Option<&TcpStream> {
-        Some(self)
-    }
-}
-
 /// What a connection allows its clients.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
@@ -83,13 +66,6 @@ pub struct Options {
     pub send_timeout: Duration,
 }
 
-/// The read buffer grows by this much when it runs low.
-const READ_SIZE: usize = 16 * 1024;
-/// Body frames up to this size are copied behind the head (one write); larger ones go out as
-/// they are (`writev`, or `sendfile` for a sealed file).
-pub(super) const COPY_MAX: usize = 16 * 1024;
-/// The same, when the transport cannot write several buffers at once (TLS).
-pub(super) const COPY_MAX_FLAT: usize = 64 * 1024;
 /// A connection closed with request bytes unread is read (and discarded) this long first, so
 /// the client gets its answer instead of a reset.
 const LINGER: Duration = Duration::from_secs(2);
@@ -492,15 +468,4 @@ where
         }
         Next::KeepAlive
     }
-}
-
-pub(super) fn fill<T: AsyncRead + Unpin>(
-    io: &mut T,
-    buf: &mut BytesMut,
-    cx: &mut Context<'_>,
-) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < READ_SIZE / 4 {
-        buf.reserve(READ_SIZE);
-    }
-    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }

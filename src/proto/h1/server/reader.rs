@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::fill;
+use super::socket::fill;
 use crate::proto::BoxError;
 use crate::proto::h1::body::BodyDecoder;
 use crate::proto::h1::chunked::Decoded;

@@ -14,7 +14,7 @@ use bytes::{Buf, Bytes};
 use hyper::body::Body as HttpBody;
 use tokio::io::AsyncWrite;
 
-use super::{COPY_MAX_FLAT, PlainTcp};
+use super::socket::{COPY_MAX_FLAT, PlainTcp};
 use crate::proto::BoxError;
 use crate::proto::h1::chunked;
 use crate::proto::h1::response::Framing;
@@ -203,7 +203,7 @@ impl<B: HttpBody<Data = Bytes, Error = BoxError> + Unpin> Writer<'_, B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::h1::server::COPY_MAX;
+    use crate::proto::h1::server::socket::COPY_MAX;
     use hyper::body::Frame;
     use std::task::Waker;
 

@@ -14,7 +14,7 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 
 use crate::proto::BoxError;
 use crate::proto::h1::body::BodyLengthMismatch;
-use crate::upstream::h1::RecvBody;
+use crate::proto::h1::upstream::RecvBody;
 
 #[derive(Default)]
 pub enum Body {

@@ -9,6 +9,7 @@
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -18,7 +19,6 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::InflightGuard;
 use crate::proto::BoxError;
 use crate::proto::h1::body::{BodyDecoder, BodyLengthMismatch};
 use crate::proto::h1::chunked::{self, Decoded};
@@ -29,6 +29,30 @@ use crate::proto::h1::response::{self, Parsed, ResponseHead};
 /// Reads start at this size and grow, while reads fill them, up to `MAX_READ`.
 const MIN_READ: usize = 16 * 1024;
 const MAX_READ: usize = 256 * 1024;
+
+/// Where a connection goes back when its exchange ends well, and who counts the exchange in
+/// flight: the upstream server the connection was opened to.
+pub trait Home: Send + Sync {
+    /// Takes back a connection that can carry another request.
+    fn put(&self, conn: Box<Conn>);
+    /// An exchange counted by [`Lease::new`] is over (its response body ended or was dropped).
+    fn end(&self);
+}
+
+/// An exchange in flight on its server, until dropped; the caller counted its start.
+pub struct Lease(Arc<dyn Home>);
+
+impl Lease {
+    pub fn new(home: Arc<dyn Home>) -> Self {
+        Self(home)
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.end();
+    }
+}
 
 /// An open HTTP/1.1 connection to an upstream server, idle between exchanges.
 pub struct Conn {
@@ -353,12 +377,12 @@ pub struct RecvBody<B> {
     reusable: bool,
     /// Counts the exchange in flight on its server until the body is dropped; also names the
     /// pool the connection returns to.
-    inflight: Option<InflightGuard>,
+    inflight: Option<Lease>,
 }
 
 impl<B: SendBody> RecvBody<B> {
-    /// Returns the connection to `inflight`'s server's pool at the end, and holds the guard.
-    pub fn pooled(&mut self, inflight: InflightGuard) {
+    /// Returns the connection to `inflight`'s server at the end, and holds the lease.
+    pub fn pooled(&mut self, inflight: Lease) {
         self.inflight = Some(inflight);
         if matches!(self.framing, Framing::Done) {
             self.finish();
@@ -378,9 +402,9 @@ impl<B: SendBody> RecvBody<B> {
         if self.reusable
             && self.upload.is_none()
             && conn.buf.is_empty()
-            && let Some(guard) = &self.inflight
+            && let Some(lease) = &self.inflight
         {
-            guard.server().pool.put(conn);
+            lease.0.put(conn);
         }
     }
 
@@ -464,7 +488,7 @@ impl<B: SendBody> HttpBody for RecvBody<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::body::Body;
+    use crate::proto::body::Body;
     use http::Request;
 
     /// An upstream on loopback that reads a request head, answers `answer` at once, and
