@@ -1,9 +1,13 @@
 //! The shape of the crate, read from its own source: which file imports which (`use` trees and
 //! inline paths from `crate::`, `super::`, `self::` or a child module, tests left out), so that a
-//! circle of imports fails the build.
+//! circle of imports fails the build; and the length of every file, so that none grows past
+//! 600 lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+
+/// No file in `src/` is longer than this (tests inside it included).
+const MAX_FILE_LINES: usize = 600;
 
 /// A module path (`["server", "conn"]`) for every file under `src/`.
 fn modules(src: &Path) -> BTreeMap<Vec<String>, PathBuf> {
@@ -305,6 +309,19 @@ fn the_import_graph_has_no_circle() {
         })
         .collect();
     assert!(found.is_empty(), "imports run in circles:\n{}", report.join("\n"));
+}
+
+#[test]
+fn no_source_file_is_over_600_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let long: Vec<String> = modules(&src)
+        .values()
+        .filter_map(|file| {
+            let lines = std::fs::read_to_string(file).unwrap().lines().count();
+            (lines > MAX_FILE_LINES).then(|| format!("{}: {lines} lines", file.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "files over {MAX_FILE_LINES} lines: {long:#?}");
 }
 
 #[test]

@@ -1,0 +1,251 @@
+//! `[tls]` and `[acme]`: where certificates come from, the files they are read from checked
+//! now (readable, a matching key, the key file private).
+
+use super::*;
+
+impl Validator<'_> {
+    pub(super) fn tls(
+        &mut self,
+        raw: Option<&(Range<usize>, RawTls)>,
+        acme: Option<AcmeSettings>,
+        routes: &[RouteSpec],
+        server: &ServerSettings,
+    ) -> Option<TlsSettings> {
+        let default_dir = PathBuf::from("certs/self-signed");
+        let hosts: Vec<String> = {
+            let mut h: Vec<String> = routes.iter().flat_map(|r| r.hosts.iter().cloned()).collect();
+            h.sort();
+            h.dedup();
+            h
+        };
+        let Some((_, r)) = raw else {
+            return Some(TlsSettings {
+                source: CertSource::SelfSigned {
+                    dir: default_dir,
+                    hosts,
+                },
+                min_version: TlsVersion::Tls12,
+            });
+        };
+        let min_version = match r.min_version.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+            None | Some(("1.2", _)) => TlsVersion::Tls12,
+            Some(("1.3", _)) => TlsVersion::Tls13,
+            Some((other, span)) => {
+                self.err(
+                    span,
+                    format!("tls.min_version `{other}` is not supported: use \"1.2\" or \"1.3\""),
+                );
+                TlsVersion::Tls12
+            }
+        };
+        let source = match r.source.as_ref().map(|v| (v.get_ref().as_str(), v.span())) {
+            None | Some(("self-signed", _)) => {
+                let dir = r
+                    .self_signed_dir
+                    .as_ref()
+                    .map_or(default_dir, |d| PathBuf::from(d.get_ref()));
+                CertSource::SelfSigned { dir, hosts }
+            }
+            Some(("files", span)) => {
+                let mut certs = Vec::new();
+                match (&r.cert, &r.key) {
+                    (Some(c), Some(k)) => certs.extend(self.cert_pair(c, k)),
+                    (None, None) if r.certificates.is_some() => {}
+                    (Some(c), None) => self.err(c.span(), "tls.cert needs tls.key beside it"),
+                    (None, Some(k)) => self.err(k.span(), "tls.key needs tls.cert beside it"),
+                    (None, None) => self.missing(span, "tls.source = \"files\" needs `cert` and `key`"),
+                }
+                for pair in r.certificates.iter().flatten() {
+                    let p = pair.get_ref();
+                    certs.extend(self.cert_pair(&p.cert, &p.key));
+                }
+                CertSource::Files(certs)
+            }
+            Some(("acme", span)) => match acme {
+                Some(a) => {
+                    if a.challenge == AcmeChallenge::Http01 && server.http.is_none() {
+                        self.err(
+                            span.clone(),
+                            "the http-01 challenge needs the plain listener: set server.http",
+                        );
+                    }
+                    if server.https.is_none() {
+                        self.err(span, "ACME certificates need the HTTPS listener: set server.https");
+                    }
+                    CertSource::Acme(a)
+                }
+                None => {
+                    self.missing(span, "tls.source = \"acme\" needs an [acme] section with `domains`");
+                    return None;
+                }
+            },
+            Some((other, span)) => {
+                self.err(
+                    span,
+                    format!("tls.source `{other}` is not one of \"self-signed\", \"files\", \"acme\""),
+                );
+                return None;
+            }
+        };
+        Some(TlsSettings { source, min_version })
+    }
+
+    /// `[acme]`: checked whenever present, used with `tls.source = "acme"`. Needs no network.
+    pub(super) fn acme(&mut self, span: Range<usize>, r: &RawAcme) -> Option<AcmeSettings> {
+        let mut ok = true;
+        let mut domains = Vec::new();
+        match &r.domains {
+            Some(list) if !list.get_ref().is_empty() => {
+                for d in list.get_ref() {
+                    match normalize_host(d.get_ref()).filter(|h| h.contains('.') || h == "localhost") {
+                        Some(h) if h.starts_with("*.") || !h.contains('*') => {
+                            if !domains.contains(&h) {
+                                domains.push(h)
+                            }
+                        }
+                        _ => {
+                            self.err(d.span(), format!("`{}` is not a domain name", d.get_ref()));
+                            ok = false;
+                        }
+                    }
+                }
+            }
+            Some(list) => {
+                self.err(list.span(), "acme.domains is empty");
+                ok = false;
+            }
+            None => {
+                self.missing(
+                    span.clone(),
+                    "[acme] needs `domains`, e.g. [\"example.com\", \"www.example.com\"]",
+                );
+                ok = false;
+            }
+        }
+        let mut contact = Vec::new();
+        for c in r.contact.iter().flat_map(|l| l.get_ref()) {
+            match c.get_ref().strip_prefix("mailto:") {
+                Some(addr) if addr.contains('@') && !addr.contains(char::is_whitespace) => {
+                    contact.push(c.get_ref().clone())
+                }
+                _ => {
+                    self.err(c.span(), format!("contact `{}` must be a mailto: address", c.get_ref()));
+                    ok = false;
+                }
+            }
+        }
+        let directory = match r.directory.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
+            None | Some(("letsencrypt", _)) => LETS_ENCRYPT.to_string(),
+            Some(("letsencrypt-staging", _)) => LETS_ENCRYPT_STAGING.to_string(),
+            Some((url, span)) => match url.parse::<http::Uri>() {
+                Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => url.to_string(),
+                _ => {
+                    self.err(
+                        span,
+                        format!(
+                            "acme.directory `{url}` is not \"letsencrypt\", \"letsencrypt-staging\" or an https URL"
+                        ),
+                    );
+                    ok = false;
+                    String::new()
+                }
+            },
+        };
+        let challenge = match r.challenge.as_ref().map(|c| (c.get_ref().as_str(), c.span())) {
+            None | Some(("tls-alpn-01", _)) => AcmeChallenge::TlsAlpn01,
+            Some(("http-01", _)) => AcmeChallenge::Http01,
+            Some((other, span)) => {
+                self.err(
+                    span,
+                    format!("acme.challenge `{other}` is not \"tls-alpn-01\" or \"http-01\""),
+                );
+                ok = false;
+                AcmeChallenge::TlsAlpn01
+            }
+        };
+        let cache_dir = r
+            .cache_dir
+            .as_ref()
+            .map_or_else(|| PathBuf::from("certs/acme"), |d| PathBuf::from(d.get_ref()));
+        let check_interval = self.positive_duration(r.check_interval.as_ref(), Duration::from_secs(12 * 3600));
+        let renew_before = match &r.renew_before {
+            None => RenewBefore::Auto,
+            Some(v) if v.get_ref() == "auto" => RenewBefore::Auto,
+            Some(v) => match parse_duration(v.get_ref()) {
+                Ok(d) if !d.is_zero() => RenewBefore::Before(d),
+                _ => {
+                    self.err(
+                        v.span(),
+                        format!(
+                            "renew_before `{}` is not \"auto\" or a duration like \"30d\"",
+                            v.get_ref()
+                        ),
+                    );
+                    ok = false;
+                    RenewBefore::Auto
+                }
+            },
+        };
+        let ca_root = match r.ca_root.as_ref().filter(|c| !c.get_ref().trim().is_empty()) {
+            None => None,
+            Some(c) => {
+                let path = PathBuf::from(c.get_ref());
+                if let Err(e) = crate::pem::load_chain(&path) {
+                    self.err(c.span(), e);
+                    ok = false;
+                }
+                Some(path)
+            }
+        };
+        ok.then_some(AcmeSettings {
+            domains,
+            contact,
+            directory,
+            challenge,
+            cache_dir,
+            check_interval,
+            renew_before,
+            ca_root,
+        })
+    }
+
+    pub(super) fn cert_pair(&mut self, cert: &Spanned<String>, key: &Spanned<String>) -> Option<LoadedCert> {
+        let cert_path = PathBuf::from(cert.get_ref());
+        let key_path = PathBuf::from(key.get_ref());
+        let chain = match crate::pem::load_chain(&cert_path) {
+            Ok(c) => c,
+            Err(e) => {
+                self.err(cert.span(), e);
+                return None;
+            }
+        };
+        if let Err(e) = crate::pem::check_key_permissions(&key_path) {
+            self.err(key.span(), e);
+            return None;
+        }
+        let signing_key = match crate::pem::load_key(&key_path) {
+            Ok(k) => k,
+            Err(e) => {
+                self.err(key.span(), e);
+                return None;
+            }
+        };
+        let certified = rustls::sign::CertifiedKey::new(chain, signing_key);
+        if let Err(e) = certified.keys_match() {
+            self.err(
+                key.span(),
+                format!(
+                    "{} does not match the certificate {}: {e}",
+                    key_path.display(),
+                    cert_path.display()
+                ),
+            );
+            return None;
+        }
+        Some(LoadedCert {
+            cert_path,
+            key_path,
+            key: Arc::new(certified),
+        })
+    }
+}
