@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use governor::clock::DefaultClock;
-use orta_gateway::middleware::ratelimit::{Zone, ZoneSpec};
+use orta_gateway::config::ZoneSpec;
+use orta_gateway::middleware::ratelimit::Zone;
 use std::hint::black_box;
 
 fn bench(c: &mut Criterion) {

@@ -329,7 +329,7 @@ pub fn range(data: &[u8]) {
 /// `Accept-Encoding` values. The encoding chosen is one the gateway is configured for, and the
 /// client named it or `*`.
 pub fn accept_encoding(data: &[u8]) {
-    use orta_gateway::middleware::compression::{CompressionSettings, Encoding};
+    use orta_gateway::config::{CompressionSettings, Encoding};
     let Ok(value) = http::HeaderValue::from_bytes(data) else {
         return;
     };

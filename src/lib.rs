@@ -13,6 +13,7 @@ pub mod http;
 pub mod middleware;
 pub mod net;
 pub mod pem;
+pub mod pipeline;
 pub mod proto;
 pub mod router;
 pub mod server;

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
-use crate::config::snapshot::Snapshot;
+use crate::pipeline::snapshot::Snapshot;
 use crate::server::tracker::ConnTracker;
 use crate::telemetry::access::AccessLog;
 use crate::telemetry::metrics::Metrics;

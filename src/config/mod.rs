@@ -5,8 +5,7 @@
 pub mod diag;
 pub mod model;
 pub mod raw;
-pub mod reload;
-pub mod snapshot;
+pub mod settings;
 pub mod units;
 mod validate;
 

@@ -10,12 +10,10 @@ use http::HeaderValue;
 use rustls::sign::CertifiedKey;
 
 use super::diag::Diagnostics;
-pub use crate::handler::files::cache::CacheSettings;
-pub use crate::http::client_ip::TrustedProxies;
-pub use crate::middleware::compression::{CompressionSettings, Encoding};
-pub use crate::middleware::headers::SecurityHeaders;
-pub use crate::middleware::ratelimit::ZoneSpec;
-pub use crate::telemetry::access::{AccessSettings, AccessTarget, Rotate};
+pub use super::settings::{
+    AccessSettings, AccessTarget, CacheSettings, CompressionSettings, Encoding, Rotate, SecurityHeaders, ZoneSpec,
+};
+pub use crate::proto::client_ip::TrustedProxies;
 
 /// A validated config, with the warnings found while validating it.
 #[derive(Debug)]

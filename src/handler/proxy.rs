@@ -286,7 +286,7 @@ pub fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) -
     };
     // X-Real-IP is the client as worked out through trusted proxies; usually the peer itself,
     // and then the same value
-    let peer_ip = crate::http::client_ip::canonical(ctx.conn.remote.ip());
+    let peer_ip = crate::proto::client_ip::canonical(ctx.conn.remote.ip());
     let real_ip = if ctx.client_ip == peer_ip {
         peer
     } else {

@@ -36,7 +36,7 @@ impl ConnInfo {
     /// The client's address (`remote`, IPv4-mapped addresses unwrapped) as a header value.
     pub fn remote_header(&self) -> &http::HeaderValue {
         self.remote_value
-            .get_or_init(|| ip_value(crate::http::client_ip::canonical(self.remote.ip())))
+            .get_or_init(|| ip_value(crate::proto::client_ip::canonical(self.remote.ip())))
     }
 }
 

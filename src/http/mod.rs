@@ -1,7 +1,5 @@
-//! HTTP plumbing shared by the request path: gateway-made errors, the request
-//! context, and the service that runs each request through router and handler.
+//! What handlers and the pipeline share about a request: its context (the connection, the
+//! client's address) and the errors the gateway answers itself.
 
-pub mod client_ip;
 pub mod context;
 pub mod error;
-pub mod service;

@@ -20,72 +20,9 @@ use http::{Method, Response, StatusCode};
 use hyper::body::{Body as HttpBody, Frame};
 use tokio_util::io::{ReaderStream, StreamReader};
 
+use crate::config::{CompressionSettings, Encoding};
 use crate::proto::BoxError;
 use crate::proto::body::Body;
-
-/// A content coding the gateway produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Encoding {
-    Brotli,
-    Gzip,
-}
-
-impl Encoding {
-    pub fn token(self) -> &'static str {
-        match self {
-            Encoding::Brotli => "br",
-            Encoding::Gzip => "gzip",
-        }
-    }
-
-    pub fn header_value(self) -> HeaderValue {
-        HeaderValue::from_static(self.token())
-    }
-
-    /// The file extension of a precompressed sibling (`app.css.br`, `app.css.gz`).
-    pub fn extension(self) -> &'static str {
-        match self {
-            Encoding::Brotli => "br",
-            Encoding::Gzip => "gz",
-        }
-    }
-
-    pub fn parse(token: &str) -> Option<Self> {
-        match token {
-            "br" => Some(Encoding::Brotli),
-            "gzip" => Some(Encoding::Gzip),
-            _ => None,
-        }
-    }
-}
-
-/// `[compression]`, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CompressionSettings {
-    /// Preference order; empty turns compression off.
-    pub algorithms: Vec<Encoding>,
-    pub min_size: u64,
-    /// `type/subtype` or `type/*`, lower case.
-    pub types: Vec<String>,
-}
-
-impl Default for CompressionSettings {
-    fn default() -> Self {
-        Self {
-            algorithms: vec![Encoding::Brotli, Encoding::Gzip],
-            min_size: 1024,
-            types: [
-                "text/*",
-                "application/json",
-                "application/javascript",
-                "application/xml",
-                "image/svg+xml",
-            ]
-            .map(String::from)
-            .to_vec(),
-        }
-    }
-}
 
 impl CompressionSettings {
     /// True when responses of this `Content-Type` are worth compressing.

@@ -3,17 +3,9 @@
 //! to every response the gateway sends, errors and 304s included. A route may override or remove
 //! (`""`) any of them; an upstream's own value wins unless the route says `override = true`.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 
-/// The six headers, in the order of the config file.
-pub const NAMES: [&str; 6] = [
-    "strict_transport_security",
-    "x_content_type_options",
-    "x_frame_options",
-    "referrer_policy",
-    "content_security_policy",
-    "permissions_policy",
-];
+use crate::config::SecurityHeaders;
 
 fn header_name(i: usize) -> HeaderName {
     match i {
@@ -26,49 +18,7 @@ fn header_name(i: usize) -> HeaderName {
     }
 }
 
-/// The spec's defaults, used for any key `[headers]` leaves out.
-pub fn default_value(i: usize) -> &'static str {
-    [
-        "max-age=63072000; includeSubDomains",
-        "nosniff",
-        "DENY",
-        "strict-origin-when-cross-origin",
-        "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'",
-        "camera=(), microphone=(), geolocation=()",
-    ][i]
-}
-
-/// One resolved set of security headers (global, or a route's).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecurityHeaders {
-    /// `None`: not added.
-    values: [Option<HeaderValue>; 6],
-    /// The route's values win over an upstream's own.
-    pub override_upstream: bool,
-}
-
-impl Default for SecurityHeaders {
-    fn default() -> Self {
-        Self {
-            values: std::array::from_fn(|i| Some(HeaderValue::from_static(default_value(i)))),
-            override_upstream: false,
-        }
-    }
-}
-
 impl SecurityHeaders {
-    /// A set from six optional values: `None` keeps `base`'s, `Some(None)` removes.
-    pub fn derive(base: &SecurityHeaders, values: [Option<Option<HeaderValue>>; 6], override_upstream: bool) -> Self {
-        let mut out = base.clone();
-        for (slot, v) in out.values.iter_mut().zip(values) {
-            if let Some(v) = v {
-                *slot = v;
-            }
-        }
-        out.override_upstream = override_upstream;
-        out
-    }
-
     /// Adds the headers to a response. `from_upstream`: the response came from an upstream,
     /// whose own values are kept unless overriding. HSTS goes only over TLS.
     pub fn apply(&self, h: &mut HeaderMap, tls: bool, from_upstream: bool) {
@@ -96,6 +46,7 @@ impl SecurityHeaders {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     #[test]
     fn defaults_overrides_and_upstream_precedence() {

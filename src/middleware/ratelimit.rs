@@ -19,21 +19,12 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use prometheus_client::metrics::counter::Counter;
 
+use crate::config::ZoneSpec;
+
 /// Past this many tracked addresses, idle ones are dropped at once rather than on the timer.
 const MAX_KEYS: usize = 200_000;
 /// How often idle addresses are dropped.
 const SWEEP_EVERY: Duration = Duration::from_secs(5);
-
-/// `[[rate_limit]]`, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ZoneSpec {
-    pub name: String,
-    /// `count` requests per `period`.
-    pub count: u32,
-    pub period: Duration,
-    /// Extra requests allowed at once above the rate.
-    pub burst: u32,
-}
 
 type Limiter<C> = RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 

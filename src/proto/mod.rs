@@ -1,10 +1,12 @@
 //! The protocols the gateway speaks, below everything that knows about config, routes or
 //! upstreams: the one HTTP/1 codec (`h1`, for the client-facing server, the upstream client,
 //! the admin listener and the bundled API alike), the body type that flows through the
-//! gateway, the PROXY protocol, reused header maps, and the lifecycle of a client connection
-//! (header and keep-alive timers, graceful close).
+//! gateway, the PROXY protocol, the client's address behind trusted proxies (`X-Forwarded-For`),
+//! reused header maps, and the lifecycle of a client connection (header and keep-alive timers,
+//! graceful close).
 
 pub mod body;
+pub mod client_ip;
 pub mod h1;
 pub mod lifecycle;
 pub mod maps;

@@ -22,11 +22,11 @@ use tokio_rustls::TlsAcceptor;
 
 use super::tracker::ConnSlot;
 use crate::config::ServerSettings;
-use crate::http::client_ip::canonical;
 use crate::http::context::ConnInfo;
-use crate::http::service;
+use crate::pipeline::service;
 use crate::proto::BoxError;
 use crate::proto::body::{Body, ReqBody};
+use crate::proto::client_ip::canonical;
 use crate::proto::h1::request::Limits;
 use crate::proto::h1::server::{self as h1, PlainTcp, RequestBody};
 use crate::proto::lifecycle::{Graceful, Timers, drive};

@@ -8,8 +8,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::conn;
-use crate::http::client_ip::canonical;
 use crate::http::context::ConnInfo;
+use crate::proto::client_ip::canonical;
 use crate::state::State;
 
 /// Accepts connections until `stop` turns true, each served on its own task. On stop, the

@@ -6,6 +6,7 @@
 
 mod conn;
 pub mod listener;
+mod reload_watch;
 pub mod tracker;
 
 use std::net::SocketAddr;
@@ -243,7 +244,7 @@ impl Gateway {
         };
         let access_log = match &*state.access_log.load() {
             Some(log) if log.settings == config.log.access => None,
-            None if config.log.access.target == crate::telemetry::access::AccessTarget::Off => None,
+            None if config.log.access.target == crate::config::AccessTarget::Off => None,
             _ => Some(AccessLog::open(&config.log.access)?),
         };
         let api_db = {
@@ -460,7 +461,7 @@ pub async fn run(path: PathBuf, loaded: config::Loaded) -> Result<(), String> {
         tracing::info!("bundled API replica listening api={addr}");
     }
     let (changed_tx, mut changed) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let mut watcher = config::reload::watch(&watched_files(&path, &loaded.config), changed_tx.clone());
+    let mut watcher = reload_watch::watch(&watched_files(&path, &loaded.config), changed_tx.clone());
     tracing::info!(config = %path.display(), generation = 1, "orta-gateway started");
     loop {
         tokio::select! {
@@ -471,10 +472,10 @@ pub async fn run(path: PathBuf, loaded: config::Loaded) -> Result<(), String> {
             }
             Some(()) = changed.recv() => {
                 // editors write in several steps: let the burst settle, then reload once
-                config::reload::settle(&mut changed).await;
+                reload_watch::settle(&mut changed).await;
                 if gateway.reload_file(&path).is_ok() {
                     let config = gateway.state.snapshot().config.clone();
-                    watcher = config::reload::watch(&watched_files(&path, &config), changed_tx.clone());
+                    watcher = reload_watch::watch(&watched_files(&path, &config), changed_tx.clone());
                 }
             }
         }

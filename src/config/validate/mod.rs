@@ -17,7 +17,7 @@ use super::diag::Diagnostics;
 use super::model::*;
 use super::raw::*;
 use super::units::{parse_duration, parse_rate, parse_size};
-use crate::http::client_ip::{TrustedProxies, parse_net};
+use crate::proto::client_ip::{TrustedProxies, parse_net};
 
 mod listeners;
 mod route;

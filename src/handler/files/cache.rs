@@ -24,7 +24,8 @@ use moka::sync::Cache;
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::OnceCell;
 
-use crate::middleware::compression::{self, Encoding};
+use crate::config::{CacheSettings, Encoding};
+use crate::middleware::compression;
 use crate::zerocopy;
 
 /// One hit in this many served from the front is also reported to moka (recency).
@@ -32,22 +33,6 @@ const TOUCH_EVERY: u32 = 32;
 
 /// How long a cached entry is trusted without looking at the disk, should inotify miss a change.
 const REVALIDATE_AFTER: Duration = Duration::from_secs(1);
-
-/// `[cache]`, validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheSettings {
-    pub max_size: u64,
-    pub max_file_size: u64,
-}
-
-impl Default for CacheSettings {
-    fn default() -> Self {
-        Self {
-            max_size: 256 << 20,
-            max_file_size: 8 << 20,
-        }
-    }
-}
 
 /// What a response needs to know about a file, cached or not.
 #[derive(Debug, Clone)]

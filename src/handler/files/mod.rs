@@ -21,8 +21,9 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, Take};
 use tokio_util::io::ReaderStream;
 
+use crate::config::{CompressionSettings, Encoding};
 use crate::http::error::HttpError;
-use crate::middleware::compression::{self, CompressionSettings, Encoding};
+use crate::middleware::compression;
 use crate::proto::BoxError;
 use crate::proto::body::Body;
 use crate::proto::maps;

@@ -8,51 +8,18 @@
 
 use std::cell::RefCell;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use tracing_appender::rolling::{RollingFileAppender, Rotation};
 
+use crate::config::{AccessSettings, AccessTarget, Rotate};
+
 mod record;
 
 pub use record::{AccessRecord, rfc3339};
-
-/// Where access lines go.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AccessTarget {
-    Off,
-    Stdout,
-    File(PathBuf),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rotate {
-    /// For tests and very busy sites.
-    Minutely,
-    Hourly,
-    Daily,
-    Never,
-}
-
-/// `[log]`'s access settings, validated.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessSettings {
-    pub target: AccessTarget,
-    pub rotation: Rotate,
-    pub keep: usize,
-}
-
-impl Default for AccessSettings {
-    fn default() -> Self {
-        Self {
-            target: AccessTarget::Off,
-            rotation: Rotate::Daily,
-            keep: 14,
-        }
-    }
-}
 
 /// Lines waiting for the writer thread are written together once they reach this size, or
 /// after `FLUSH_AFTER`, whichever comes first.
@@ -237,6 +204,7 @@ mod tests {
     use super::*;
     use http::{HeaderValue, Method};
     use std::net::IpAddr;
+    use std::path::PathBuf;
     use std::time::Instant;
     use std::time::SystemTime;
 

@@ -8,14 +8,13 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Body as _;
 
-use super::context::{ConnInfo, RequestCtx};
-use super::error::{HttpError, wants_json};
+use crate::http::context::{ConnInfo, RequestCtx};
+use crate::http::error::{HttpError, wants_json};
 use crate::proto::body::{Body, ReqBody};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::snapshot::Route;
-use crate::config::snapshot::Snapshot;
+use super::snapshot::{Route, Snapshot};
 use crate::handler::proxy::{X_FORWARDED_FOR, X_REQUEST_ID};
 use crate::handler::{Handler, files, proxy, redirect};
 use crate::middleware::compression;

@@ -6,10 +6,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::model::{Config, RouteSpec};
+use crate::config::SecurityHeaders;
+use crate::config::{Config, RouteSpec};
 use crate::handler::Handler;
 use crate::handler::files::cache::FileCache;
-use crate::middleware::headers::SecurityHeaders;
 use crate::middleware::ratelimit::Zone;
 use crate::router::{RoutePrefix, Router};
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
