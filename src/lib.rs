@@ -1,8 +1,23 @@
 //! orta-gateway: an edge gateway that replaces nginx and certbot in one binary.
 //!
-//! A request flows one way: listener (`server`) → TLS (`tls`) → HTTP/1.1 or HTTP/2 (`server`,
-//! `http`) → `router` → handler (`handler`: proxy to an `upstream`, static files, redirect) → response filters (`middleware`) → response. The
-//! running config is one immutable snapshot (`config`, `state`) swapped whole on reload.
+//! The crate stands in layers; each imports only from the layers below it, and no files import
+//! each other in a circle (`tests/layers.rs` fails the build on one):
+//!
+//! 1. foundations, importing nothing of the crate: `zerocopy` (sealed-memory bodies sent with
+//!    sendfile), `fs_atomic`, `net` (listening sockets, accept with back-off), `pem`
+//!    (certificates and keys as files, the crypto provider), `router` (host + longest prefix);
+//! 2. `proto`: the one HTTP/1 codec (server side, upstream side, one-shot client), the body
+//!    type, the PROXY protocol, the client's address behind trusted proxies;
+//! 3. `config`: the file's shape, its validation with positioned diagnostics, the validated
+//!    `Config` as plain data; it starts nothing;
+//! 4. runtime parts, one room each: `tls` (+ ACME), `upstream` (servers, pools, balancing,
+//!    health, discovery), `middleware` (rate limits, headers, compression), `handler` (files,
+//!    proxy, redirect), `telemetry` (access log, metrics), `http` (request context, the
+//!    gateway's own error answers);
+//! 5. `pipeline`: the running snapshot (routes compiled to handlers) and the service that
+//!    takes each request through it; `state`, the snapshot and the long-lived parts beside it;
+//! 6. `server` (listeners, connections, reload, shutdown) and `admin`;
+//! 7. `api`, the bundled API, served on its own listener.
 
 pub mod admin;
 pub mod api;
