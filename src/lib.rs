@@ -4,7 +4,7 @@
 //! each other in a circle (`tests/layers.rs` fails the build on one):
 //!
 //! 1. foundations, importing nothing of the crate: `zerocopy` (sealed-memory bodies sent with
-//!    sendfile), `fs_atomic`, `net` (listening sockets, accept with back-off), `pem`
+//!    sendfile), `fs_atomic`, `net` (listening sockets, accept with back-off, connection caps), `pem`
 //!    (certificates and keys as files, the crypto provider), `router` (host + longest prefix);
 //! 2. `proto`: the one HTTP/1 codec (server side, upstream side, one-shot client), the body
 //!    type, the PROXY protocol, the client's address behind trusted proxies;
@@ -17,7 +17,8 @@
 //! 5. `pipeline`: the running snapshot (routes compiled to handlers) and the service that
 //!    takes each request through it; `state`, the snapshot and the long-lived parts beside it;
 //! 6. `server` (listeners, connections, reload, shutdown) and `admin`;
-//! 7. `api`, the bundled API, served on its own listener.
+//! 7. `api`, the bundled API, served on its own listener. `server` still opens its database
+//!    and starts it: the one import that runs upward.
 
 pub mod admin;
 pub mod api;

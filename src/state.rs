@@ -13,8 +13,8 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
+use crate::net::ConnTracker;
 use crate::pipeline::snapshot::Snapshot;
-use crate::server::tracker::ConnTracker;
 use crate::telemetry::access::AccessLog;
 use crate::telemetry::metrics::Metrics;
 use crate::tls::CertStore;

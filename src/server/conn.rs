@@ -20,9 +20,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use super::tracker::ConnSlot;
 use crate::config::ServerSettings;
 use crate::http::context::ConnInfo;
+use crate::net::ConnSlot;
 use crate::pipeline::service;
 use crate::proto::BoxError;
 use crate::proto::body::{Body, ReqBody};

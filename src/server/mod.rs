@@ -7,7 +7,6 @@
 mod conn;
 pub mod listener;
 mod reload_watch;
-pub mod tracker;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,10 +20,10 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::db::Db;
 use crate::config::{self, CertSource, Config};
+pub use crate::net::{ConnSlot, ConnTracker};
 use crate::state::State;
 use crate::telemetry::access::AccessLog;
 use crate::tls::{self, CertStore};
-pub use tracker::{ConnSlot, ConnTracker};
 
 /// A started gateway. Dropping it does not stop it: call [`Gateway::shutdown`].
 pub struct Gateway {
