@@ -779,9 +779,22 @@ async fn accept_loops_back_off_when_descriptors_run_out() {
         // connections that are never closed take every descriptor; the rest wait in the backlog,
         // so each accept fails with EMFILE
         let mut held = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while open_fds(pid) < LIMIT as usize {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "descriptors never ran out: {} open after {} connections",
+                open_fds(pid),
+                held.len()
+            );
+            let before = open_fds(pid);
             held.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
-            assert!(held.len() < 2 * LIMIT as usize, "descriptors never ran out");
+            // the next connection once the gateway has taken this one (its descriptor count
+            // moved), so a gateway slow to accept is not outrun into the backlog
+            let taken = std::time::Instant::now() + Duration::from_millis(200);
+            while open_fds(pid) == before && std::time::Instant::now() < taken {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
         }
         for _ in 0..16 {
             held.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
