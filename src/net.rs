@@ -79,16 +79,6 @@ impl ConnTracker {
         })
     }
 
-    /// Open connections from `ip`.
-    pub fn open_from(&self, ip: IpAddr) -> u32 {
-        self.per_ip
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&ip)
-            .copied()
-            .unwrap_or(0)
-    }
-
     pub fn open(&self) -> usize {
         self.open.load(Relaxed)
     }

@@ -26,11 +26,16 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// Reads a PEM certificate chain (leaf first).
 pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read certificate {}: {e}", path.display()))?;
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+    parse_chain(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The certificates of PEM text (leaf first); other PEM sections (a key) are skipped.
+pub fn parse_chain(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("certificate {} is not valid PEM: {e}", path.display()))?;
+        .map_err(|e| format!("not valid PEM: {e}"))?;
     if certs.is_empty() {
-        return Err(format!("{} holds no PEM certificate", path.display()));
+        return Err("holds no PEM certificate".into());
     }
     Ok(certs)
 }
@@ -53,12 +58,16 @@ pub fn check_key_permissions(path: &Path) -> Result<(), String> {
 /// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1) into a signing key.
 pub fn load_key(path: &Path) -> Result<Arc<dyn SigningKey>, String> {
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read private key {}: {e}", path.display()))?;
-    let der = PrivateKeyDer::from_pem_slice(&bytes)
-        .map_err(|e| format!("{} holds no usable PEM private key: {e}", path.display()))?;
+    parse_key(&bytes).map_err(|e| format!("private key {}: {e}", path.display()))
+}
+
+/// The first private key of PEM text, as a signing key; other sections are skipped.
+pub fn parse_key(pem: &[u8]) -> Result<Arc<dyn SigningKey>, String> {
+    let der = PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("no usable PEM private key: {e}"))?;
     provider()
         .key_provider
         .load_private_key(der)
-        .map_err(|e| format!("private key {} is not supported: {e}", path.display()))
+        .map_err(|e| format!("not supported: {e}"))
 }
 
 /// What a certificate says about itself, for `/status`, `/metrics` and `orta-gateway certs`.

@@ -1,18 +1,22 @@
-//! Configuration: the file shape (`raw`), its validation (`validate`) into one typed, immutable
-//! [`Config`] (`model`), and the diagnostics that point at `FILE:LINE:COL` (`diag`). Everything
-//! that can be wrong with a config file is found here, before anything runs on it.
+//! Configuration: the file shape (`raw`), its validation (`validate`, with the units of
+//! durations, sizes and rates in `units`) into one typed, immutable [`Config`] (`model`, and the
+//! runtime parts' settings in `settings`), and the diagnostics that point at `FILE:LINE:COL`
+//! (`diag`). Everything that can be wrong with a config file is found here, before anything runs
+//! on it.
 
 pub mod diag;
-pub mod model;
+mod model;
 pub mod raw;
-pub mod settings;
+mod settings;
 pub mod units;
 mod validate;
 
 use std::path::Path;
 
+pub use crate::proto::client_ip::TrustedProxies;
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use model::*;
+pub use settings::*;
 
 /// The default config path (relative to the working directory).
 pub const DEFAULT_PATH: &str = "conf/gateway.toml";

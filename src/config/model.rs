@@ -10,10 +10,8 @@ use http::HeaderValue;
 use rustls::sign::CertifiedKey;
 
 use super::diag::Diagnostics;
-pub use super::settings::{
-    AccessSettings, AccessTarget, CacheSettings, CompressionSettings, Encoding, Rotate, SecurityHeaders, ZoneSpec,
-};
-pub use crate::proto::client_ip::TrustedProxies;
+use super::settings::{AccessSettings, CacheSettings, CompressionSettings, SecurityHeaders, ZoneSpec};
+use crate::proto::client_ip::TrustedProxies;
 
 /// A validated config, with the warnings found while validating it.
 #[derive(Debug)]

@@ -133,16 +133,6 @@ impl Default for CompressionSettings {
     }
 }
 
-/// The six headers, in the order of the config file.
-pub const NAMES: [&str; 6] = [
-    "strict_transport_security",
-    "x_content_type_options",
-    "x_frame_options",
-    "referrer_policy",
-    "content_security_policy",
-    "permissions_policy",
-];
-
 /// The spec's defaults, used for any key `[headers]` leaves out.
 pub fn default_value(i: usize) -> &'static str {
     [

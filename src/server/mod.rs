@@ -20,7 +20,6 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::db::Db;
 use crate::config::{self, CertSource, Config};
-pub use crate::net::{ConnSlot, ConnTracker};
 use crate::state::State;
 use crate::telemetry::access::AccessLog;
 use crate::tls::{self, CertStore};
@@ -299,8 +298,7 @@ impl Gateway {
                 }
                 None => {
                     *acme = None;
-                    state.acme.challenges.store(None);
-                    *state.acme.status() = None;
+                    state.acme.clear();
                 }
             }
         }

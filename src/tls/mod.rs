@@ -1,6 +1,7 @@
 //! TLS termination: the rustls server config (TLS 1.2+, forward-secret AEAD suites only, ALPN h2
-//! and http/1.1), the certificate store that picks a certificate by SNI, and the self-signed
-//! certificate source. One crypto provider, aws-lc-rs, is used for the whole process.
+//! and http/1.1) on the one crypto provider of [`crate::pem`], the certificate store that picks
+//! a certificate by SNI (`store`), the self-signed certificate source (`selfsigned`), ACME
+//! (`acme`), and the report of `orta-gateway certs` (`report`).
 
 pub mod acme;
 mod report;

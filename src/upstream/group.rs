@@ -87,11 +87,6 @@ impl Upstream {
             }
         }
     }
-
-    /// True when at least one server is taking traffic.
-    pub fn any_available(&self) -> bool {
-        self.servers.load().iter().any(|s| s.available())
-    }
 }
 
 fn ip_key(ip: IpAddr) -> u64 {

@@ -11,7 +11,7 @@ use tokio::time::{MissedTickBehavior, interval, timeout};
 use super::pool;
 use super::server::Server;
 use crate::config::HealthSpec;
-use crate::proto::BoxError;
+use crate::proto::body::Body;
 
 /// Checks `server` every `spec.interval` until it is dropped.
 pub(super) fn spawn(server: &Arc<Server>, spec: Option<&HealthSpec>) {
@@ -40,10 +40,7 @@ pub async fn probe(server: &Server, spec: &HealthSpec) -> bool {
             .body(())
             .ok()?;
         let (parts, ()) = req.into_parts();
-        let body = http_body_util::BodyExt::map_err(http_body_util::Empty::<bytes::Bytes>::new(), |e| -> BoxError {
-            match e {}
-        });
-        let resp = conn.send(&parts, std::iter::empty(), body, false).await.ok()?;
+        let resp = conn.send(&parts, std::iter::empty(), Body::Empty, false).await.ok()?;
         let s = resp.status();
         Some(s.is_success() || s.is_redirection())
     })

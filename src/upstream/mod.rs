@@ -16,6 +16,8 @@ pub use server::Server;
 
 use crate::config::UpstreamSpec;
 
+// here rather than in `group`: starting an upstream runs discovery, and discovery updates the
+// group, so the group does not import discovery
 impl Upstream {
     /// Creates the upstream (resolving server names) and starts its health checks and name
     /// re-resolution, which stop when it is dropped.

@@ -71,10 +71,6 @@ impl Pool {
     pub fn clear(&self) {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
-
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
 }
 
 /// Opens a new connection (TCP_NODELAY).

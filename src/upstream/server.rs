@@ -68,7 +68,7 @@ impl Server {
         self.inflight.load(Relaxed)
     }
 
-    /// Counts a request in flight until the guard drops.
+    /// Counts a request in flight until the [`Lease`] drops (its `end`, below).
     pub fn begin(self: &Arc<Self>) -> Lease {
         self.inflight.fetch_add(1, Relaxed);
         Lease::new(self.clone())

@@ -16,6 +16,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 use super::diag::Diagnostics;
 use super::model::*;
 use super::raw::*;
+use super::settings::*;
 use super::units::{parse_duration, parse_rate, parse_size};
 use crate::proto::client_ip::{TrustedProxies, parse_net};
 

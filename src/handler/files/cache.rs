@@ -103,11 +103,6 @@ impl CachedFile {
         }
     }
 
-    /// The variant if it is known already (precompressed sibling or computed before).
-    pub fn variant_now(&self, enc: Encoding) -> Option<Option<Bytes>> {
-        self.variants[Self::slot(enc)].get().cloned()
-    }
-
     fn weight(&self) -> u32 {
         let variants: usize = self
             .variants

@@ -1,11 +1,13 @@
 //! Reading a message body off a buffer by its framing: exactly a length, or the chunked coding.
-//! The server (request bodies, strictly) and the upstream client (response bodies, leniently)
-//! both read through it, so both stop exactly where the framing says the body ends.
+//! The server (request bodies, strictly), the upstream client and the one-shot client (response
+//! bodies, leniently) all read through it, so all stop exactly where the framing says the body
+//! ends.
 
 use bytes::BytesMut;
 
 use super::chunked::{Chunked, Decoded, Malformed};
 use super::request::BodyFraming;
+use super::response::Framing;
 
 /// A body that did not match its `Content-Length` (more bytes, or fewer before it ended).
 #[derive(Debug)]
@@ -32,6 +34,16 @@ impl BodyDecoder {
         match framing {
             BodyFraming::Length(n) => BodyDecoder::Length(n),
             BodyFraming::Chunked => BodyDecoder::Chunked(Chunked::new()),
+        }
+    }
+
+    /// The decoder of a response body framed by a length or chunked; `None` for a response
+    /// without a body or one that runs until the connection closes.
+    pub fn for_response(framing: Framing) -> Option<Self> {
+        match framing {
+            Framing::Length(n) => Some(BodyDecoder::Length(n)),
+            Framing::Chunked => Some(BodyDecoder::Chunked(Chunked::new())),
+            Framing::None | Framing::UntilClose => None,
         }
     }
 

@@ -1,12 +1,13 @@
 //! A one-shot HTTP/1.1 exchange over any transport: the request head written, the response
 //! read whole up to a size cap. For the gateway's own small fetches (an ACME server's renewal
-//! information); the proxy's pooled, streaming client is `upstream::h1`. Both read responses
-//! with [`super::response`] and [`super::chunked`].
+//! information); the proxy's pooled, streaming client is [`super::upstream`]. Both read
+//! responses with [`super::response`] and their bodies with [`super::body`].
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::chunked::{Chunked, Decoded};
+use super::body::BodyDecoder;
+use super::chunked::Decoded;
 use super::encode::{self, BodyShape};
 use super::response::{self, Framing, Parsed};
 
@@ -36,44 +37,33 @@ pub async fn fetch<T: AsyncRead + AsyncWrite + Unpin>(
     };
     let too_large = || format!("response body larger than {max_body} bytes");
     let mut body = BytesMut::new();
-    match head.framing {
-        Framing::None => {}
-        Framing::Length(n) => {
-            if n > max_body as u64 {
+    if head.framing == Framing::UntilClose {
+        loop {
+            if buf.len() > max_body {
                 return Err(too_large());
             }
-            while (buf.len() as u64) < n {
-                fill(io, &mut buf, "the response body").await?;
+            match tokio_util::io::read_buf(io, &mut buf).await {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
             }
-            body = buf.split_to(n as usize);
         }
-        Framing::Chunked => {
-            let mut state = Chunked::new();
-            loop {
-                match state.decode(&mut buf, false).map_err(|e| e.to_string())? {
-                    Decoded::Data(d) => {
-                        if body.len() + d.len() > max_body {
-                            return Err(too_large());
-                        }
-                        body.extend_from_slice(&d);
+        body = buf;
+    } else if let Some(mut decoder) = BodyDecoder::for_response(head.framing) {
+        if decoder.remaining().is_some_and(|n| n > max_body as u64) {
+            return Err(too_large());
+        }
+        loop {
+            match decoder.decode(&mut buf, false).map_err(|e| e.to_string())? {
+                Decoded::Data(d) => {
+                    if body.len() + d.len() > max_body {
+                        return Err(too_large());
                     }
-                    Decoded::NeedMore => fill(io, &mut buf, "the response body").await?,
-                    Decoded::End => break,
+                    body.extend_from_slice(&d);
                 }
+                Decoded::NeedMore => fill(io, &mut buf, "the response body").await?,
+                Decoded::End => break,
             }
-        }
-        Framing::UntilClose => {
-            loop {
-                if buf.len() > max_body {
-                    return Err(too_large());
-                }
-                match tokio_util::io::read_buf(io, &mut buf).await {
-                    Ok(0) => break,
-                    Ok(_) => {}
-                    Err(e) => return Err(e.to_string()),
-                }
-            }
-            body = buf;
         }
     }
     let (parts, ()) = head.resp.into_parts();

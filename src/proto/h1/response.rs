@@ -102,9 +102,9 @@ pub fn parse(buf: &mut BytesMut, head_only: bool, upgrade: bool) -> Result<Optio
     let mut connection = ConnectionOptions::default();
     // the `Connection` values, kept only when they name fields to remove (rare)
     let mut listing: Vec<Bytes> = Vec::new();
+    // the upstream's `Content-Length`: while it is one plain number on one line, that line is
+    // passed on as it is
     let mut lengths = Lengths::default();
-    // the length as one plain number on one line: that line is passed on as it is
-    let mut plain_length = true;
     // `Transfer-Encoding` was sent: whether its last coding is chunked
     let mut transfer_encoding: Option<bool> = None;
     for &(n0, n1, v0, v1) in &spans[..count] {
@@ -118,13 +118,11 @@ pub fn parse(buf: &mut BytesMut, head_only: bool, upgrade: bool) -> Result<Optio
             let last = value.rsplit(|b| *b == b',').next().unwrap_or(b"").trim_ascii();
             transfer_encoding = Some(last.eq_ignore_ascii_case(b"chunked"));
         } else if name == header::CONTENT_LENGTH {
-            let first = lengths.value.is_none();
             lengths
                 .add(&value)
                 .map_err(|_| Malformed("bad or conflicting Content-Length"))?;
-            if !first || lengths.repeated {
+            if lengths.repeated {
                 // the same length again, as a line or in a list: one line is made below
-                plain_length = false;
                 continue;
             }
         }
@@ -152,7 +150,7 @@ pub fn parse(buf: &mut BytesMut, head_only: bool, upgrade: bool) -> Result<Optio
     // one `Content-Length` line: the upstream's own when it sent one plain number, else one made
     // from the number its lines all gave
     let keep_length = |headers: &mut http::HeaderMap, n: u64| {
-        if !plain_length {
+        if lengths.repeated {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         }
     };

@@ -239,11 +239,10 @@ enum Framing {
 
 impl From<response::Framing> for Framing {
     fn from(f: response::Framing) -> Self {
-        match f {
-            response::Framing::None => Framing::Done,
-            response::Framing::Length(n) => Framing::Body(BodyDecoder::new(BodyFraming::Length(n))),
-            response::Framing::Chunked => Framing::Body(BodyDecoder::new(BodyFraming::Chunked)),
-            response::Framing::UntilClose => Framing::UntilClose,
+        match BodyDecoder::for_response(f) {
+            Some(decoder) => Framing::Body(decoder),
+            None if f == response::Framing::UntilClose => Framing::UntilClose,
+            None => Framing::Done,
         }
     }
 }

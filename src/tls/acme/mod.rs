@@ -14,8 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_acme::{AcmeConfig, EventError, EventOk, ResolvesServerCertAcme, UseChallenge};
@@ -65,6 +63,12 @@ impl Shared {
             status: Mutex::new(None),
             metrics,
         }
+    }
+
+    /// ACME is off: no challenge to answer, no status to report.
+    pub fn clear(&self) {
+        self.challenges.store(None);
+        *self.status() = None;
     }
 
     /// The manager's status (`None` without ACME).
@@ -185,15 +189,9 @@ fn run(
 
 /// A cached or new certificate: private key PEM, then the chain.
 fn parse_pem(pem: &[u8]) -> Result<(CertifiedKey, Vec<u8>), String> {
-    let key = PrivateKeyDer::from_pem_slice(pem).map_err(|e| format!("no private key: {e}"))?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("bad certificate chain: {e}"))?;
-    let leaf = chain.first().ok_or("no certificate")?.to_vec();
-    let key = crate::pem::provider()
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| e.to_string())?;
+    let key = crate::pem::parse_key(pem).map_err(|e| format!("private key: {e}"))?;
+    let chain = crate::pem::parse_chain(pem).map_err(|e| format!("certificate chain: {e}"))?;
+    let leaf = chain[0].to_vec();
     Ok((CertifiedKey::new(chain, key), leaf))
 }
 

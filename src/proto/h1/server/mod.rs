@@ -28,7 +28,7 @@ mod socket;
 mod writer;
 
 use reader::Feeder;
-pub use reader::{RequestBody, RequestBodyError};
+pub use reader::RequestBody;
 pub use socket::PlainTcp;
 use socket::{COPY_MAX, COPY_MAX_FLAT, READ_SIZE, fill};
 use writer::Writer;
