@@ -29,12 +29,13 @@ struct Tallies {
     last_errors: std::sync::Mutex<Vec<String>>,
 }
 
+/// Ports chosen before their servers bind come from below the ephemeral range, as in the
+/// tests: a killed replica re-binds its port while the traffic opens connections all the time.
+#[path = "../tests/common/ports.rs"]
+mod ports;
+
 fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    ports::free_port()
 }
 
 fn rss_kib(pid: u32) -> u64 {

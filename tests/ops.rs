@@ -121,14 +121,7 @@ async fn a_bad_edit_keeps_the_old_config_and_is_reported() {
         who(&c, &format!("http://{}/", gw.http.unwrap())).await.as_deref(),
         Some("a")
     );
-    let metrics = c
-        .get(format!("http://{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&c, &admin).await;
     assert!(metrics.contains("reloads_total{result=\"failed\"} 1"), "{metrics}");
     let status: serde_json::Value = c
         .get(format!("http://{admin}/status"))
@@ -465,14 +458,7 @@ listen = "{admin}"
     let gw = TestGateway::start(&toml).await;
     let c = plain_client();
     let scrape = || async {
-        let text = c
-            .get(format!("http://{admin}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_text(&c, &admin).await;
         let lines = text.lines().map(|l| Ok(l.to_string()));
         prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text")
     };
@@ -632,13 +618,7 @@ fn restart_handover_loses_no_request() {
 /// meantime (a port found by binding 0 and released once lost that race in CI).
 #[test]
 fn ports_chosen_before_binding_cannot_be_taken_by_ephemeral_sockets() {
-    let low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let low = ephemeral_low();
     let chosen: Vec<u16> = (0..50).map(|_| free_port()).collect();
     let distinct: std::collections::HashSet<_> = chosen.iter().collect();
     assert_eq!(distinct.len(), chosen.len(), "never handed out twice");
@@ -710,14 +690,7 @@ async fn route_labels_survive_edits_above_the_route() {
     let c = plain_client();
     let admin = gw.gw().admin_addr().unwrap();
     let labels = || async {
-        let text = c
-            .get(format!("http://{admin}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_text(&c, &admin).await;
         let mut found: Vec<String> = text
             .lines()
             .filter(|l| l.starts_with("requests_total{"))

@@ -328,18 +328,7 @@ async fn proxy_protocol_v1_and_v2_from_trusted_proxies_only() {
     tcp.write_all(b"PROXY TCP4 203.0.113.8 127.0.0.1 5555 443\r\n")
         .await
         .unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&gw.ca_pem()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let cfg = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
-        .connect("localhost".try_into().unwrap(), tcp)
-        .await
-        .unwrap();
-    let mut tls = tls;
+    let mut tls = gw.tls_over(tcp, &[]).await;
     tls.write_all(request.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     let _ = tls.read_to_end(&mut out).await;
@@ -360,8 +349,6 @@ async fn proxy_protocol_v1_and_v2_from_trusted_proxies_only() {
     .await;
     assert_eq!(resp, "", "PROXY header from an untrusted peer");
 }
-
-use rustls::pki_types::pem::PemObject;
 
 #[tokio::test]
 async fn per_ip_connection_cap() {
@@ -746,19 +733,6 @@ async fn a_client_that_reads_nothing_is_cut_off_by_send_timeout() {
     assert_eq!(r.bytes().await.unwrap().len(), 1_000_000);
 }
 
-/// CPU time (user + system, in clock ticks) of process `pid` so far.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // fields after the command name, which may hold spaces, in parentheses
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
-fn open_fds(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
-}
-
 #[tokio::test]
 async fn accept_loops_back_off_when_descriptors_run_out() {
     const LIMIT: u64 = 96;
@@ -768,7 +742,6 @@ async fn accept_loops_back_off_when_descriptors_run_out() {
          [api]\nreplicas = [\"127.0.0.1:{api}\"]\ndatabase = \"{{dir}}/orta.db\"\n[log]\naccess = \"off\"\n"
     );
     let gw = BinGateway::start_limited(&toml, LIMIT);
-    let pid = gw.child.id();
     for port in [admin, api] {
         // the listener answers while there are descriptors
         let url = format!(
@@ -780,19 +753,19 @@ async fn accept_loops_back_off_when_descriptors_run_out() {
         // so each accept fails with EMFILE
         let mut held = Vec::new();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while open_fds(pid) < LIMIT as usize {
+        while gw.open_fds() < LIMIT as usize {
             assert!(
                 std::time::Instant::now() < deadline,
                 "descriptors never ran out: {} open after {} connections",
-                open_fds(pid),
+                gw.open_fds(),
                 held.len()
             );
-            let before = open_fds(pid);
+            let before = gw.open_fds();
             held.push(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap());
             // the next connection once the gateway has taken this one (its descriptor count
             // moved), so a gateway slow to accept is not outrun into the backlog
             let taken = std::time::Instant::now() + Duration::from_millis(200);
-            while open_fds(pid) == before && std::time::Instant::now() < taken {
+            while gw.open_fds() == before && std::time::Instant::now() < taken {
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
         }
@@ -801,9 +774,9 @@ async fn accept_loops_back_off_when_descriptors_run_out() {
         }
         // the loop that cannot accept must not spin: over a second and a half, a spinning loop
         // burns the whole of it (150 ticks); backing off, next to nothing
-        let before = cpu_ticks(pid);
+        let before = gw.cpu_ticks();
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let used = cpu_ticks(pid) - before;
+        let used = gw.cpu_ticks() - before;
         assert!(
             used < 40,
             "port {port}: {used} ticks of CPU in 1.5 s with descriptors exhausted"

@@ -192,7 +192,7 @@ fn garbage(bytes: &[u8]) -> Recorded {
     }
 }
 
-/// A gateway proxying everything to `up`, with a route for `shop.test` only to `up` too.
+/// A gateway proxying everything to `up`, with `server_extra` added to `[server]`.
 async fn gateway(up: SocketAddr, server_extra: &str) -> TestGateway {
     let toml = proxy_config(&[up], "").replace(
         "redirect_to_https = false",
@@ -202,22 +202,14 @@ async fn gateway(up: SocketAddr, server_extra: &str) -> TestGateway {
 }
 
 /// Sends `payload` on one connection; returns everything the gateway answered until it closed
-/// (or 3 s passed), and what the upstream recorded.
+/// (or 5 s passed), and what the upstream recorded.
 async fn attack(payload: &[u8]) -> (String, Vec<Recorded>) {
     let up = Recorder::start().await;
     let gw = gateway(up.addr, "").await;
-    let answer = send_raw(gw.http(), payload).await;
+    let answer = raw(gw.http(), payload).await;
     // the upstream has read whatever it was sent by the time the answer is complete; a
     // request it is still reading would show as incomplete
     (answer, up.requests())
-}
-
-async fn send_raw(addr: SocketAddr, payload: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(payload).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Status lines of every response in `answer`.
@@ -318,7 +310,7 @@ async fn transfer_encoding_spellings_are_refused() {
 
 #[tokio::test]
 async fn a_tab_before_chunked_is_whitespace_and_the_body_ends_where_it_says() {
-    let payload = "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\tchunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let payload = "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\tchunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
     let (answer, seen) = attack(payload.as_bytes()).await;
     assert_nothing_smuggled("tab", &answer, &seen);
     assert_eq!(seen.len(), 1, "{seen:#?}");
@@ -410,7 +402,7 @@ async fn chunk_size_and_extension_tricks_are_refused() {
 
 #[tokio::test]
 async fn well_formed_extensions_and_trailers_pass_and_are_not_forwarded() {
-    let payload = "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+    let payload = "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n\
                    5;name=value;q=\"a \\\"b\\\" c\"\r\nhello\r\n0;last\r\nX-Trailer: 1\r\nContent-Length: 999\r\n\r\n";
     let (answer, seen) = attack(payload.as_bytes()).await;
     assert_nothing_smuggled("extensions", &answer, &seen);
@@ -515,7 +507,7 @@ async fn an_absolute_form_target_without_host_is_refused() {
 #[tokio::test]
 async fn connection_cannot_strip_host_or_the_gateways_own_headers() {
     let payload = "POST /a HTTP/1.1\r\nHost: shop.test\r\nContent-Length: 5\r\n\
-                   Connection: Host, Content-Length, Transfer-Encoding, X-Forwarded-For, X-Request-Id, X-Hop\r\n\
+                   Connection: close, Host, Content-Length, Transfer-Encoding, X-Forwarded-For, X-Request-Id, X-Hop\r\n\
                    X-Hop: 1\r\nX-Forwarded-For: 6.6.6.6\r\n\r\nhello";
     let (answer, seen) = attack(payload.as_bytes()).await;
     assert_eq!(statuses(&answer), [200], "{answer}");
@@ -544,7 +536,7 @@ async fn field_names_with_underscores_are_dropped_unless_allowed() {
     // Content-Length)
     let up = Recorder::start().await;
     let gw = gateway(up.addr, "underscores_in_headers = true").await;
-    let answer = send_raw(gw.http(), payload.as_bytes()).await;
+    let answer = raw(gw.http(), payload.as_bytes()).await;
     assert_eq!(statuses(&answer), [200], "{answer}");
     let seen = up.requests();
     assert_eq!(seen[0].header("x_forwarded_for"), Some("6.6.6.6"), "{seen:#?}");
@@ -629,8 +621,8 @@ impl Scripted {
 const LENIENT_HEALTH: &str = "  [upstream.health]\n  path = \"/health\"\n  interval = \"1h\"\n  fails = 100\n";
 
 /// One request on a fresh keep-alive connection through `gw`: (status, headers, body).
-async fn get(gw: &TestGateway, method: reqwest::Method, path: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-    let r = plain_client().request(method, gw.http_url(path)).send().await.unwrap();
+async fn get(gw: &TestGateway, path: &str) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let r = plain_client().get(gw.http_url(path)).send().await.unwrap();
     let status = r.status().as_u16();
     let headers = r.headers().clone();
     (status, headers, r.bytes().await.map(|b| b.to_vec()).unwrap_or_default())
@@ -644,11 +636,11 @@ async fn an_upstream_sending_both_lengths_is_read_as_chunked_and_its_connection_
         b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     )
     .await;
-    let gw = TestGateway::start(&proxy_config(&[up.addr], "")).await;
-    let (status, headers, body) = get(&gw, reqwest::Method::GET, "/a").await;
+    let gw = gateway(up.addr, "").await;
+    let (status, headers, body) = get(&gw, "/a").await;
     assert_eq!((status, body.as_slice()), (200, &b"hello"[..]));
     assert!(headers.get_all("content-length").iter().count() <= 1);
-    let (_, _, body) = get(&gw, reqwest::Method::GET, "/b").await;
+    let (_, _, body) = get(&gw, "/b").await;
     assert_eq!(body, b"next");
     assert_eq!(
         up.connections.load(Ordering::SeqCst),
@@ -668,11 +660,11 @@ async fn bytes_after_a_response_never_reach_the_next_client() {
         b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nevil\r\n0\r\n\r\n",
     ] {
         let up = Scripted::start(first).await;
-        let gw = TestGateway::start(&proxy_config(&[up.addr], "")).await;
-        let (_, _, body) = get(&gw, reqwest::Method::GET, "/a").await;
+        let gw = gateway(up.addr, "").await;
+        let (_, _, body) = get(&gw, "/a").await;
         assert!(body.is_empty() || body == b"hello", "{body:?}");
         for _ in 0..3 {
-            let (status, _, body) = get(&gw, reqwest::Method::GET, "/b").await;
+            let (status, _, body) = get(&gw, "/b").await;
             assert_eq!(
                 (status, body.as_slice()),
                 (200, &b"next"[..]),
@@ -686,9 +678,9 @@ async fn bytes_after_a_response_never_reach_the_next_client() {
 #[tokio::test]
 async fn a_body_sent_with_a_head_answer_is_not_read_as_the_next_response() {
     let up = Scripted::start(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil").await;
-    let gw = TestGateway::start(&proxy_config(&[up.addr], "")).await;
+    let gw = gateway(up.addr, "").await;
     // HEAD and then GET on one client connection
-    let answer = send_raw(
+    let answer = raw(
         gw.http(),
         b"HEAD /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
     )
@@ -704,8 +696,8 @@ async fn interim_responses_are_read_past() {
         b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     )
     .await;
-    let gw = TestGateway::start(&proxy_config(&[up.addr], "")).await;
-    let (status, _, body) = get(&gw, reqwest::Method::GET, "/a").await;
+    let gw = gateway(up.addr, "").await;
+    let (status, _, body) = get(&gw, "/a").await;
     assert_eq!((status, body.as_slice()), (200, &b"ok"[..]));
 }
 
@@ -722,9 +714,9 @@ async fn broken_upstream_framing_is_a_502_or_a_cut_response_never_a_mixed_one() 
     ] {
         let up = Scripted::start(bad).await;
         let gw = TestGateway::start(&proxy_config(&[up.addr], LENIENT_HEALTH)).await;
-        let (status, _, _) = get(&gw, reqwest::Method::GET, "/a").await;
+        let (status, _, _) = get(&gw, "/a").await;
         assert_eq!(status, 502, "{}", String::from_utf8_lossy(bad));
-        let (status, _, body) = get(&gw, reqwest::Method::GET, "/b").await;
+        let (status, _, body) = get(&gw, "/b").await;
         assert_eq!((status, body.as_slice()), (200, &b"next"[..]));
     }
     // broken in the middle of a chunked body: the client's response is cut, not completed
@@ -736,7 +728,7 @@ async fn broken_upstream_framing_is_a_502_or_a_cut_response_never_a_mixed_one() 
         let gw = TestGateway::start(&proxy_config(&[up.addr], LENIENT_HEALTH)).await;
         let r = plain_client().get(gw.http_url("/a")).send().await.unwrap();
         assert!(r.bytes().await.is_err(), "{}", String::from_utf8_lossy(bad));
-        let (status, _, body) = get(&gw, reqwest::Method::GET, "/b").await;
+        let (status, _, body) = get(&gw, "/b").await;
         assert_eq!((status, body.as_slice()), (200, &b"next"[..]));
     }
 }
@@ -744,8 +736,8 @@ async fn broken_upstream_framing_is_a_502_or_a_cut_response_never_a_mixed_one() 
 #[tokio::test]
 async fn a_repeated_equal_length_from_an_upstream_is_one_length() {
     let up = Scripted::start(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok").await;
-    let gw = TestGateway::start(&proxy_config(&[up.addr], "")).await;
-    let answer = send_raw(gw.http(), b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let gw = gateway(up.addr, "").await;
+    let answer = raw(gw.http(), b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
     assert_eq!(
         answer.to_ascii_lowercase().matches("content-length").count(),
         1,
@@ -760,18 +752,14 @@ async fn the_backends_software_is_not_named_to_clients() {
         b"HTTP/1.1 200 OK\r\nServer: gunicorn/21.2.0\r\nX-Powered-By: Django\r\nContent-Length: 2\r\n\r\nok",
     )
     .await;
-    let gw = TestGateway::start(&proxy_config(&[up.addr], "")).await;
-    let (status, headers, _) = get(&gw, reqwest::Method::GET, "/a").await;
+    let gw = gateway(up.addr, "").await;
+    let (status, headers, _) = get(&gw, "/a").await;
     assert_eq!(status, 200);
     assert!(headers.get("server").is_none(), "{headers:?}");
     assert!(headers.get("x-powered-by").is_none(), "{headers:?}");
     // asked for: the gateway's own name, not the backend's
-    let gw = TestGateway::start(&proxy_config(&[up.addr], "").replace(
-        "redirect_to_https = false",
-        "redirect_to_https = false\nserver_header = true",
-    ))
-    .await;
-    let (_, headers, _) = get(&gw, reqwest::Method::GET, "/a").await;
+    let gw = gateway(up.addr, "server_header = true").await;
+    let (_, headers, _) = get(&gw, "/a").await;
     assert_eq!(headers.get_all("server").iter().collect::<Vec<_>>(), ["orta-gateway"]);
 }
 
@@ -819,25 +807,8 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 /// (literal, unindexed: nothing is checked or reordered on this side), then `data` as DATA
 /// frames, the last ending the stream.
 async fn h2_raw(gw: &TestGateway, fields: &[(&str, &str)], data: &[&[u8]]) -> H2Answer {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&gw.ca_pem()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = TcpStream::connect(gw.https()).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut tls = gw.tls_over(tcp, &[b"h2"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
     out.extend(frame(0x4, 0, 0, &[]));

@@ -6,13 +6,13 @@
 # are counted.
 #   benches/wrk/instructions.sh target/release/orta-gateway [ping|index|both]
 # KEEP=DIR keeps each profile there (callgrind_annotate reads it).
-# Needs (Debian): valgrind nginx nghttp2-client curl.
+# Needs (Debian): valgrind nginx nghttp2-client curl bc python3.
 set -euo pipefail
 bin=$(realpath "${1:?usage: instructions.sh BINARY [ping|index|both]}")
 which=${2:-both}
 requests=${REQUESTS:-20000}
-for tool in valgrind callgrind_control nginx h2load curl; do
-  command -v "$tool" >/dev/null || { echo "instructions.sh: $tool is missing: apt-get install valgrind nginx nghttp2-client curl" >&2; exit 1; }
+for tool in valgrind callgrind_control nginx h2load curl bc python3; do
+  command -v "$tool" >/dev/null || { echo "instructions.sh: $tool is missing: apt-get install valgrind nginx nghttp2-client curl bc python3" >&2; exit 1; }
 done
 work=$(mktemp -d /tmp/orta-instructions.XXXXXX)
 pids=()
@@ -61,7 +61,9 @@ access = "off"
 CONF
 valgrind --tool=callgrind --callgrind-out-file="$work/cg.out" "$bin" run --config "$work/gateway.toml" 2>"$work/valgrind.log" & pids+=($!)
 gw=$!
-for _ in $(seq 600); do curl -sf "http://127.0.0.1:$http/api/ping" >/dev/null 2>&1 && break; sleep 0.1; done
+up=0
+for _ in $(seq 600); do curl -sf "http://127.0.0.1:$http/api/ping" >/dev/null 2>&1 && { up=1; break; }; sleep 0.1; done
+[ "$up" = 1 ] || { echo "instructions.sh: the gateway did not answer within 60 s under valgrind:" >&2; cat "$work/valgrind.log" >&2; exit 1; }
 measure() {
   local path=$1
   h2load --h1 -c16 -n 2000 "http://127.0.0.1:$http$path" >/dev/null

@@ -3,6 +3,11 @@
 //! checked, never slept for.
 #![allow(dead_code)]
 
+mod ports;
+// each test binary uses a part of the harness (as `dead_code` above)
+#[allow(unused_imports)]
+pub use ports::{ephemeral_low, free_port};
+
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -44,6 +49,17 @@ where
     }
 }
 
+/// The admin listener's `/metrics` text.
+pub async fn metrics_text(c: &reqwest::Client, admin: impl std::fmt::Display) -> String {
+    c.get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Sends raw bytes, returns everything read until the server closes (or 5 s pass).
 pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -52,45 +68,6 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// A loopback port for a server that must be told its port before it binds (pebble, a
-/// gateway started as a process): one that no other part of the tests can take in the
-/// meantime. Ports come from below the kernel's ephemeral range (`ip_local_port_range`), which
-/// every socket bound to port 0 and every outgoing connection draws from, so nothing else in
-/// the tests can be given one; this process takes its own block of them (by process id), never
-/// hands one out twice, and checks each is free (TCP and UDP) before handing it out.
-pub fn free_port() -> u16 {
-    use std::sync::OnceLock;
-    static NEXT: OnceLock<Mutex<(u16, u16)>> = OnceLock::new();
-    let range = NEXT.get_or_init(|| {
-        let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-            .ok()
-            .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
-            .unwrap_or(32768);
-        // clear of the fixed ports of the default config and the benchmarks (8000-19999)
-        let (start, end) = (20000u16, low.max(20000));
-        assert!(
-            end - start >= 1000,
-            "ip_local_port_range starts at {low}: no room below it for test ports"
-        );
-        let blocks = (end - start) / 500;
-        let first = start + (std::process::id() as u16 % blocks) * 500;
-        Mutex::new((first, first + 500))
-    });
-    loop {
-        let port = {
-            let mut r = range.lock().unwrap();
-            assert!(r.0 < r.1, "this test process used all of its 500 ports");
-            r.0 += 1;
-            r.0 - 1
-        };
-        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
-        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
-        if tcp.is_ok() && udp.is_ok() {
-            return port;
-        }
-    }
 }
 
 // ---- the gateway, in-process ------------------------------------------------------------------
@@ -140,6 +117,33 @@ impl TestGateway {
     /// The CA that signed the self-signed certificate (in `{dir}/certs`).
     pub fn ca_pem(&self) -> Vec<u8> {
         std::fs::read(self.dir.path().join("certs/ca.pem")).expect("self-signed CA in {dir}/certs")
+    }
+
+    /// A TLS session for `localhost` over `tcp` (already connected to the HTTPS listener,
+    /// perhaps after a PROXY header), trusting the gateway's self-signed CA, offering `alpn`.
+    pub async fn tls_over(
+        &self,
+        tcp: tokio::net::TcpStream,
+        alpn: &[&[u8]],
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(&self.ca_pem()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap()
     }
 
     /// A client that trusts the gateway's self-signed CA, HTTP/1.1 and HTTP/2 by ALPN.
@@ -627,6 +631,20 @@ impl BinGateway {
     }
 
     /// Peak resident memory (VmHWM) in KiB.
+    /// CPU time (user + system, in clock ticks) of the process so far.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // fields after the command name, which may hold spaces, in parentheses
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    }
+
+    /// The process's open file descriptors.
+    pub fn open_fds(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid())).map_or(0, |d| d.count())
+    }
+
     pub fn peak_rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
         status
