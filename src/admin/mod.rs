@@ -10,6 +10,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::pipeline::snapshot::Snapshot;
 use crate::proto::body::Body;
 use crate::proto::h1::request::Limits;
 use crate::proto::h1::server::{self as h1, RequestBody, SimpleTimeouts};
@@ -74,16 +75,80 @@ fn text(status: StatusCode, ctype: &'static str, body: String) -> Response<Body>
 /// Series read from live state when scraped.
 fn scrape_time_series(state: &State) -> Vec<Gauge> {
     let snap = state.snapshot();
-    let mut out = Vec::new();
-    let g = |name, help, kind, labels, value| Gauge {
+    let files = &snap.files;
+    let dropped = state.access_log.load().as_ref().map_or(0, |l| l.dropped());
+    let unlabelled = [
+        (
+            "cache_hits_total",
+            "Files served from the cache",
+            "counter",
+            files.hits() as f64,
+        ),
+        (
+            "cache_misses_total",
+            "Files read from disk",
+            "counter",
+            files.misses() as f64,
+        ),
+        (
+            "cache_bytes",
+            "Bytes held by the file cache",
+            "gauge",
+            files.weighted_size() as f64,
+        ),
+        (
+            "sendfile_bytes_total",
+            "Bytes of cached files sent to plain-HTTP clients with sendfile (no copy through user space)",
+            "counter",
+            crate::zerocopy::sent_bytes() as f64,
+        ),
+        (
+            "access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind",
+            "counter",
+            dropped as f64,
+        ),
+        (
+            "connections_open",
+            "Open client connections",
+            "gauge",
+            state.tracker.open() as f64,
+        ),
+        (
+            "config_generation",
+            "Generation of the running config (1 at start, +1 per reload)",
+            "gauge",
+            snap.generation as f64,
+        ),
+    ];
+    let mut out = upstream_series(&snap);
+    out.extend(unlabelled.map(|(name, help, kind, value)| Gauge {
         name,
         help,
         kind,
-        labels,
+        labels: vec![],
         value,
-    };
+    }));
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as f64;
+    for c in state.certs.describe() {
+        for domain in &c.names {
+            out.push(Gauge {
+                name: "certificate_expiry_seconds",
+                help: "Seconds until the certificate expires",
+                kind: "gauge",
+                labels: vec![("domain", domain.clone())],
+                value: c.not_after as f64 - now,
+            });
+        }
+    }
+    out
+}
+
+/// Each upstream server's health and load, upstreams in name order.
+fn upstream_series(snap: &Snapshot) -> Vec<Gauge> {
     let mut upstreams: Vec<_> = snap.upstreams.values().collect();
     upstreams.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    let mut out = Vec::new();
     for (name, help) in [
         ("upstream_up", "1 when the upstream server takes traffic"),
         ("upstream_inflight", "Requests in flight to the upstream server"),
@@ -95,72 +160,14 @@ fn scrape_time_series(state: &State) -> Vec<Gauge> {
                 } else {
                     s.inflight() as f64
                 };
-                let labels = vec![("upstream", u.spec.name.clone()), ("server", s.label.to_string())];
-                out.push(g(name, help, "gauge", labels, value));
+                out.push(Gauge {
+                    name,
+                    help,
+                    kind: "gauge",
+                    labels: vec![("upstream", u.spec.name.clone()), ("server", s.label.to_string())],
+                    value,
+                });
             }
-        }
-    }
-    let files = &snap.files;
-    out.push(g(
-        "cache_hits_total",
-        "Files served from the cache",
-        "counter",
-        vec![],
-        files.hits() as f64,
-    ));
-    out.push(g(
-        "cache_misses_total",
-        "Files read from disk",
-        "counter",
-        vec![],
-        files.misses() as f64,
-    ));
-    out.push(g(
-        "cache_bytes",
-        "Bytes held by the file cache",
-        "gauge",
-        vec![],
-        files.weighted_size() as f64,
-    ));
-    out.push(g(
-        "sendfile_bytes_total",
-        "Bytes of cached files sent to plain-HTTP clients with sendfile (no copy through user space)",
-        "counter",
-        vec![],
-        crate::zerocopy::sent_bytes() as f64,
-    ));
-    let dropped = state.access_log.load().as_ref().map_or(0, |l| l.dropped());
-    out.push(g(
-        "access_log_dropped_total",
-        "Access log lines dropped because the writer fell behind",
-        "counter",
-        vec![],
-        dropped as f64,
-    ));
-    out.push(g(
-        "connections_open",
-        "Open client connections",
-        "gauge",
-        vec![],
-        state.tracker.open() as f64,
-    ));
-    out.push(g(
-        "config_generation",
-        "Generation of the running config (1 at start, +1 per reload)",
-        "gauge",
-        vec![],
-        snap.generation as f64,
-    ));
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as f64;
-    for c in state.certs.describe() {
-        for domain in &c.names {
-            out.push(g(
-                "certificate_expiry_seconds",
-                "Seconds until the certificate expires",
-                "gauge",
-                vec![("domain", domain.clone())],
-                c.not_after as f64 - now,
-            ));
         }
     }
     out

@@ -38,34 +38,11 @@ pub fn validate(
             errors.insert(key.clone(), "is not a known field".into());
         }
     }
-    let mut text = |key: &str, max: usize, required: bool| -> Option<String> {
-        match body.get(key) {
-            None | Some(Value::Null) if required => {
-                errors.insert(key.into(), "is required".into());
-                None
-            }
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => {
-                let s = s.trim();
-                if s.is_empty() && required {
-                    errors.insert(key.into(), "is required".into());
-                    None
-                } else if s.chars().count() > max {
-                    errors.insert(key.into(), format!("must be at most {max} characters"));
-                    None
-                } else if s.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
-                    errors.insert(key.into(), "must not contain control characters".into());
-                    None
-                } else if s.is_empty() {
-                    None
-                } else {
-                    Some(s.to_string())
-                }
-            }
-            Some(_) => {
-                errors.insert(key.into(), "must be a string".into());
-                None
-            }
+    let mut text = |key: &str, max: usize, required: bool| match text_field(body.get(key), max, required) {
+        Ok(v) => v,
+        Err(e) => {
+            errors.insert(key.into(), e);
+            None
         }
     };
     let name = text("name", 100, true);
@@ -88,56 +65,23 @@ pub fn validate(
             "must be a phone number: at least 6 digits, with only spaces, +, -, ( ) and dots".into(),
         );
     }
-    let today = now.date();
-    let mut day = None;
-    if let Some(d) = &date {
-        match parse_date(d) {
-            None => {
-                errors.insert("date".into(), "must be a date as YYYY-MM-DD".into());
-            }
-            Some(d) if d < today => {
-                errors.insert("date".into(), "is in the past".into());
-            }
-            Some(d) if d > today + Duration::days(365) => {
-                errors.insert("date".into(), "must be within a year from today".into());
-            }
-            Some(d) if matches!(d.weekday(), Weekday::Sunday | Weekday::Monday) => {
-                errors.insert(
-                    "date".into(),
-                    "falls on a Sunday or Monday, when the salon is closed".into(),
-                );
-            }
-            Some(d) => day = Some(d),
+    let day = match date.as_deref().map(|d| fitting_day(d, now.date())) {
+        Some(Err(e)) => {
+            errors.insert("date".into(), e.into());
+            None
         }
+        Some(Ok(d)) => Some(d),
+        None => None,
+    };
+    if let Some(s) = &slot
+        && let Err(e) = fitting_slot(s, day == Some(now.date()), now.hour())
+    {
+        errors.insert("slot".into(), e);
     }
-    if let Some(s) = &slot {
-        if !SLOTS.contains(&s.as_str()) {
-            errors.insert(
-                "slot".into(),
-                format!("must be one of the fitting times: {}", SLOTS.join(", ")),
-            );
-        } else if day == Some(today) {
-            let hour: u8 = s[..2].parse().unwrap_or(0);
-            if hour <= now.hour() {
-                errors.insert("slot".into(), "has already started today".into());
-            }
-        }
-    }
-    let dress_id = match body.get("dress_id") {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => match n.as_i64() {
-            Some(id) if id > 0 && dress_exists(id) => Some(id),
-            Some(id) if id > 0 => {
-                errors.insert("dress_id".into(), "is not a dress in the catalog".into());
-                None
-            }
-            _ => {
-                errors.insert("dress_id".into(), "must be a positive whole number".into());
-                None
-            }
-        },
-        Some(_) => {
-            errors.insert("dress_id".into(), "must be a number".into());
+    let dress_id = match dress(body.get("dress_id"), dress_exists) {
+        Ok(id) => id,
+        Err(e) => {
+            errors.insert("dress_id".into(), e.into());
             None
         }
     };
@@ -155,6 +99,67 @@ pub fn validate(
             notes,
         }),
         _ => Err(errors),
+    }
+}
+
+/// A text field, trimmed: `None` when absent (or empty and optional), else what is wrong.
+fn text_field(value: Option<&Value>, max: usize, required: bool) -> Result<Option<String>, String> {
+    match value {
+        None | Some(Value::Null) if required => Err("is required".into()),
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            let s = s.trim();
+            if s.is_empty() && required {
+                Err("is required".into())
+            } else if s.chars().count() > max {
+                Err(format!("must be at most {max} characters"))
+            } else if s.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
+                Err("must not contain control characters".into())
+            } else if s.is_empty() {
+                Ok(None)
+            } else {
+                Ok(Some(s.to_string()))
+            }
+        }
+        Some(_) => Err("must be a string".into()),
+    }
+}
+
+/// The day of a fitting: a date from today to a year ahead, on a day the salon is open.
+fn fitting_day(text: &str, today: Date) -> Result<Date, &'static str> {
+    match parse_date(text) {
+        None => Err("must be a date as YYYY-MM-DD"),
+        Some(d) if d < today => Err("is in the past"),
+        Some(d) if d > today + Duration::days(365) => Err("must be within a year from today"),
+        Some(d) if matches!(d.weekday(), Weekday::Sunday | Weekday::Monday) => {
+            Err("falls on a Sunday or Monday, when the salon is closed")
+        }
+        Some(d) => Ok(d),
+    }
+}
+
+/// A fitting time of the salon's, not already started when the fitting is today.
+fn fitting_slot(slot: &str, today: bool, hour_now: u8) -> Result<(), String> {
+    if !SLOTS.contains(&slot) {
+        return Err(format!("must be one of the fitting times: {}", SLOTS.join(", ")));
+    }
+    let hour: u8 = slot[..2].parse().unwrap_or(0);
+    if today && hour <= hour_now {
+        return Err("has already started today".into());
+    }
+    Ok(())
+}
+
+/// The optional dress: a positive id of a dress in the catalog.
+fn dress(value: Option<&Value>, dress_exists: impl Fn(i64) -> bool) -> Result<Option<i64>, &'static str> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(id) if id > 0 && dress_exists(id) => Ok(Some(id)),
+            Some(id) if id > 0 => Err("is not a dress in the catalog"),
+            _ => Err("must be a positive whole number"),
+        },
+        Some(_) => Err("must be a number"),
     }
 }
 

@@ -177,27 +177,8 @@ async fn route<'s>(
     };
     let content_length = check_framing(&req)?;
     let server = &snap.config.server;
-    if let Some(token) = req.uri().path().strip_prefix(ACME_CHALLENGE_PREFIX)
-        && let Some(challenges) = state.acme.challenges.load_full()
-        && let Some(key_auth) = challenges.resolver.get_http_01_key_auth(token)
-    {
-        // ACME http-01 validation: answered before routing, on either listener
-        let mut resp = Response::new(Body::full(key_auth));
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
-        return Ok(resp);
-    }
-    if !ctx.conn.tls
-        && server.redirect_to_https
-        && !req.uri().path().starts_with(ACME_CHALLENGE_PREFIX)
-        && let Some(port) = state.https_port()
-    {
-        if host.is_empty() {
-            return Err(HttpError::BadRequest("A Host header is needed to redirect to HTTPS."));
-        }
-        return redirect::to_https(&host_for_url(&host), port, req.uri());
+    if let Some(answer) = answer_before_routing(state, server.redirect_to_https, ctx, &req, &host) {
+        return answer;
     }
     let path = normalize_path(req.uri().path()).map_err(|e| match e {
         PathError::Escapes => HttpError::BadRequest("The path climbs above the root."),
@@ -206,21 +187,10 @@ async fn route<'s>(
     if content_length.is_some_and(|len| len > server.max_body_size) {
         return Err(HttpError::PayloadTooLarge);
     }
+    // resolve the route, admit the request, handle it
     let route = snap.router.lookup(&host, &path).ok_or(HttpError::NotFound)?;
     *matched = Some(route.as_ref());
-    if let Some(allow) = &route.allow
-        && !allow.iter().any(|n| n.contains(&ctx.client_ip))
-    {
-        return Err(HttpError::Forbidden);
-    }
-    if let Some(zone) = &route.rate_limit {
-        zone.check(ctx.client_ip).map_err(|wait| {
-            meta.rate_limited = true;
-            HttpError::TooManyRequests {
-                retry_after_secs: ratelimit::retry_after_secs(wait),
-            }
-        })?;
-    }
+    admit(route, ctx, meta)?;
     match &route.handler {
         Handler::Proxy(upstream) => {
             let method = req.method().clone();
@@ -255,6 +225,60 @@ async fn route<'s>(
         }
         Handler::Redirect(base) => redirect::to_base(base, req.uri()),
     }
+}
+
+/// What is answered for any host before routing: an ACME http-01 validation (on either
+/// listener), and the redirect of plain HTTP to HTTPS.
+fn answer_before_routing(
+    state: &State,
+    redirect_to_https: bool,
+    ctx: &RequestCtx<'_>,
+    req: &Request<ReqBody>,
+    host: &str,
+) -> Option<Result<Response<Body>, HttpError>> {
+    let path = req.uri().path();
+    if let Some(token) = path.strip_prefix(ACME_CHALLENGE_PREFIX)
+        && let Some(challenges) = state.acme.challenges.load_full()
+        && let Some(key_auth) = challenges.resolver.get_http_01_key_auth(token)
+    {
+        let mut resp = Response::new(Body::full(key_auth));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        return Some(Ok(resp));
+    }
+    if !ctx.conn.tls
+        && redirect_to_https
+        && !path.starts_with(ACME_CHALLENGE_PREFIX)
+        && let Some(port) = state.https_port()
+    {
+        if host.is_empty() {
+            return Some(Err(HttpError::BadRequest(
+                "A Host header is needed to redirect to HTTPS.",
+            )));
+        }
+        return Some(redirect::to_https(&host_for_url(host), port, req.uri()));
+    }
+    None
+}
+
+/// The route's own admission: its `allow` list, then its rate limit.
+fn admit(route: &Route, ctx: &RequestCtx<'_>, meta: &mut Meta) -> Result<(), HttpError> {
+    if let Some(allow) = &route.allow
+        && !allow.iter().any(|n| n.contains(&ctx.client_ip))
+    {
+        return Err(HttpError::Forbidden);
+    }
+    if let Some(zone) = &route.rate_limit {
+        zone.check(ctx.client_ip).map_err(|wait| {
+            meta.rate_limited = true;
+            HttpError::TooManyRequests {
+                retry_after_secs: ratelimit::retry_after_secs(wait),
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// Refuses requests whose framing or target could be read two ways (request smuggling and

@@ -6,6 +6,7 @@
 
 mod conn;
 pub mod listener;
+mod reload;
 mod reload_watch;
 
 use std::net::SocketAddr;
@@ -119,26 +120,6 @@ fn bind(kind: Kind, addr: SocketAddr, state: &Arc<State>, db: Option<&Arc<Db>>) 
     Ok(start(kind, addr, listen(kind, addr)?, state, db))
 }
 
-/// What a reload does to one listener slot, decided (and new sockets bound) before anything
-/// changes.
-enum Move {
-    /// The address is unchanged: the running listener stays.
-    Keep,
-    /// A new socket, bound; started at the commit, when the old listener (if any) stops.
-    Rebind(SocketAddr, TcpListener),
-    /// No listener any more.
-    Close,
-}
-
-/// The move for a slot whose listener is `current` and should listen on `wanted`.
-fn plan(kind: Kind, current: Option<&Bound>, wanted: Option<SocketAddr>) -> Result<Move, String> {
-    Ok(match (current, wanted) {
-        (Some(cur), Some(w)) if cur.wanted == w => Move::Keep,
-        (_, Some(w)) => Move::Rebind(w, listen(kind, w)?),
-        (_, None) => Move::Close,
-    })
-}
-
 impl Gateway {
     /// Binds everything `config` asks for and starts serving. Port 0 binds a free port; the
     /// bound addresses are in [`Gateway::http_addr`] and friends.
@@ -221,151 +202,6 @@ impl Gateway {
         status.https = l.https.as_ref().map(|b| b.local);
         status.admin = l.admin.as_ref().map(|b| b.local);
         status.api = l.api.iter().map(|b| b.local).collect();
-    }
-
-    /// Applies a new config, whole or not at all. Everything that can fail is done first,
-    /// with nothing visible yet: certificates loaded, TLS settings built, the access log and
-    /// the API database opened, an ACME manager prepared, sockets bound for listeners whose
-    /// address changed. Then, at one commit point that cannot fail, the snapshot is swapped,
-    /// the new listeners start and the old ones stop. On error nothing changes (sockets bound
-    /// for the attempt are closed). Returns the new generation.
-    pub fn reload(&self, config: Arc<Config>) -> Result<u64, String> {
-        let state = &self.state;
-        let old = state.snapshot();
-        // ---- prepare
-        let certs = load_certs(&config)?;
-        let acceptor = match config.server.https {
-            Some(_) if state.tls.load().is_none() || old.config.tls.min_version != config.tls.min_version => Some(
-                TlsAcceptor::from(tls::server_config(state.certs.clone(), config.tls.min_version)?),
-            ),
-            _ => None,
-        };
-        let access_log = match &*state.access_log.load() {
-            Some(log) if log.settings == config.log.access => None,
-            None if config.log.access.target == crate::config::AccessTarget::Off => None,
-            _ => Some(AccessLog::open(&config.log.access)?),
-        };
-        let api_db = {
-            let current = self.api_db.lock().unwrap_or_else(|e| e.into_inner());
-            open_api_db(&config, current.as_ref())?
-        };
-        let mut acme = self.acme.lock().unwrap_or_else(|e| e.into_inner());
-        // ACME: a changed domain set starts a new order; the old certificate keeps serving
-        // until the new one is issued. Unchanged settings keep the running manager.
-        let acme_plan = match (&config.tls.source, config.server.https) {
-            (CertSource::Acme(settings), Some(_)) if acme.as_ref().is_none_or(|a| a.settings != *settings) => {
-                Some(Some(crate::tls::acme::prepare(settings.clone())?))
-            }
-            (CertSource::Acme(_), Some(_)) => None,
-            _ => Some(None),
-        };
-        let mut l = self.listeners();
-        let mut moves = Vec::with_capacity(3);
-        for (kind, wanted) in [
-            (Kind::Http, config.server.http),
-            (Kind::Https, config.server.https),
-            (Kind::Admin, config.admin.listen),
-        ] {
-            moves.push((kind, plan(kind, slot(&mut l, kind).as_ref(), wanted)?));
-        }
-        let wanted_api: Vec<SocketAddr> = config.api.iter().flat_map(|a| a.replicas.clone()).collect();
-        let same_db = {
-            let current = self.api_db.lock().unwrap_or_else(|e| e.into_inner());
-            match (current.as_ref(), api_db.as_ref()) {
-                (Some((_, a)), Some((_, b))) => Arc::ptr_eq(a, b),
-                _ => false,
-            }
-        };
-        // replicas move to a new database by restarting them
-        let kept_api = |b: &Bound| same_db && wanted_api.contains(&b.wanted);
-        let mut new_api = Vec::new();
-        for addr in &wanted_api {
-            if !l.api.iter().any(|b| kept_api(b) && b.wanted == *addr) {
-                new_api.push((*addr, listen(Kind::Api, *addr)?));
-            }
-        }
-
-        // ---- commit: nothing below can fail
-        if let Some(next) = acme_plan {
-            match next {
-                Some(prepared) => {
-                    let keep = state.certs.current();
-                    let handle = prepared.start(state.acme.clone());
-                    if acme.is_some() {
-                        state.certs.replace(keep);
-                    }
-                    *acme = Some(handle);
-                }
-                None => {
-                    *acme = None;
-                    state.acme.clear();
-                }
-            }
-        }
-        drop(acme);
-        if let Some(certs) = certs {
-            state.certs.replace(certs);
-        }
-        if let Some(a) = acceptor {
-            state.tls.store(Some(Arc::new(a)));
-        }
-        if let Some(log) = access_log {
-            state.access_log.store(log.map(Arc::new));
-        }
-        *self.api_db.lock().unwrap_or_else(|e| e.into_inner()) = api_db.clone();
-        let generation = state.apply(config);
-        let mut replaced = Vec::new();
-        for (kind, mv) in moves {
-            let slot = slot(&mut l, kind);
-            match mv {
-                Move::Keep => {}
-                Move::Rebind(wanted, socket) => replaced.extend(slot.replace(start(kind, wanted, socket, state, None))),
-                Move::Close => replaced.extend(slot.take()),
-            }
-        }
-        let (keep, gone): (Vec<Bound>, Vec<Bound>) = std::mem::take(&mut l.api).into_iter().partition(kept_api);
-        l.api = keep;
-        replaced.extend(gone);
-        let db = api_db.as_ref().map(|(_, db)| db);
-        for (addr, socket) in new_api {
-            l.api.push(start(Kind::Api, addr, socket, state, db));
-        }
-        drop(l);
-        for b in replaced {
-            b.stop();
-        }
-        self.publish_addresses();
-        Ok(generation)
-    }
-
-    /// Reloads from `path`: on a problem, logs it as `check` would, counts it, keeps serving.
-    pub fn reload_file(&self, path: &Path) -> Result<u64, String> {
-        let result = match config::load(path) {
-            Ok(loaded) => {
-                for w in loaded.warnings.warning_lines() {
-                    tracing::warn!("{w}");
-                }
-                self.reload(loaded.config)
-            }
-            Err(diags) => {
-                for line in diags.error_lines() {
-                    tracing::error!("{line}");
-                }
-                Err(diags.error_lines().join("\n"))
-            }
-        };
-        match &result {
-            Ok(generation) => {
-                self.state.metrics.reload(true);
-                tracing::info!(generation, "config reloaded");
-            }
-            Err(e) => {
-                self.state.metrics.reload(false);
-                self.state.status().last_reload_error = Some(e.clone());
-                tracing::error!("config reload rejected, the old config keeps serving");
-            }
-        }
-        result
     }
 
     /// Open client connections.

@@ -91,37 +91,62 @@ impl Validator<'_> {
     }
 
     /// `[acme]`: checked whenever present, used with `tls.source = "acme"`. Needs no network.
+    /// Every key is checked (each mistake reported) before the section is refused.
     pub(super) fn acme(&mut self, span: Range<usize>, r: &RawAcme) -> Option<AcmeSettings> {
+        let domains = self.acme_domains(span, r);
+        let contact = self.acme_contact(r);
+        let directory = self.acme_directory(r);
+        let challenge = self.acme_challenge(r);
+        let check_interval = self.positive_duration(r.check_interval.as_ref(), Duration::from_secs(12 * 3600));
+        let renew_before = self.acme_renew_before(r);
+        let ca_root = self.acme_ca_root(r);
+        Some(AcmeSettings {
+            domains: domains?,
+            contact: contact?,
+            directory: directory?,
+            challenge: challenge?,
+            cache_dir: r
+                .cache_dir
+                .as_ref()
+                .map_or_else(|| PathBuf::from("certs/acme"), |d| PathBuf::from(d.get_ref())),
+            check_interval,
+            renew_before: renew_before?,
+            ca_root: ca_root?,
+        })
+    }
+
+    fn acme_domains(&mut self, span: Range<usize>, r: &RawAcme) -> Option<Vec<String>> {
+        let Some(list) = &r.domains else {
+            self.missing(
+                span,
+                "[acme] needs `domains`, e.g. [\"example.com\", \"www.example.com\"]",
+            );
+            return None;
+        };
+        if list.get_ref().is_empty() {
+            self.err(list.span(), "acme.domains is empty");
+            return None;
+        }
         let mut ok = true;
         let mut domains = Vec::new();
-        match &r.domains {
-            Some(list) if !list.get_ref().is_empty() => {
-                for d in list.get_ref() {
-                    match normalize_host(d.get_ref()).filter(|h| h.contains('.') || h == "localhost") {
-                        Some(h) if h.starts_with("*.") || !h.contains('*') => {
-                            if !domains.contains(&h) {
-                                domains.push(h)
-                            }
-                        }
-                        _ => {
-                            self.err(d.span(), format!("`{}` is not a domain name", d.get_ref()));
-                            ok = false;
-                        }
+        for d in list.get_ref() {
+            match normalize_host(d.get_ref()).filter(|h| h.contains('.') || h == "localhost") {
+                Some(h) if h.starts_with("*.") || !h.contains('*') => {
+                    if !domains.contains(&h) {
+                        domains.push(h)
                     }
                 }
-            }
-            Some(list) => {
-                self.err(list.span(), "acme.domains is empty");
-                ok = false;
-            }
-            None => {
-                self.missing(
-                    span.clone(),
-                    "[acme] needs `domains`, e.g. [\"example.com\", \"www.example.com\"]",
-                );
-                ok = false;
+                _ => {
+                    self.err(d.span(), format!("`{}` is not a domain name", d.get_ref()));
+                    ok = false;
+                }
             }
         }
+        ok.then_some(domains)
+    }
+
+    fn acme_contact(&mut self, r: &RawAcme) -> Option<Vec<String>> {
+        let mut ok = true;
         let mut contact = Vec::new();
         for c in r.contact.iter().flat_map(|l| l.get_ref()) {
             match c.get_ref().strip_prefix("mailto:") {
@@ -134,11 +159,15 @@ impl Validator<'_> {
                 }
             }
         }
-        let directory = match r.directory.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
-            None | Some(("letsencrypt", _)) => LETS_ENCRYPT.to_string(),
-            Some(("letsencrypt-staging", _)) => LETS_ENCRYPT_STAGING.to_string(),
+        ok.then_some(contact)
+    }
+
+    fn acme_directory(&mut self, r: &RawAcme) -> Option<String> {
+        match r.directory.as_ref().map(|d| (d.get_ref().as_str(), d.span())) {
+            None | Some(("letsencrypt", _)) => Some(LETS_ENCRYPT.to_string()),
+            Some(("letsencrypt-staging", _)) => Some(LETS_ENCRYPT_STAGING.to_string()),
             Some((url, span)) => match url.parse::<http::Uri>() {
-                Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => url.to_string(),
+                Ok(u) if u.scheme_str() == Some("https") && u.host().is_some() => Some(url.to_string()),
                 _ => {
                     self.err(
                         span,
@@ -146,33 +175,32 @@ impl Validator<'_> {
                             "acme.directory `{url}` is not \"letsencrypt\", \"letsencrypt-staging\" or an https URL"
                         ),
                     );
-                    ok = false;
-                    String::new()
+                    None
                 }
             },
-        };
-        let challenge = match r.challenge.as_ref().map(|c| (c.get_ref().as_str(), c.span())) {
-            None | Some(("tls-alpn-01", _)) => AcmeChallenge::TlsAlpn01,
-            Some(("http-01", _)) => AcmeChallenge::Http01,
+        }
+    }
+
+    fn acme_challenge(&mut self, r: &RawAcme) -> Option<AcmeChallenge> {
+        match r.challenge.as_ref().map(|c| (c.get_ref().as_str(), c.span())) {
+            None | Some(("tls-alpn-01", _)) => Some(AcmeChallenge::TlsAlpn01),
+            Some(("http-01", _)) => Some(AcmeChallenge::Http01),
             Some((other, span)) => {
                 self.err(
                     span,
                     format!("acme.challenge `{other}` is not \"tls-alpn-01\" or \"http-01\""),
                 );
-                ok = false;
-                AcmeChallenge::TlsAlpn01
+                None
             }
-        };
-        let cache_dir = r
-            .cache_dir
-            .as_ref()
-            .map_or_else(|| PathBuf::from("certs/acme"), |d| PathBuf::from(d.get_ref()));
-        let check_interval = self.positive_duration(r.check_interval.as_ref(), Duration::from_secs(12 * 3600));
-        let renew_before = match &r.renew_before {
-            None => RenewBefore::Auto,
-            Some(v) if v.get_ref() == "auto" => RenewBefore::Auto,
+        }
+    }
+
+    fn acme_renew_before(&mut self, r: &RawAcme) -> Option<RenewBefore> {
+        match &r.renew_before {
+            None => Some(RenewBefore::Auto),
+            Some(v) if v.get_ref() == "auto" => Some(RenewBefore::Auto),
             Some(v) => match parse_duration(v.get_ref()) {
-                Ok(d) if !d.is_zero() => RenewBefore::Before(d),
+                Ok(d) if !d.is_zero() => Some(RenewBefore::Before(d)),
                 _ => {
                     self.err(
                         v.span(),
@@ -181,32 +209,23 @@ impl Validator<'_> {
                             v.get_ref()
                         ),
                     );
-                    ok = false;
-                    RenewBefore::Auto
+                    None
                 }
             },
+        }
+    }
+
+    /// `ca_root`, a readable PEM chain when set (`Some(None)`: not set).
+    fn acme_ca_root(&mut self, r: &RawAcme) -> Option<Option<PathBuf>> {
+        let Some(c) = r.ca_root.as_ref().filter(|c| !c.get_ref().trim().is_empty()) else {
+            return Some(None);
         };
-        let ca_root = match r.ca_root.as_ref().filter(|c| !c.get_ref().trim().is_empty()) {
-            None => None,
-            Some(c) => {
-                let path = PathBuf::from(c.get_ref());
-                if let Err(e) = crate::pem::load_chain(&path) {
-                    self.err(c.span(), e);
-                    ok = false;
-                }
-                Some(path)
-            }
-        };
-        ok.then_some(AcmeSettings {
-            domains,
-            contact,
-            directory,
-            challenge,
-            cache_dir,
-            check_interval,
-            renew_before,
-            ca_root,
-        })
+        let path = PathBuf::from(c.get_ref());
+        if let Err(e) = crate::pem::load_chain(&path) {
+            self.err(c.span(), e);
+            return None;
+        }
+        Some(Some(path))
     }
 
     pub(super) fn cert_pair(&mut self, cert: &Spanned<String>, key: &Spanned<String>) -> Option<LoadedCert> {

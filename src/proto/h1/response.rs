@@ -99,15 +99,61 @@ pub fn parse(buf: &mut BytesMut, head_only: bool, upgrade: bool) -> Result<Optio
     }
     let head = buf.split_to(len).freeze();
     let mut headers = maps::take(count + ROOM);
+    let Fields {
+        connection,
+        listing,
+        lengths,
+        transfer_encoding,
+    } = read_fields(&head, &spans[..count], switching, &mut headers)?;
+    if !switching {
+        drop_listed(&mut headers, &listing);
+    }
+    let mut keep_alive = connection.persistent(version == Version::HTTP_11);
+    let sent = Sent {
+        lengths,
+        transfer_encoding,
+        version,
+    };
+    let framing = framing(status, head_only, &sent, &mut headers, &mut keep_alive);
+    if switching {
+        keep_alive = false;
+    }
+    let mut resp = Response::new(());
+    *resp.status_mut() = status;
+    *resp.version_mut() = version;
+    *resp.headers_mut() = headers;
+    Ok(Some(Parsed::Final(ResponseHead {
+        resp,
+        framing,
+        keep_alive,
+    })))
+}
+
+/// What the fields of a response head say about its connection and its framing.
+struct Fields {
+    connection: ConnectionOptions,
+    /// The `Connection` values, kept only when they name fields to remove (rare).
+    listing: Vec<Bytes>,
+    lengths: Lengths,
+    transfer_encoding: Option<bool>,
+}
+
+/// Reads the fields at `spans` of `head` into `headers`, all but the hop-by-hop ones (kept in a
+/// 101) and repeated lengths; returns what they say about the connection and the framing.
+fn read_fields(
+    head: &Bytes,
+    spans: &[(u16, u16, u16, u16)],
+    switching: bool,
+    headers: &mut http::HeaderMap,
+) -> Result<Fields, Malformed> {
     let mut connection = ConnectionOptions::default();
-    // the `Connection` values, kept only when they name fields to remove (rare)
     let mut listing: Vec<Bytes> = Vec::new();
     // the upstream's `Content-Length`: while it is one plain number on one line, that line is
     // passed on as it is
     let mut lengths = Lengths::default();
     // `Transfer-Encoding` was sent: whether its last coding is chunked
     let mut transfer_encoding: Option<bool> = None;
-    for &(n0, n1, v0, v1) in &spans[..count] {
+    for &(n0, n1, v0, v1) in spans {
         let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize]).map_err(|_| Malformed("bad header name"))?;
         let value = head.slice(v0 as usize..v1 as usize);
         if name == header::CONNECTION {
@@ -134,19 +180,53 @@ pub fn parse(buf: &mut BytesMut, head_only: bool, upgrade: bool) -> Result<Optio
         let value = HeaderValue::from_maybe_shared(value).map_err(|_| Malformed("bad header value"))?;
         headers.append(name, value);
     }
-    if !switching {
-        // fields the upstream named in `Connection` are this hop's too (but not the framing)
-        for value in &listing {
-            for token in fields::tokens(value) {
-                if let Ok(name) = HeaderName::from_bytes(token)
-                    && name != header::UPGRADE
-                    && !fields::is_protected(&name)
-                {
-                    headers.remove(name);
-                }
+    Ok(Fields {
+        connection,
+        listing,
+        lengths,
+        transfer_encoding,
+    })
+}
+
+/// Fields the upstream named in `Connection` are this hop's too (but not the framing, nor an
+/// `Upgrade`).
+fn drop_listed(headers: &mut http::HeaderMap, listing: &[Bytes]) {
+    for value in listing {
+        for token in fields::tokens(value) {
+            if let Ok(name) = HeaderName::from_bytes(token)
+                && name != header::UPGRADE
+                && !fields::is_protected(&name)
+            {
+                headers.remove(name);
             }
         }
     }
+}
+
+/// What the upstream sent that frames its body.
+#[derive(Clone, Copy)]
+struct Sent {
+    lengths: Lengths,
+    /// `Transfer-Encoding` was sent: whether its last coding is chunked.
+    transfer_encoding: Option<bool>,
+    version: Version,
+}
+
+/// How the body of a response with `status` is framed (RFC 9112 §6.3), with the
+/// `Content-Length` the client gets set in `headers`; clears `keep_alive` when the connection
+/// cannot carry another exchange after it.
+fn framing(
+    status: StatusCode,
+    head_only: bool,
+    sent: &Sent,
+    headers: &mut http::HeaderMap,
+    keep_alive: &mut bool,
+) -> Framing {
+    let Sent {
+        lengths,
+        transfer_encoding,
+        version,
+    } = *sent;
     // one `Content-Length` line: the upstream's own when it sent one plain number, else one made
     // from the number its lines all gave
     let keep_length = |headers: &mut http::HeaderMap, n: u64| {
@@ -154,15 +234,14 @@ pub fn parse(buf: &mut BytesMut, head_only: bool, upgrade: bool) -> Result<Optio
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         }
     };
-    let mut keep_alive = connection.persistent(version == Version::HTTP_11);
     let bodiless = head_only
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let framing = if bodiless {
+    if bodiless {
         match lengths.value {
             // what the body would have been (HEAD, 304): the client may want to know
-            Some(n) if status != StatusCode::NO_CONTENT && !status.is_informational() => keep_length(&mut headers, n),
+            Some(n) if status != StatusCode::NO_CONTENT && !status.is_informational() => keep_length(headers, n),
             _ => {
                 headers.remove(header::CONTENT_LENGTH);
             }
@@ -173,34 +252,22 @@ pub fn parse(buf: &mut BytesMut, head_only: bool, upgrade: bool) -> Result<Optio
         // the other way (RFC 9112 §6.1): decoded as sent, and the connection closed after; the
         // decoded body is re-framed for the client, so a length sent beside it is void
         if lengths.value.is_some() || version == Version::HTTP_10 {
-            keep_alive = false;
+            *keep_alive = false;
         }
         headers.remove(header::CONTENT_LENGTH);
         if chunked {
             Framing::Chunked
         } else {
-            keep_alive = false;
+            *keep_alive = false;
             Framing::UntilClose
         }
     } else if let Some(n) = lengths.value {
-        keep_length(&mut headers, n);
+        keep_length(headers, n);
         if n == 0 { Framing::None } else { Framing::Length(n) }
     } else {
-        keep_alive = false;
+        *keep_alive = false;
         Framing::UntilClose
-    };
-    if switching {
-        keep_alive = false;
     }
-    let mut resp = Response::new(());
-    *resp.status_mut() = status;
-    *resp.version_mut() = version;
-    *resp.headers_mut() = headers;
-    Ok(Some(Parsed::Final(ResponseHead {
-        resp,
-        framing,
-        keep_alive,
-    })))
 }
 
 #[cfg(test)]

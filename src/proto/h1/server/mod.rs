@@ -35,7 +35,6 @@ use writer::Writer;
 
 use super::encode::{self, BodyShape};
 use super::request::{self, Limits, Reject, RequestHead};
-use super::response::Framing;
 use crate::proto::BoxError;
 use crate::proto::lifecycle::{self, Graceful, Timers};
 use crate::proto::maps;
@@ -235,6 +234,13 @@ pub type Upgraded = Prefixed<Box<dyn Io>>;
 pub struct OnUpgrade(Arc<Mutex<Option<tokio::sync::oneshot::Receiver<Upgraded>>>>);
 
 impl OnUpgrade {
+    /// Puts the promise of the connection into `req`'s extensions; the sender keeps it.
+    fn offer<B>(req: &mut Request<B>) -> tokio::sync::oneshot::Sender<Upgraded> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        req.extensions_mut().insert(OnUpgrade(Arc::new(Mutex::new(Some(rx)))));
+        tx
+    }
+
     pub async fn get(self) -> Option<Upgraded> {
         let rx = self.0.lock().unwrap_or_else(|e| e.into_inner()).take()?;
         rx.await.ok()
@@ -350,6 +356,20 @@ where
         .await;
     }
 
+    /// The response is out and the request body is not all read: it is read past when the
+    /// connection stays open and the rest is short; `Some(Linger)` when the connection ends.
+    async fn finish_body(&mut self, mut f: Feeder, keep_alive: bool) -> Option<Next> {
+        if !keep_alive || !f.drainable() {
+            return Some(Next::Linger);
+        }
+        let (io, buf) = (&mut self.io, &mut self.buf);
+        let drain = tokio::time::timeout(LINGER, poll_fn(|cx| f.poll_drain(io, buf, cx)));
+        if !matches!(drain.await, Ok(Ok(()))) {
+            return Some(Next::Linger);
+        }
+        None
+    }
+
     /// Runs one request through the gateway and writes its response.
     async fn exchange(&mut self, head: RequestHead) -> Next {
         let RequestHead {
@@ -363,12 +383,7 @@ where
         let head_only = req.method() == Method::HEAD;
         let mut feeder = body.map(|framing| Feeder::new(framing, expect_continue));
         let mut req = req.map(|()| feeder.as_ref().map(Feeder::body));
-        let mut upgrade_to = None;
-        if upgrade {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            req.extensions_mut().insert(OnUpgrade(Arc::new(Mutex::new(Some(rx)))));
-            upgrade_to = Some(tx);
-        }
+        let upgrade_to = upgrade.then(|| OnUpgrade::offer(&mut req));
 
         let resp = {
             let mut fut = pin!(self.service.clone().call(req));
@@ -386,19 +401,8 @@ where
         };
 
         let (parts, body) = resp.into_parts();
-        // a body the handler let go of unread: a short one is read past, else the connection
-        // ends; so it does after an answer about the body itself (too large, too slow, broken)
-        if let Some(f) = &feeder
-            && f.abandoned()
-            && (!f.drainable() || matches!(parts.status.as_u16(), 400 | 408 | 413))
-        {
-            keep_alive = false;
-        }
         let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-        if switching && upgrade_to.is_none() {
-            // a 101 nobody asked for (or for HTTP/2): the connection can't follow it
-            keep_alive = false;
-        }
+        keep_alive &= !ends_connection(feeder.as_ref(), parts.status, upgrade_to.is_some());
         let interim = feeder.as_mut().map_or(&[][..], Feeder::interim_unsent);
         let shape = BodyShape {
             empty: body.is_end_stream(),
@@ -411,28 +415,12 @@ where
             self.out.splice(0..0, interim.iter().copied());
         }
         // the body is dropped (the request counted finished) once its last byte is written
-        let (body, spent) = if framing == Framing::None {
-            (None, Some(body))
+        let copy_max = if self.io.is_write_vectored() {
+            COPY_MAX
         } else {
-            (Some(body), None)
+            COPY_MAX_FLAT
         };
-        let mut writer = Writer {
-            out: &mut self.out,
-            pos: 0,
-            big: None,
-            after_big: b"",
-            framing,
-            body,
-            spent,
-            copy_max: if self.io.is_write_vectored() {
-                COPY_MAX
-            } else {
-                COPY_MAX_FLAT
-            },
-            broken: false,
-            send_timeout: self.send_timeout,
-            stall: None,
-        };
+        let mut writer = Writer::new(&mut self.out, framing, body, copy_max, self.send_timeout);
         let (io, buf) = (&mut self.io, &mut self.buf);
         let sent = poll_fn(|cx| {
             let r = writer.poll_send(io, cx);
@@ -451,21 +439,25 @@ where
         if switching && let Some(to) = upgrade_to {
             return Next::Upgrade(to);
         }
-        if let Some(mut f) = feeder
+        if let Some(f) = feeder
             && !f.is_complete()
+            && let Some(next) = self.finish_body(f, keep_alive).await
         {
-            if !keep_alive || !f.drainable() {
-                return Next::Linger;
-            }
-            let (io, buf) = (&mut self.io, &mut self.buf);
-            let drain = tokio::time::timeout(LINGER, poll_fn(|cx| f.poll_drain(io, buf, cx)));
-            if !matches!(drain.await, Ok(Ok(()))) {
-                return Next::Linger;
-            }
+            return next;
         }
         if !keep_alive || self.service.closing() {
             return Next::Close;
         }
         Next::KeepAlive
     }
+}
+
+/// The connection cannot carry another exchange after an answer with `status`: the handler let
+/// the request body go unread and it is not short enough to read past, or the answer is about
+/// the body itself (too large, too slow, broken); or a 101 came that nobody asked for (or for
+/// HTTP/2), which the connection can't follow.
+fn ends_connection(feeder: Option<&Feeder>, status: StatusCode, upgrade_offered: bool) -> bool {
+    let body_left =
+        feeder.is_some_and(|f| f.abandoned() && (!f.drainable() || matches!(status.as_u16(), 400 | 408 | 413)));
+    body_left || (status == StatusCode::SWITCHING_PROTOCOLS && !upgrade_offered)
 }

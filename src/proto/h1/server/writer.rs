@@ -45,7 +45,36 @@ pub(super) struct Writer<'a, B> {
     pub(super) stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl<B: HttpBody<Data = Bytes, Error = BoxError> + Unpin> Writer<'_, B> {
+impl<'a, B: HttpBody<Data = Bytes, Error = BoxError> + Unpin> Writer<'a, B> {
+    /// A writer of `body` framed by `framing` behind the head already in `out`. Without a
+    /// body to send (`Framing::None`), `body` is only held until the head is written.
+    pub(super) fn new(
+        out: &'a mut Vec<u8>,
+        framing: Framing,
+        body: B,
+        copy_max: usize,
+        send_timeout: Duration,
+    ) -> Self {
+        let (body, spent) = if framing == Framing::None {
+            (None, Some(body))
+        } else {
+            (Some(body), None)
+        };
+        Writer {
+            out,
+            pos: 0,
+            big: None,
+            after_big: b"",
+            framing,
+            body,
+            spent,
+            copy_max,
+            broken: false,
+            send_timeout,
+            stall: None,
+        }
+    }
+
     pub(super) fn poll_send<T: AsyncWrite + PlainTcp + Unpin>(
         &mut self,
         io: &mut T,
