@@ -16,8 +16,9 @@ use crate::http::context::RequestCtx;
 use crate::http::error::HttpError;
 use crate::proto::body::{self, Body, ReqBody};
 use crate::proto::h1::fields::{is_hop_by_hop, strip_hop_by_hop};
+use crate::proto::h1::pool::Lease;
 use crate::proto::h1::server::OnUpgrade;
-use crate::proto::h1::upstream::{self as h1, Lease, RecvBody};
+use crate::proto::h1::upstream::{self as h1, Conn, RecvBody};
 use crate::proto::maps;
 use crate::upstream::pool::{self, ConnectError};
 use crate::upstream::{Server, Upstream};
@@ -303,7 +304,11 @@ pub fn prepare_request(parts: &mut Parts, ctx: &RequestCtx<'_>, upgrade: bool) -
 
 /// The upstream's response for the client: hop-by-hop headers and `X-Powered-By` out, the body
 /// streamed and its connection pooled at the end; a 101 joins the two upgraded connections.
-fn response(resp: Response<RecvBody<Body>>, inflight: Lease, client_upgrade: Option<OnUpgrade>) -> Response<Body> {
+fn response(
+    resp: Response<RecvBody<Body>>,
+    inflight: Lease<Conn>,
+    client_upgrade: Option<OnUpgrade>,
+) -> Response<Body> {
     let (mut parts, mut body) = resp.into_parts();
     if parts.status == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client) = client_upgrade

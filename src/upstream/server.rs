@@ -2,12 +2,12 @@
 //! and passive failures) and its load (exchanges in flight).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use super::pool::Pool;
 use crate::config::ServerAddr;
-use crate::proto::h1::upstream::{Conn, Home, Lease};
+use crate::proto::h1::pool::{Lease, Pool};
+use crate::proto::h1::upstream::Conn;
 
 /// Without active health checks, a server taken out by failed requests is tried again after this.
 const PASSIVE_RETRY_AFTER: Duration = Duration::from_secs(10);
@@ -16,7 +16,7 @@ const PASSIVE_RETRY_AFTER: Duration = Duration::from_secs(10);
 pub struct Server {
     pub addr: ServerAddr,
     pub label: Arc<str>,
-    pub pool: Arc<Pool>,
+    pub pool: Arc<Pool<Conn>>,
     pub(super) hash: u64,
     active_checks: bool,
     up: AtomicBool,
@@ -28,7 +28,6 @@ pub struct Server {
     /// When it was taken out, in ms since `epoch`.
     down_at_ms: AtomicU64,
     epoch: Instant,
-    inflight: AtomicUsize,
 }
 
 impl Server {
@@ -48,7 +47,6 @@ impl Server {
             check_passes: AtomicU32::new(0),
             down_at_ms: AtomicU64::new(0),
             epoch: Instant::now(),
-            inflight: AtomicUsize::new(0),
         }
     }
 
@@ -65,13 +63,13 @@ impl Server {
     }
 
     pub fn inflight(&self) -> usize {
-        self.inflight.load(Relaxed)
+        self.pool.inflight()
     }
 
-    /// Counts a request in flight until the [`Lease`] drops (its `end`, below).
-    pub fn begin(self: &Arc<Self>) -> Lease {
-        self.inflight.fetch_add(1, Relaxed);
-        Lease::new(self.clone())
+    /// Counts a request in flight until the [`Lease`] drops; its connection goes back to
+    /// this server's pool through it.
+    pub fn begin(&self) -> Lease<Conn> {
+        self.pool.begin()
     }
 
     /// A request got a response from this server.
@@ -124,16 +122,5 @@ impl Server {
             self.pool.clear();
             tracing::warn!(server = %self.label, "upstream server is down: {why}");
         }
-    }
-}
-
-/// A server takes its connections back into its pool, and counts the exchanges in flight.
-impl Home for Server {
-    fn put(&self, conn: Box<Conn>) {
-        self.pool.put(conn);
-    }
-
-    fn end(&self) {
-        self.inflight.fetch_sub(1, Relaxed);
     }
 }

@@ -9,7 +9,7 @@
 //! - [`fields`]: the field rules all of them share (lengths, `Connection`, hop-by-hop);
 //! - [`encode`]: request and response heads written with the framing the codec chose;
 //! - [`server`]: the server side of a connection, for any service;
-//! - [`upstream`]: the client side of a proxied exchange, on a pooled connection;
+//! - [`upstream`]: the client side of a proxied exchange, on a connection of a [`pool`];
 //! - [`client`]: a one-shot exchange for the gateway's own small fetches.
 //!
 //! The parsers are pure functions over a buffer, so the fuzz targets (`fuzz/`) and the corpus
@@ -20,6 +20,7 @@ pub mod chunked;
 pub mod client;
 pub mod encode;
 pub mod fields;
+pub mod pool;
 pub mod request;
 pub mod response;
 pub mod server;

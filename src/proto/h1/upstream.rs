@@ -9,7 +9,6 @@
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -19,6 +18,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::pool::{Lease, Reusable};
 use crate::proto::BoxError;
 use crate::proto::h1::body::{BodyDecoder, BodyLengthMismatch};
 use crate::proto::h1::chunked::{self, Decoded};
@@ -29,30 +29,6 @@ use crate::proto::h1::response::{self, Parsed, ResponseHead};
 /// Reads start at this size and grow, while reads fill them, up to `MAX_READ`.
 const MIN_READ: usize = 16 * 1024;
 const MAX_READ: usize = 256 * 1024;
-
-/// Where a connection goes back when its exchange ends well, and who counts the exchange in
-/// flight: the upstream server the connection was opened to.
-pub trait Home: Send + Sync {
-    /// Takes back a connection that can carry another request.
-    fn put(&self, conn: Box<Conn>);
-    /// An exchange counted by [`Lease::new`] is over (its response body ended or was dropped).
-    fn end(&self);
-}
-
-/// An exchange in flight on its server, until dropped; the caller counted its start.
-pub struct Lease(Arc<dyn Home>);
-
-impl Lease {
-    pub fn new(home: Arc<dyn Home>) -> Self {
-        Self(home)
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.0.end();
-    }
-}
 
 /// An open HTTP/1.1 connection to an upstream server, idle between exchanges.
 pub struct Conn {
@@ -122,14 +98,6 @@ impl Conn {
             head: Vec::with_capacity(512),
             interim: false,
         })
-    }
-
-    /// True while the idle connection can take a request: the server has neither closed it nor
-    /// sent anything unasked (either would make it readable). No system call: the reactor's
-    /// readiness is read, with a waker that does nothing.
-    pub fn is_open(&self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        self.buf.is_empty() && self.io.poll_read_ready(&mut cx).is_pending()
     }
 
     /// Sends the request `parts` (origin-form target, hop-by-hop headers already removed), then
@@ -226,6 +194,16 @@ impl Conn {
             self.read_size *= 2;
         }
         Poll::Ready(Ok(n))
+    }
+}
+
+impl Reusable for Conn {
+    /// True while the idle connection can take a request: the server has neither closed it nor
+    /// sent anything unasked (either would make it readable). No system call: the reactor's
+    /// readiness is read, with a waker that does nothing.
+    fn is_open(&self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.buf.is_empty() && self.io.poll_read_ready(&mut cx).is_pending()
     }
 }
 
@@ -376,12 +354,12 @@ pub struct RecvBody<B> {
     reusable: bool,
     /// Counts the exchange in flight on its server until the body is dropped; also names the
     /// pool the connection returns to.
-    inflight: Option<Lease>,
+    inflight: Option<Lease<Conn>>,
 }
 
 impl<B: SendBody> RecvBody<B> {
-    /// Returns the connection to `inflight`'s server at the end, and holds the lease.
-    pub fn pooled(&mut self, inflight: Lease) {
+    /// Returns the connection to `inflight`'s pool at the end, and holds the lease.
+    pub fn pooled(&mut self, inflight: Lease<Conn>) {
         self.inflight = Some(inflight);
         if matches!(self.framing, Framing::Done) {
             self.finish();
@@ -403,7 +381,7 @@ impl<B: SendBody> RecvBody<B> {
             && conn.buf.is_empty()
             && let Some(lease) = &self.inflight
         {
-            lease.0.put(conn);
+            lease.put(conn);
         }
     }
 
