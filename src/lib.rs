@@ -14,30 +14,33 @@
 //!    health, discovery), `middleware` (rate limits, headers, compression), `handler` (files,
 //!    proxy, redirect), `telemetry` (access log, metrics), `http` (request context, the
 //!    gateway's own error answers);
-//! 5. `pipeline`: the running snapshot (routes compiled to handlers) and the service that
-//!    takes each request through it; `state`, the snapshot and the long-lived parts beside it;
-//! 6. `server` (listeners, connections, reload, shutdown) and `admin`;
-//! 7. `api`, the bundled API, served on its own listener. `server` still opens its database
-//!    and starts it: the one import that runs upward.
+//! 5. `pipeline`: the running snapshot (routes compiled to handlers), the state beside it
+//!    (metrics, access log, certificates, connections, shutdown) and the service that takes each
+//!    request through them;
+//! 6. `server` (listeners, connections, reload, shutdown) and `admin`; `server::embedded` is
+//!    the small interface through which a service runs in-process on listeners the server binds;
+//! 7. `api`, the bundled API: it plugs into `server::embedded` (the binary passes
+//!    `api::bundled()` to `server::run`), and no layer below imports it.
+//!
+//! Public are only the modules the binary, the tests, the benches and the fuzz targets use.
 
 // no function over 80 lines (clippy.toml), outside the integration tests
 #![warn(clippy::too_many_lines)]
 
-pub mod admin;
+mod admin;
 pub mod api;
 pub mod config;
-pub mod fs_atomic;
+mod fs_atomic;
 pub mod handler;
 pub mod http;
 pub mod middleware;
-pub mod net;
+mod net;
 pub mod pem;
-pub mod pipeline;
+mod pipeline;
 pub mod proto;
 pub mod router;
 pub mod server;
-pub mod state;
 pub mod telemetry;
 pub mod tls;
-pub mod upstream;
+mod upstream;
 pub mod zerocopy;

@@ -91,7 +91,13 @@ fn run(path: &Path) -> ExitCode {
         tracing_warn(&w);
     }
     let workers = loaded.config.server.workers;
-    finish(runtime(workers).and_then(|rt| rt.block_on(orta_gateway::server::run(path.to_path_buf(), loaded))))
+    finish(runtime(workers).and_then(|rt| {
+        rt.block_on(orta_gateway::server::run(
+            path.to_path_buf(),
+            loaded,
+            Some(orta_gateway::api::bundled()),
+        ))
+    }))
 }
 
 fn certs(path: &Path) -> ExitCode {

@@ -200,7 +200,7 @@ upstream = "backend"
         all
     })
     .await;
-    let status = gw.gw().state.snapshot();
+    let status = gw.gw().snapshot();
     let servers = status.upstreams["backend"].servers();
     assert_eq!(servers.len(), 1);
     assert_eq!(*servers[0].label, format!("127.0.0.2:{port}"));

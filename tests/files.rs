@@ -386,7 +386,7 @@ async fn compressed_variants_are_computed_once_and_served_from_the_cache() {
         .bytes()
         .await
         .unwrap();
-    let files = gw.gw().state.snapshot().files.clone();
+    let files = gw.gw().snapshot().files.clone();
     let hits = files.hits();
     for _ in 0..5 {
         let again = c
@@ -512,7 +512,7 @@ async fn the_cache_stays_within_max_size_and_streams_larger_files() {
         let r = c.get(gw.http_url(&format!("/many/f{i}.bin"))).send().await.unwrap();
         assert_eq!(r.bytes().await.unwrap().len(), 32 * 1024);
     }
-    let files = gw.gw().state.snapshot().files.clone();
+    let files = gw.gw().snapshot().files.clone();
     assert!(
         files.weighted_size() <= 256 * 1024,
         "cache holds {} bytes",
@@ -674,7 +674,6 @@ async fn large_cached_files_go_out_with_sendfile_and_stay_intact_over_tls() {
     );
     let cached = gw
         .gw()
-        .state
         .snapshot()
         .files
         .get(&gw.dir.path().canonicalize().unwrap().join("www/gown.jpg"));

@@ -1,7 +1,8 @@
 //! The shape of the crate, read from its own source: which file imports which (`use` trees and
 //! inline paths from `crate::`, `super::`, `self::` or a child module, tests left out), so that a
-//! circle of imports fails the build; and the length of every file, so that none grows past
-//! 600 lines.
+//! circle of imports fails the build, as does an import that runs up the layers of `lib.rs`'s
+//! map or across rooms of one layer not listed in `ACROSS`; and the length of every file, so that
+//! none grows past 600 lines.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -332,4 +333,55 @@ fn the_reader_finds_imports_in_use_trees_and_paths() {
     let found: BTreeSet<String> = paths(&code).into_iter().collect();
     let want = ["crate::a::b", "crate::c::d", "crate::c::e", "crate::h::i", "super::g"];
     assert_eq!(found, want.iter().map(|s| s.to_string()).collect());
+}
+
+/// The layers of `src/lib.rs`'s map, bottom to top, by top-level module.
+const LAYERS: &[&[&str]] = &[
+    &["zerocopy", "fs_atomic", "net", "pem", "router"],
+    &["proto"],
+    &["config"],
+    &["tls", "upstream", "middleware", "handler", "telemetry", "http"],
+    &["pipeline"],
+    &["server", "admin"],
+    &["api"],
+];
+
+fn layer(module: &str) -> usize {
+    let top = module.split("::").next().unwrap();
+    LAYERS
+        .iter()
+        .position(|l| l.contains(&top))
+        .unwrap_or_else(|| panic!("module {top} is in no layer of tests/layers.rs (nor of lib.rs's map)"))
+}
+
+/// The imports allowed between rooms of one layer (by top-level module); any other fails.
+const ACROSS: &[(&str, &str)] = &[
+    // the proxy handler takes a pooled upstream connection, files use the compression
+    // settings, and every handler answers with the request context and the gateway's errors
+    ("handler", "upstream"),
+    ("handler", "middleware"),
+    ("handler", "http"),
+    // the ACME manager counts renewals in the metrics
+    ("tls", "telemetry"),
+    // `/metrics` and `/status` are served by the server's admin listener
+    ("server", "admin"),
+];
+
+#[test]
+fn every_import_runs_down_the_layers() {
+    let graph = imports();
+    let top = |m: &str| m.split("::").next().unwrap().to_string();
+    let mut wrong = Vec::new();
+    for (from, edges) in &graph {
+        for to in edges {
+            let (a, b) = (layer(from), layer(to));
+            let (room_a, room_b) = (top(from), top(to));
+            if b > a {
+                wrong.push(format!("{from} (layer {}) -> {to} (layer {}): upward", a + 1, b + 1));
+            } else if a == b && room_a != room_b && !ACROSS.contains(&(room_a.as_str(), room_b.as_str())) {
+                wrong.push(format!("{from} -> {to}: across layer {}, not in ACROSS", a + 1));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "imports that break the layers:\n{}", wrong.join("\n"));
 }

@@ -200,7 +200,7 @@ rate_limit = "api"
     b.set_healthy(false);
     let gw_ref = &gw;
     wait_until(Duration::from_secs(3), "b marked down", || async move {
-        let snap = gw_ref.gw().state.snapshot();
+        let snap = gw_ref.gw().snapshot();
         !snap.upstreams["pair"].servers()[1].is_up()
     })
     .await;
@@ -212,7 +212,7 @@ rate_limit = "api"
         429,
         "the bucket is still empty"
     );
-    let snap = gw.gw().state.snapshot();
+    let snap = gw.gw().snapshot();
     assert!(!snap.upstreams["pair"].servers()[1].is_up(), "health state kept");
     assert!(snap.upstreams["pair"].servers()[0].is_up());
     // a changed zone starts afresh
@@ -415,7 +415,7 @@ async fn access_log_off_writes_nothing() {
     for _ in 0..5 {
         plain_client().get(gw.http_url("/x")).send().await.unwrap();
     }
-    assert!(gw.gw().state.access_log.load().is_none());
+    assert!(gw.gw().state().access_log().is_none());
     let entries: Vec<_> = std::fs::read_dir(gw.dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -639,7 +639,7 @@ async fn a_reload_that_fails_late_changes_nothing() {
     let (a, b) = (TestUpstream::start("a").await, TestUpstream::start("b").await);
     let gw = TestGateway::start(&routed_to(a.addr, b.addr, "a", "")).await;
     let old = gw.http();
-    let generation = gw.gw().state.snapshot().generation;
+    let generation = gw.gw().snapshot().generation;
     // the ACME cache directory holds a file where the temporary certificate's directory goes
     let acme_dir = gw.dir.path().join("acme");
     std::fs::create_dir_all(&acme_dir).unwrap();
@@ -656,7 +656,7 @@ async fn a_reload_that_fails_late_changes_nothing() {
     assert!(err.contains("temporary"), "{err}");
     // nothing moved: the old listener, the old routes, the old generation
     assert_eq!(gw.gw().http_addr(), Some(old));
-    assert_eq!(gw.gw().state.snapshot().generation, generation);
+    assert_eq!(gw.gw().snapshot().generation, generation);
     assert!(
         tokio::net::TcpStream::connect(("127.0.0.1", new_port)).await.is_err(),
         "the new address was left listening"
@@ -670,7 +670,7 @@ async fn a_reload_that_fails_late_changes_nothing() {
     let err = gw.gw().reload(parse(&blocked, gw.dir.path())).unwrap_err();
     assert!(err.contains("cannot listen"), "{err}");
     assert_eq!(gw.gw().http_addr(), Some(old));
-    assert_eq!(gw.gw().state.snapshot().generation, generation);
+    assert_eq!(gw.gw().snapshot().generation, generation);
     assert_eq!(who(&plain_client(), &gw.http_url("/")).await.as_deref(), Some("a"));
 }
 

@@ -11,10 +11,10 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::pipeline::snapshot::Snapshot;
+use crate::pipeline::state::State;
 use crate::proto::body::Body;
 use crate::proto::h1::request::Limits;
 use crate::proto::h1::server::{self as h1, RequestBody, SimpleTimeouts};
-use crate::state::State;
 use crate::telemetry::access::rfc3339;
 use crate::telemetry::metrics::Gauge;
 
@@ -50,7 +50,7 @@ fn handle(state: &State, req: Request<Option<RequestBody>>) -> Response<Body> {
         "/metrics" => text(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            state.metrics.render(&scrape_time_series(state)),
+            state.metrics().render(&scrape_time_series(state)),
         ),
         "/healthz" if state.shutting_down() => text(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "draining\n".into()),
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
@@ -76,7 +76,7 @@ fn text(status: StatusCode, ctype: &'static str, body: String) -> Response<Body>
 fn scrape_time_series(state: &State) -> Vec<Gauge> {
     let snap = state.snapshot();
     let files = &snap.files;
-    let dropped = state.access_log.load().as_ref().map_or(0, |l| l.dropped());
+    let dropped = state.access_log().map_or(0, |l| l.dropped());
     let unlabelled = [
         (
             "cache_hits_total",
@@ -112,7 +112,7 @@ fn scrape_time_series(state: &State) -> Vec<Gauge> {
             "connections_open",
             "Open client connections",
             "gauge",
-            state.tracker.open() as f64,
+            state.connections().open() as f64,
         ),
         (
             "config_generation",
@@ -130,7 +130,7 @@ fn scrape_time_series(state: &State) -> Vec<Gauge> {
         value,
     }));
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as f64;
-    for c in state.certs.describe() {
+    for c in state.certs().describe() {
         for domain in &c.names {
             out.push(Gauge {
                 name: "certificate_expiry_seconds",
@@ -179,7 +179,7 @@ fn status(state: &State) -> serde_json::Value {
     let mut upstreams: Vec<_> = snap.upstreams.values().collect();
     upstreams.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
     let certificates: Vec<serde_json::Value> = state
-        .certs
+        .certs()
         .describe()
         .into_iter()
         .map(|c| {
@@ -196,7 +196,7 @@ fn status(state: &State) -> serde_json::Value {
         "last_reload_error": st.last_reload_error,
         "shutting_down": state.shutting_down(),
         "listeners": { "http": st.http, "https": st.https, "admin": st.admin, "api": st.api },
-        "connections_open": state.tracker.open(),
+        "connections_open": state.connections().open(),
         "upstreams": upstreams.iter().map(|u| serde_json::json!({
             "name": u.spec.name,
             "servers": u.servers().iter().map(|s| serde_json::json!({
@@ -206,7 +206,7 @@ fn status(state: &State) -> serde_json::Value {
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "certificates": certificates,
-        "acme": state.acme.status().as_ref().map(|a| serde_json::json!({
+        "acme": state.acme().status().as_ref().map(|a| serde_json::json!({
             "domains": a.domains,
             "pending": a.pending,
             "last_error": a.last_error,

@@ -4,11 +4,11 @@
 //! replicas). Replicas share one SQLite database (`db`); bookings are validated in `booking`.
 //! Served by the gateway's own HTTP/1 codec: five endpoints don't need a framework's build time.
 
-pub mod booking;
+pub(crate) mod booking;
 pub mod db;
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -19,8 +19,10 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::config::ApiSettings;
 use crate::proto::body::Body;
 use crate::proto::h1::server::{self as h1, RequestBody, SimpleTimeouts};
+use crate::server::embedded::{Embedded, Ready, Serving};
 use db::{Appointment, BookError, Db};
 
 /// The database file when `[api].database` is not set.
@@ -33,6 +35,44 @@ const MAX_PER_PAGE: u64 = 50;
 struct Replica {
     name: String,
     db: Arc<Db>,
+}
+
+/// The bundled API as the gateway runs it in-process (`[api]`): replicas on the listeners the
+/// gateway binds, sharing one database.
+pub fn bundled() -> Arc<dyn Embedded> {
+    Arc::new(Bundled)
+}
+
+struct Bundled;
+
+/// The API with its database open.
+struct Open {
+    path: PathBuf,
+    db: Arc<Db>,
+}
+
+impl Embedded for Bundled {
+    fn prepare(&self, settings: &ApiSettings, current: Option<&Arc<dyn Ready>>) -> Result<Arc<dyn Ready>, String> {
+        let path = settings
+            .database
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATABASE));
+        // the running replicas stay while the database file is the same
+        if let Some(current) = current
+            && let Some(open) = (current.as_ref() as &dyn std::any::Any).downcast_ref::<Open>()
+            && open.path == path
+        {
+            return Ok(current.clone());
+        }
+        let db = Db::open(&path)?;
+        Ok(Arc::new(Open { path, db }))
+    }
+}
+
+impl Ready for Open {
+    fn serve(self: Arc<Self>, listener: TcpListener, local: SocketAddr, stop: watch::Receiver<bool>) -> Serving {
+        Box::pin(serve(listener, local, self.db.clone(), stop))
+    }
 }
 
 /// Serves one replica on `listener` until `stop` turns true.

@@ -4,11 +4,11 @@
 //! (`diag`). Everything that can be wrong with a config file is found here, before anything runs
 //! on it.
 
-pub mod diag;
+pub(crate) mod diag;
 mod model;
-pub mod raw;
+pub(crate) mod raw;
 mod settings;
-pub mod units;
+pub(crate) mod units;
 mod validate;
 
 use std::path::Path;

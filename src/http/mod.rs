@@ -2,4 +2,4 @@
 //! client's address) and the errors the gateway answers itself.
 
 pub mod context;
-pub mod error;
+pub(crate) mod error;

@@ -15,13 +15,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::snapshot::{Route, Snapshot};
+use super::state::State;
 use crate::handler::proxy::{X_FORWARDED_FOR, X_REQUEST_ID};
 use crate::handler::{Handler, files, proxy, redirect};
 use crate::middleware::compression;
 use crate::middleware::ratelimit;
 use crate::proto::maps;
 use crate::router::{PathError, normalize_path};
-use crate::state::State;
 use crate::telemetry::access::{AccessLog, AccessRecord};
 use crate::telemetry::metrics::RouteMetrics;
 use crate::upstream::Server;
@@ -89,7 +89,7 @@ pub async fn handle(state: &State, conn: &ConnInfo, mut req: Request<ReqBody>) -
         request_id,
         host_header: host,
     };
-    let access_log = state.access_log.load_full();
+    let access_log = state.access_log();
     let record = access_log.as_ref().map(|_| access_record(&ctx, &req));
     let accept = req.headers().get(header::ACCEPT).cloned();
     let h1 = req.version() < Version::HTTP_2;
@@ -141,7 +141,7 @@ pub async fn handle(state: &State, conn: &ConnInfo, mut req: Request<ReqBody>) -
     let completion = Completion {
         start,
         status,
-        metrics: matched.map_or_else(|| state.metrics.unrouted().clone(), |r| r.metrics.clone()),
+        metrics: matched.map_or_else(|| state.metrics().unrouted().clone(), |r| r.metrics.clone()),
         log,
     };
     (resp, completion)
@@ -238,7 +238,7 @@ fn answer_before_routing(
 ) -> Option<Result<Response<Body>, HttpError>> {
     let path = req.uri().path();
     if let Some(token) = path.strip_prefix(ACME_CHALLENGE_PREFIX)
-        && let Some(challenges) = state.acme.challenges.load_full()
+        && let Some(challenges) = state.acme().challenges.load_full()
         && let Some(key_auth) = challenges.resolver.get_http_01_key_auth(token)
     {
         let mut resp = Response::new(Body::full(key_auth));

@@ -8,8 +8,8 @@
 pub mod body;
 pub mod client_ip;
 pub mod h1;
-pub mod lifecycle;
-pub mod maps;
+pub(crate) mod lifecycle;
+pub(crate) mod maps;
 pub mod proxy_protocol;
 
 /// The error type of every body in the gateway.

@@ -24,6 +24,7 @@ use crate::config::ServerSettings;
 use crate::http::context::ConnInfo;
 use crate::net::ConnSlot;
 use crate::pipeline::service;
+use crate::pipeline::state::State;
 use crate::proto::BoxError;
 use crate::proto::body::{Body, ReqBody};
 use crate::proto::client_ip::canonical;
@@ -31,7 +32,6 @@ use crate::proto::h1::request::Limits;
 use crate::proto::h1::server::{self as h1, PlainTcp, RequestBody};
 use crate::proto::lifecycle::{Graceful, Timers, drive};
 use crate::proto::proxy_protocol::{self, Prefixed};
-use crate::state::State;
 
 /// What the service needs from its connection, shared by all its requests.
 struct ConnCtx {
@@ -56,7 +56,7 @@ impl ConnCtx {
 /// Serves one accepted connection to its end.
 pub(super) async fn serve(state: Arc<State>, mut stream: TcpStream, mut info: ConnInfo, mut slot: ConnSlot) {
     let server = state.snapshot().config.server.clone();
-    let shutdown = state.shutdown.subscribe();
+    let shutdown = state.shutdown_signal();
     let mut prefix = Vec::new();
     if server.proxy_protocol {
         // only trusted proxies may say who the client is; anyone else is turned away
@@ -86,7 +86,7 @@ pub(super) async fn serve(state: Arc<State>, mut stream: TcpStream, mut info: Co
     let _slot = slot;
     let stream = Prefixed::new(prefix, stream);
     let tls = if info.tls {
-        match state.tls.load_full() {
+        match state.tls() {
             Some(acceptor) => Some(acceptor),
             None => return,
         }
@@ -139,7 +139,7 @@ async fn handshake(
     acceptor: &TlsAcceptor,
     stream: Prefixed<TcpStream>,
 ) -> Option<tokio_rustls::server::TlsStream<Prefixed<TcpStream>>> {
-    let Some(challenges) = state.acme.challenges.load_full() else {
+    let Some(challenges) = state.acme().challenges.load_full() else {
         return acceptor.accept(stream).await.ok();
     };
     let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream)

@@ -9,8 +9,8 @@ use tokio::sync::watch;
 
 use super::conn;
 use crate::http::context::ConnInfo;
+use crate::pipeline::state::State;
 use crate::proto::client_ip::canonical;
-use crate::state::State;
 
 /// Accepts connections until `stop` turns true, each served on its own task. On stop, the
 /// connections already waiting in the backlog are taken and served before the socket closes
@@ -32,7 +32,7 @@ pub async fn accept_loop(listener: TcpListener, tls: bool, state: Arc<State>, mu
 fn admit(state: &Arc<State>, stream: TcpStream, peer: SocketAddr, tls: bool) {
     let snap = state.snapshot();
     let server = &snap.config.server;
-    let Some(mut slot) = state.tracker.try_acquire(server.max_connections) else {
+    let Some(mut slot) = state.connections().try_acquire(server.max_connections) else {
         tracing::debug!(%peer, "max_connections reached: connection closed");
         return;
     };

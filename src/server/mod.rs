@@ -5,6 +5,7 @@
 //! exit 0).
 
 mod conn;
+pub mod embedded;
 pub mod listener;
 mod reload;
 mod reload_watch;
@@ -19,18 +20,21 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::db::Db;
 use crate::config::{self, CertSource, Config};
-use crate::state::State;
+use crate::pipeline::snapshot::Snapshot;
+use crate::pipeline::state::State;
 use crate::telemetry::access::AccessLog;
 use crate::tls::{self, CertStore};
+use embedded::{Embedded, Ready};
 
 /// A started gateway. Dropping it does not stop it: call [`Gateway::shutdown`].
 pub struct Gateway {
-    pub state: Arc<State>,
+    state: Arc<State>,
     listeners: Mutex<Listeners>,
-    /// The bundled API's database, when `[api]` is configured.
-    api_db: Mutex<Option<(PathBuf, Arc<Db>)>>,
+    /// The in-process service `[api]` runs (the bundled API), when the caller plugged one in.
+    embedded: Option<Arc<dyn Embedded>>,
+    /// That service made ready for the running config, when `[api]` is configured.
+    api: Mutex<Option<Arc<dyn Ready>>>,
     /// The ACME manager, with `tls.source = "acme"`.
     acme: Mutex<Option<crate::tls::acme::AcmeHandle>>,
 }
@@ -93,15 +97,15 @@ fn listen(kind: Kind, addr: SocketAddr) -> Result<TcpListener, String> {
 }
 
 /// Starts the loop that serves a bound listener.
-fn start(kind: Kind, wanted: SocketAddr, l: TcpListener, state: &Arc<State>, db: Option<&Arc<Db>>) -> Bound {
+fn start(kind: Kind, wanted: SocketAddr, l: TcpListener, state: &Arc<State>, api: Option<&Arc<dyn Ready>>) -> Bound {
     let local = l.local_addr().unwrap_or(wanted);
     let (stop, stop_rx) = watch::channel(false);
-    let task = match (kind, db) {
+    let task = match (kind, api) {
         (Kind::Http, _) => tokio::spawn(listener::accept_loop(l, false, state.clone(), stop_rx)),
         (Kind::Https, _) => tokio::spawn(listener::accept_loop(l, true, state.clone(), stop_rx)),
         (Kind::Admin, _) => tokio::spawn(crate::admin::serve(l, state.clone(), stop_rx)),
-        (Kind::Api, Some(db)) => tokio::spawn(crate::api::serve(l, local, db.clone(), stop_rx)),
-        // (never: a replica is only started with its database)
+        (Kind::Api, Some(api)) => tokio::spawn(api.clone().serve(l, local, stop_rx)),
+        // (never: a replica is only started with its service ready)
         (Kind::Api, None) => tokio::spawn(async {}),
     };
     Bound {
@@ -113,17 +117,15 @@ fn start(kind: Kind, wanted: SocketAddr, l: TcpListener, state: &Arc<State>, db:
 }
 
 /// Binds `addr` and starts the loop that serves it.
-fn bind(kind: Kind, addr: SocketAddr, state: &Arc<State>, db: Option<&Arc<Db>>) -> Result<Bound, String> {
-    if kind == Kind::Api && db.is_none() {
-        return Err("the bundled API has no database".into());
-    }
-    Ok(start(kind, addr, listen(kind, addr)?, state, db))
+fn bind(kind: Kind, addr: SocketAddr, state: &Arc<State>, api: Option<&Arc<dyn Ready>>) -> Result<Bound, String> {
+    Ok(start(kind, addr, listen(kind, addr)?, state, api))
 }
 
 impl Gateway {
     /// Binds everything `config` asks for and starts serving. Port 0 binds a free port; the
-    /// bound addresses are in [`Gateway::http_addr`] and friends.
-    pub async fn start(config: Arc<Config>) -> Result<Gateway, String> {
+    /// bound addresses are in [`Gateway::http_addr`] and friends. `embedded` is the service
+    /// `[api]` runs in-process (the bundled API); without it, a config with `[api]` is refused.
+    pub async fn start(config: Arc<Config>, embedded: Option<Arc<dyn Embedded>>) -> Result<Gateway, String> {
         crate::pem::provider();
         let fd_limit = crate::zerocopy::raise_fd_limit();
         tracing::debug!(?fd_limit, "open files limit");
@@ -131,23 +133,20 @@ impl Gateway {
         let state = State::new(config.clone(), certs);
         let acme = match &config.tls.source {
             CertSource::Acme(settings) if config.server.https.is_some() => {
-                Some(crate::tls::acme::start(settings.clone(), state.acme.clone())?)
+                Some(crate::tls::acme::start(settings.clone(), state.acme().clone())?)
             }
             _ => None,
         };
-        state
-            .access_log
-            .store(AccessLog::open(&config.log.access)?.map(Arc::new));
+        state.set_access_log(AccessLog::open(&config.log.access)?);
         if config.server.https.is_some() {
-            let acceptor = TlsAcceptor::from(tls::server_config(state.certs.clone(), config.tls.min_version)?);
-            state.tls.store(Some(Arc::new(acceptor)));
+            let acceptor = TlsAcceptor::from(tls::server_config(state.certs().clone(), config.tls.min_version)?);
+            state.set_tls(acceptor);
         }
         let mut l = Listeners::default();
         // the bundled API first, so the proxy's first health checks find it up
-        let api_db = open_api_db(&config, None)?;
+        let api = prepare_api(embedded.as_deref(), &config, None)?;
         for addr in config.api.iter().flat_map(|a| a.replicas.iter()) {
-            l.api
-                .push(bind(Kind::Api, *addr, &state, api_db.as_ref().map(|(_, db)| db))?);
+            l.api.push(bind(Kind::Api, *addr, &state, api.as_ref())?);
         }
         l.https = config
             .server
@@ -167,7 +166,8 @@ impl Gateway {
         let gw = Gateway {
             state,
             listeners: Mutex::new(l),
-            api_db: Mutex::new(api_db),
+            embedded,
+            api: Mutex::new(api),
             acme: Mutex::new(acme),
         };
         gw.publish_addresses();
@@ -176,6 +176,16 @@ impl Gateway {
 
     fn listeners(&self) -> std::sync::MutexGuard<'_, Listeners> {
         self.listeners.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The shared state: the snapshot and the long-lived parts beside it.
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// The snapshot a new request would use now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.state.snapshot()
     }
 
     pub fn http_addr(&self) -> Option<SocketAddr> {
@@ -206,14 +216,14 @@ impl Gateway {
 
     /// Open client connections.
     pub fn open_connections(&self) -> usize {
-        self.state.tracker.open()
+        self.state.connections().open()
     }
 
     /// Stops accepting, lets open connections finish their requests for up to `grace`, then
     /// stops everything. Returns false when connections were still open at the deadline.
     pub async fn shutdown(self, grace: Duration) -> bool {
         let l = std::mem::take(&mut *self.listeners());
-        let _ = self.state.shutdown.send(true);
+        self.state.begin_shutdown();
         let mut tasks = Vec::new();
         for b in [l.http, l.https].into_iter().flatten() {
             let _ = b.stop.send(true);
@@ -223,7 +233,9 @@ impl Gateway {
         for t in tasks {
             let _ = t.await;
         }
-        let drained = tokio::time::timeout(grace, self.state.tracker.drained()).await.is_ok();
+        let drained = tokio::time::timeout(grace, self.state.connections().drained())
+            .await
+            .is_ok();
         for b in l.api.into_iter().chain(l.admin) {
             b.stop();
         }
@@ -231,17 +243,17 @@ impl Gateway {
     }
 }
 
-/// The bundled API's database for `config`: the current one if its path is unchanged.
-fn open_api_db(config: &Config, current: Option<&(PathBuf, Arc<Db>)>) -> Result<Option<(PathBuf, Arc<Db>)>, String> {
-    let Some(api) = &config.api else { return Ok(None) };
-    let path = api
-        .database
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(crate::api::DEFAULT_DATABASE));
-    match current {
-        Some((p, db)) if *p == path => Ok(Some((p.clone(), db.clone()))),
-        _ => Ok(Some((path.clone(), Db::open(&path)?))),
-    }
+/// The in-process service made ready for `config` (`current` when nothing it uses changed).
+fn prepare_api(
+    embedded: Option<&dyn Embedded>,
+    config: &Config,
+    current: Option<&Arc<dyn Ready>>,
+) -> Result<Option<Arc<dyn Ready>>, String> {
+    let Some(settings) = &config.api else { return Ok(None) };
+    let Some(embedded) = embedded else {
+        return Err("[api] is configured, but this gateway was started without the bundled API".into());
+    };
+    embedded.prepare(settings, current).map(Some)
 }
 
 /// The certificates the config's source provides (`None` for ACME: its manager provides them).
@@ -274,13 +286,13 @@ pub fn watched_files(path: &Path, config: &Config) -> Vec<PathBuf> {
 
 /// `orta-gateway run`: serves `path` until SIGTERM/SIGINT; SIGHUP or a change to the file (or
 /// the files it names) reloads it.
-pub async fn run(path: PathBuf, loaded: config::Loaded) -> Result<(), String> {
+pub async fn run(path: PathBuf, loaded: config::Loaded, embedded: Option<Arc<dyn Embedded>>) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
 
-    let gateway = Gateway::start(loaded.config.clone()).await?;
+    let gateway = Gateway::start(loaded.config.clone(), embedded).await?;
     for (name, addr) in [
         ("http", gateway.http_addr()),
         ("https", gateway.https_addr()),

@@ -4,15 +4,15 @@
 //! snapshot, starts the new listeners and stops the old ones.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use super::{Bound, Gateway, Kind, Listeners, listen, load_certs, open_api_db, slot, start};
-use crate::api::db::Db;
+use super::embedded::{self, Ready};
+use super::{Bound, Gateway, Kind, Listeners, listen, load_certs, prepare_api, slot, start};
 use crate::config::{self, AccessTarget, CertSource, Config};
 use crate::telemetry::access::AccessLog;
 use crate::tls::{self, acme};
@@ -44,20 +44,20 @@ struct Prepared {
     acceptor: Option<TlsAcceptor>,
     /// A new access log (`Some(None)`: logging turns off).
     access_log: Option<Option<AccessLog>>,
-    api_db: Option<(PathBuf, Arc<Db>)>,
+    api: Option<Arc<dyn Ready>>,
     /// A new ACME manager to start (`Some(None)`: ACME turns off).
     acme: Option<Option<acme::Prepared>>,
     moves: Vec<(Kind, Move)>,
-    /// The API replicas wanted, and whether they keep the running database (else they restart).
+    /// The API replicas wanted, and whether they keep the running service (else they restart).
     wanted_api: Vec<SocketAddr>,
-    same_db: bool,
+    same_api: bool,
     /// Sockets for the replicas that start.
     new_api: Vec<(SocketAddr, TcpListener)>,
 }
 
-/// Whether a running API replica stays: its address still wanted, its database the same.
-fn replica_stays(b: &Bound, same_db: bool, wanted: &[SocketAddr]) -> bool {
-    same_db && wanted.contains(&b.wanted)
+/// Whether a running API replica stays: its address still wanted, its service the same.
+fn replica_stays(b: &Bound, same_api: bool, wanted: &[SocketAddr]) -> bool {
+    same_api && wanted.contains(&b.wanted)
 }
 
 impl Gateway {
@@ -89,21 +89,21 @@ impl Gateway {
         let old = state.snapshot();
         let certs = load_certs(config)?;
         let acceptor = match config.server.https {
-            Some(_) if state.tls.load().is_none() || old.config.tls.min_version != config.tls.min_version => Some(
-                TlsAcceptor::from(tls::server_config(state.certs.clone(), config.tls.min_version)?),
+            Some(_) if state.tls().is_none() || old.config.tls.min_version != config.tls.min_version => Some(
+                TlsAcceptor::from(tls::server_config(state.certs().clone(), config.tls.min_version)?),
             ),
             _ => None,
         };
-        let access_log = match &*state.access_log.load() {
+        let access_log = match state.access_log().as_deref() {
             Some(log) if log.settings == config.log.access => None,
             None if config.log.access.target == AccessTarget::Off => None,
             _ => Some(AccessLog::open(&config.log.access)?),
         };
-        let (api_db, same_db) = {
-            let current = self.api_db.lock().unwrap_or_else(|e| e.into_inner());
-            let next = open_api_db(config, current.as_ref())?;
+        let (api, same_api) = {
+            let current = self.api.lock().unwrap_or_else(|e| e.into_inner());
+            let next = prepare_api(self.embedded.as_deref(), config, current.as_ref())?;
             let same = match (current.as_ref(), next.as_ref()) {
-                (Some((_, a)), Some((_, b))) => Arc::ptr_eq(a, b),
+                (Some(a), Some(b)) => embedded::same(a, b),
                 _ => false,
             };
             (next, same)
@@ -137,7 +137,7 @@ impl Gateway {
             if !listeners
                 .api
                 .iter()
-                .any(|b| replica_stays(b, same_db, &wanted_api) && b.wanted == addr)
+                .any(|b| replica_stays(b, same_api, &wanted_api) && b.wanted == addr)
             {
                 new_api.push((addr, listen(Kind::Api, addr)?));
             }
@@ -146,11 +146,11 @@ impl Gateway {
             certs,
             acceptor,
             access_log,
-            api_db,
+            api,
             acme,
             moves,
             wanted_api,
-            same_db,
+            same_api,
             new_api,
         })
     }
@@ -167,29 +167,29 @@ impl Gateway {
         let state = &self.state;
         match p.acme {
             Some(Some(prepared)) => {
-                let keep = state.certs.current();
-                let handle = prepared.start(state.acme.clone());
+                let keep = state.certs().current();
+                let handle = prepared.start(state.acme().clone());
                 if acme.is_some() {
-                    state.certs.replace(keep);
+                    state.certs().replace(keep);
                 }
                 *acme = Some(handle);
             }
             Some(None) => {
                 *acme = None;
-                state.acme.clear();
+                state.acme().clear();
             }
             None => {}
         }
         if let Some(certs) = p.certs {
-            state.certs.replace(certs);
+            state.certs().replace(certs);
         }
         if let Some(a) = p.acceptor {
-            state.tls.store(Some(Arc::new(a)));
+            state.set_tls(a);
         }
         if let Some(log) = p.access_log {
-            state.access_log.store(log.map(Arc::new));
+            state.set_access_log(log);
         }
-        *self.api_db.lock().unwrap_or_else(|e| e.into_inner()) = p.api_db.clone();
+        *self.api.lock().unwrap_or_else(|e| e.into_inner()) = p.api.clone();
         let generation = state.apply(config);
         let mut replaced = Vec::new();
         for (kind, mv) in p.moves {
@@ -202,12 +202,13 @@ impl Gateway {
         }
         let (keep, gone): (Vec<Bound>, Vec<Bound>) = std::mem::take(&mut listeners.api)
             .into_iter()
-            .partition(|b| replica_stays(b, p.same_db, &p.wanted_api));
+            .partition(|b| replica_stays(b, p.same_api, &p.wanted_api));
         listeners.api = keep;
         replaced.extend(gone);
-        let db = p.api_db.as_ref().map(|(_, db)| db);
         for (addr, socket) in p.new_api {
-            listeners.api.push(start(Kind::Api, addr, socket, state, db));
+            listeners
+                .api
+                .push(start(Kind::Api, addr, socket, state, p.api.as_ref()));
         }
         (generation, replaced)
     }
@@ -230,11 +231,11 @@ impl Gateway {
         };
         match &result {
             Ok(generation) => {
-                self.state.metrics.reload(true);
+                self.state.metrics().reload(true);
                 tracing::info!(generation, "config reloaded");
             }
             Err(e) => {
-                self.state.metrics.reload(false);
+                self.state.metrics().reload(false);
                 self.state.status().last_reload_error = Some(e.clone());
                 tracing::error!("config reload rejected, the old config keeps serving");
             }

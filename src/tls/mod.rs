@@ -5,8 +5,8 @@
 
 pub mod acme;
 mod report;
-pub mod selfsigned;
-pub mod store;
+pub(crate) mod selfsigned;
+pub(crate) mod store;
 
 use std::sync::Arc;
 

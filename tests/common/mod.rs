@@ -90,7 +90,9 @@ impl TestGateway {
             Ok(l) => l,
             Err(d) => panic!("test config rejected:\n{d}\n{text}"),
         };
-        let gw = Gateway::start(loaded.config).await.expect("gateway starts");
+        let gw = Gateway::start(loaded.config, Some(orta_gateway::api::bundled()))
+            .await
+            .expect("gateway starts");
         TestGateway { gw: Some(gw), dir }
     }
 

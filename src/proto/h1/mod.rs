@@ -20,7 +20,7 @@ pub mod chunked;
 pub mod client;
 pub mod encode;
 pub mod fields;
-pub mod pool;
+pub(crate) mod pool;
 pub mod request;
 pub mod response;
 pub mod server;

@@ -8,7 +8,7 @@
 
 pub mod ari;
 pub mod cache;
-pub mod policy;
+pub(crate) mod policy;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -12,9 +12,9 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
+use super::snapshot::Snapshot;
 use crate::config::Config;
 use crate::net::ConnTracker;
-use crate::pipeline::snapshot::Snapshot;
 use crate::telemetry::access::AccessLog;
 use crate::telemetry::metrics::Metrics;
 use crate::tls::CertStore;
@@ -25,18 +25,18 @@ pub struct State {
     generation: AtomicU64,
     /// The HTTPS listener's port, for redirects from the plain listener (0 = none).
     https_port: AtomicU16,
-    pub metrics: Arc<Metrics>,
-    pub access_log: ArcSwapOption<AccessLog>,
-    pub certs: Arc<CertStore>,
+    metrics: Arc<Metrics>,
+    access_log: ArcSwapOption<AccessLog>,
+    certs: Arc<CertStore>,
     /// The HTTPS listener's TLS setup; replaced when `[tls]` changes.
-    pub tls: ArcSwapOption<TlsAcceptor>,
-    pub tracker: Arc<ConnTracker>,
+    tls: ArcSwapOption<TlsAcceptor>,
+    connections: Arc<ConnTracker>,
     /// Turns true when the gateway shuts down: connections finish their requests and close.
-    pub shutdown: watch::Sender<bool>,
-    pub status: Mutex<Status>,
+    shutdown: watch::Sender<bool>,
+    status: Mutex<Status>,
     /// What the ACME manager shares: its challenge answers (tls-alpn-01 handshakes, http-01
     /// tokens) and its status.
-    pub acme: Arc<acme::Shared>,
+    acme: Arc<acme::Shared>,
 }
 
 /// What `/status` reports beside the snapshot.
@@ -64,7 +64,7 @@ impl State {
             access_log: ArcSwapOption::empty(),
             certs,
             tls: ArcSwapOption::empty(),
-            tracker: Arc::new(ConnTracker::default()),
+            connections: Arc::default(),
             shutdown: watch::channel(false).0,
             status: Mutex::new(Status {
                 loaded_at: Some(SystemTime::now()),
@@ -104,6 +104,53 @@ impl State {
 
     pub fn set_https_port(&self, port: Option<u16>) {
         self.https_port.store(port.unwrap_or(0), Relaxed);
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// The access log, when logging is on.
+    pub fn access_log(&self) -> Option<Arc<AccessLog>> {
+        self.access_log.load_full()
+    }
+
+    pub fn set_access_log(&self, log: Option<AccessLog>) {
+        self.access_log.store(log.map(Arc::new));
+    }
+
+    /// The certificates the HTTPS listener serves.
+    pub fn certs(&self) -> &Arc<CertStore> {
+        &self.certs
+    }
+
+    /// The HTTPS listener's TLS setup.
+    pub fn tls(&self) -> Option<Arc<TlsAcceptor>> {
+        self.tls.load_full()
+    }
+
+    pub fn set_tls(&self, acceptor: TlsAcceptor) {
+        self.tls.store(Some(Arc::new(acceptor)));
+    }
+
+    /// The client connections open now, and their caps.
+    pub fn connections(&self) -> &Arc<ConnTracker> {
+        &self.connections
+    }
+
+    /// What the ACME manager shares with the listeners and `/status`.
+    pub fn acme(&self) -> &Arc<acme::Shared> {
+        &self.acme
+    }
+
+    /// Turns true when the gateway starts shutting down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Tells every connection to finish its request and close.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
     }
 
     pub fn shutting_down(&self) -> bool {
