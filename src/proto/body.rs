@@ -73,28 +73,14 @@ pub struct Limited {
 }
 
 /// The client paused longer than `server.body_read_timeout` while sending its body.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("request body read timed out")]
 pub struct BodyTimeout;
 
-impl std::fmt::Display for BodyTimeout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("request body read timed out")
-    }
-}
-
-impl std::error::Error for BodyTimeout {}
-
 /// The request body grew past `server.max_body_size`.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("request body larger than max_body_size")]
 pub struct BodyTooLarge;
-
-impl std::fmt::Display for BodyTooLarge {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("request body larger than max_body_size")
-    }
-}
-
-impl std::error::Error for BodyTooLarge {}
 
 impl Body {
     pub fn empty() -> Self {
@@ -196,20 +182,9 @@ impl Limited {
 }
 
 /// The client's request body could not be read (bad chunked encoding, connection lost).
-#[derive(Debug)]
-pub struct BodyBroken(BoxError);
-
-impl std::fmt::Display for BodyBroken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "reading the request body: {}", self.0)
-    }
-}
-
-impl std::error::Error for BodyBroken {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&*self.0)
-    }
-}
+#[derive(Debug, thiserror::Error)]
+#[error("reading the request body: {0}")]
+pub struct BodyBroken(#[source] BoxError);
 
 /// Why a client's request body failed, when it was the client's fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,22 +9,15 @@ use crate::config::ServerAddr;
 use crate::proto::h1::upstream::Conn;
 
 /// Why no connection could be opened.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    #[error("connect timed out")]
     Timeout,
+    #[error("connect failed: {0}")]
     Io(std::io::Error),
     /// The connection closed before the request could be sent.
+    #[error("connection closed before the request was sent")]
     Closed,
-}
-
-impl std::fmt::Display for ConnectError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ConnectError::Timeout => f.write_str("connect timed out"),
-            ConnectError::Io(e) => write!(f, "connect failed: {e}"),
-            ConnectError::Closed => f.write_str("connection closed before the request was sent"),
-        }
-    }
 }
 
 /// Opens a new connection (TCP_NODELAY).

@@ -10,16 +10,9 @@ use super::request::BodyFraming;
 use super::response::Framing;
 
 /// A body that did not match its `Content-Length` (more bytes, or fewer before it ended).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("request body does not match its Content-Length")]
 pub struct BodyLengthMismatch;
-
-impl std::fmt::Display for BodyLengthMismatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("request body does not match its Content-Length")
-    }
-}
-
-impl std::error::Error for BodyLengthMismatch {}
 
 /// Where a body being read stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -46,16 +46,9 @@ pub enum Decoded {
 }
 
 /// A chunked body that breaks the coding's rules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
 pub struct Malformed(pub &'static str);
-
-impl std::fmt::Display for Malformed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
-impl std::error::Error for Malformed {}
 
 /// Where the line at the front of `buf` ends (its `\n`), `None` until it has arrived; a line
 /// longer than `max`, ended or not, is refused.

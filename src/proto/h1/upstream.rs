@@ -41,39 +41,22 @@ pub struct Conn {
 }
 
 /// Why an exchange failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum Error {
-    Io(io::Error),
+    #[error("upstream connection: {0}")]
+    Io(#[source] io::Error),
     /// The connection closed (or was reset) before any byte of a response arrived.
+    #[error("upstream closed the connection before answering")]
     Closed,
     /// The connection closed in the middle of a response body.
+    #[error("upstream closed the connection in the middle of a response")]
     Truncated,
     /// The upstream's response is not valid HTTP/1.1.
+    #[error("malformed upstream response: {0}")]
     Malformed(&'static str),
     /// The client's request body failed (too large, too slow, broken): the client's fault.
-    RequestBody(BoxError),
-}
-
-impl std::fmt::Display for Error {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Error::Io(e) => write!(f, "upstream connection: {e}"),
-            Error::Closed => f.write_str("upstream closed the connection before answering"),
-            Error::Truncated => f.write_str("upstream closed the connection in the middle of a response"),
-            Error::Malformed(m) => write!(f, "malformed upstream response: {m}"),
-            Error::RequestBody(e) => write!(f, "request body: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Io(e) => Some(e),
-            Error::RequestBody(e) => Some(e.as_ref()),
-            _ => None,
-        }
-    }
+    #[error("request body: {0}")]
+    RequestBody(#[source] BoxError),
 }
 
 /// A failed [`Conn::send`]; the request `body` is handed back when none of the request reached

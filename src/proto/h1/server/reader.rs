@@ -237,16 +237,9 @@ pub struct RequestBody {
 }
 
 /// The client's request body could not be read (bad chunked framing, connection lost).
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
 pub struct RequestBodyError(&'static str);
-
-impl std::fmt::Display for RequestBodyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.0)
-    }
-}
-
-impl std::error::Error for RequestBodyError {}
 
 impl HttpBody for RequestBody {
     type Data = Bytes;
