@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use http::HeaderValue;
+use http::header::{self, HeaderName};
 
 /// `[cache]`, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -133,23 +134,66 @@ impl Default for CompressionSettings {
     }
 }
 
-/// The spec's defaults, used for any key `[headers]` leaves out.
-pub fn default_value(i: usize) -> &'static str {
-    [
-        "max-age=63072000; includeSubDomains",
-        "nosniff",
-        "DENY",
-        "strict-origin-when-cross-origin",
-        "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'",
-        "camera=(), microphone=(), geolocation=()",
-    ][i]
+/// One security header the gateway adds to every response.
+pub struct SecurityHeader {
+    /// Its key in `[headers]` (and a route's `headers`).
+    pub key: &'static str,
+    pub name: HeaderName,
+    /// The spec's value, sent when `[headers]` leaves the key out.
+    pub default: &'static str,
+    /// Sent only on responses over TLS (HSTS: RFC 6797 8.1 ignores it over plain HTTP).
+    pub https_only: bool,
 }
+
+/// How many security headers there are.
+pub const SECURITY_HEADER_COUNT: usize = 6;
+
+/// The security headers, in the order of [`SecurityHeaders`]'s values.
+pub static SECURITY_HEADERS: [SecurityHeader; SECURITY_HEADER_COUNT] = [
+    SecurityHeader {
+        key: "strict_transport_security",
+        name: header::STRICT_TRANSPORT_SECURITY,
+        default: "max-age=63072000; includeSubDomains",
+        https_only: true,
+    },
+    SecurityHeader {
+        key: "x_content_type_options",
+        name: header::X_CONTENT_TYPE_OPTIONS,
+        default: "nosniff",
+        https_only: false,
+    },
+    SecurityHeader {
+        key: "x_frame_options",
+        name: header::X_FRAME_OPTIONS,
+        default: "DENY",
+        https_only: false,
+    },
+    SecurityHeader {
+        key: "referrer_policy",
+        name: header::REFERRER_POLICY,
+        default: "strict-origin-when-cross-origin",
+        https_only: false,
+    },
+    SecurityHeader {
+        key: "content_security_policy",
+        name: header::CONTENT_SECURITY_POLICY,
+        default: "default-src 'self'; img-src 'self' data:; object-src 'none'; frame-ancestors 'none'",
+        https_only: false,
+    },
+    SecurityHeader {
+        key: "permissions_policy",
+        name: HeaderName::from_static("permissions-policy"),
+        default: "camera=(), microphone=(), geolocation=()",
+        https_only: false,
+    },
+];
 
 /// One resolved set of security headers (global, or a route's).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecurityHeaders {
-    /// `None`: not added (written by [`SecurityHeaders::derive`], sent by `middleware::headers`).
-    pub(crate) values: [Option<HeaderValue>; 6],
+    /// One per [`SECURITY_HEADERS`] entry; `None`: not added (written by
+    /// [`SecurityHeaders::derive`], sent by `middleware::headers`).
+    pub(crate) values: [Option<HeaderValue>; SECURITY_HEADER_COUNT],
     /// The route's values win over an upstream's own.
     pub override_upstream: bool,
 }
@@ -157,15 +201,20 @@ pub struct SecurityHeaders {
 impl Default for SecurityHeaders {
     fn default() -> Self {
         Self {
-            values: std::array::from_fn(|i| Some(HeaderValue::from_static(default_value(i)))),
+            values: std::array::from_fn(|i| Some(HeaderValue::from_static(SECURITY_HEADERS[i].default))),
             override_upstream: false,
         }
     }
 }
 
 impl SecurityHeaders {
-    /// A set from six optional values: `None` keeps `base`'s, `Some(None)` removes.
-    pub fn derive(base: &SecurityHeaders, values: [Option<Option<HeaderValue>>; 6], override_upstream: bool) -> Self {
+    /// A set from one optional value per [`SECURITY_HEADERS`] entry: `None` keeps `base`'s,
+    /// `Some(None)` removes.
+    pub fn derive(
+        base: &SecurityHeaders,
+        values: [Option<Option<HeaderValue>>; SECURITY_HEADER_COUNT],
+        override_upstream: bool,
+    ) -> Self {
         let mut out = base.clone();
         for (slot, v) in out.values.iter_mut().zip(values) {
             if let Some(v) = v {

@@ -3,33 +3,22 @@
 //! to every response the gateway sends, errors and 304s included. A route may override or remove
 //! (`""`) any of them; an upstream's own value wins unless the route says `override = true`.
 
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::HeaderMap;
 
-use crate::config::SecurityHeaders;
-
-fn header_name(i: usize) -> HeaderName {
-    match i {
-        0 => header::STRICT_TRANSPORT_SECURITY,
-        1 => header::X_CONTENT_TYPE_OPTIONS,
-        2 => header::X_FRAME_OPTIONS,
-        3 => header::REFERRER_POLICY,
-        4 => header::CONTENT_SECURITY_POLICY,
-        _ => HeaderName::from_static("permissions-policy"),
-    }
-}
+use crate::config::{SECURITY_HEADERS, SecurityHeaders};
 
 impl SecurityHeaders {
     /// Adds the headers to a response. `from_upstream`: the response came from an upstream,
     /// whose own values are kept unless overriding. HSTS goes only over TLS.
     pub fn apply(&self, h: &mut HeaderMap, tls: bool, from_upstream: bool) {
         let keep_upstream = from_upstream && !self.override_upstream;
-        for (i, v) in self.values.iter().enumerate() {
-            if i == 0 && !tls {
+        for (header, v) in SECURITY_HEADERS.iter().zip(&self.values) {
+            if header.https_only && !tls {
                 continue;
             }
-            let name = header_name(i);
+            let name = &header.name;
             match v {
-                Some(_) if keep_upstream && h.contains_key(&name) => {}
+                Some(_) if keep_upstream && h.contains_key(name) => {}
                 Some(v) => {
                     h.insert(name, v.clone());
                 }

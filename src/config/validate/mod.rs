@@ -362,6 +362,18 @@ mod tests {
     }
 
     #[test]
+    fn each_headers_key_sets_the_header_the_table_names_for_it() {
+        let mut text = "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"\"\n[headers]\n".to_string();
+        for h in &SECURITY_HEADERS {
+            text += &format!("{} = \"value of {}\"\n", h.key, h.key);
+        }
+        let loaded = parse(Path::new("t.toml"), &text).unwrap();
+        for (h, v) in SECURITY_HEADERS.iter().zip(&loaded.config.headers.values) {
+            assert_eq!(v.as_ref().unwrap(), &format!("value of {}", h.key), "{}", h.name);
+        }
+    }
+
+    #[test]
     fn minimal_config_is_valid() {
         let ok = parse(
             Path::new("t.toml"),

@@ -6,6 +6,7 @@ use super::*;
 impl Validator<'_> {
     /// A header set from `[headers]` or `[route.headers]` over `base`; `""` removes one.
     pub(super) fn headers(&mut self, base: &SecurityHeaders, h: &RawHeaders) -> SecurityHeaders {
+        // in SECURITY_HEADERS's order (a unit test holds them together)
         let raw = [
             &h.strict_transport_security,
             &h.x_content_type_options,
