@@ -25,7 +25,12 @@ pub fn provider() -> Arc<CryptoProvider> {
 
 /// Reads a PEM certificate chain (leaf first).
 pub fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read certificate {}: {e}", path.display()))?;
+    chain_of(path, std::fs::read(path))
+}
+
+/// The chain in what was read from `path`, with messages that name the file.
+pub fn chain_of(path: &Path, read: std::io::Result<Vec<u8>>) -> Result<Vec<CertificateDer<'static>>, String> {
+    let bytes = read.map_err(|e| format!("cannot read certificate {}: {e}", path.display()))?;
     parse_chain(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -40,11 +45,10 @@ pub fn parse_chain(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// A private key file must not be readable by group or others (0600, or 0400).
-pub fn check_key_permissions(path: &Path) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let md = std::fs::metadata(path).map_err(|e| format!("cannot read private key {}: {e}", path.display()))?;
-    let mode = md.permissions().mode() & 0o777;
+/// A private key file must not be readable by group or others (0600, or 0400): `mode` is the
+/// file's permission bits as read from `path`.
+pub fn check_key_mode(path: &Path, mode: std::io::Result<u32>) -> Result<(), String> {
+    let mode = mode.map_err(|e| format!("cannot read private key {}: {e}", path.display()))? & 0o777;
     if mode & 0o077 != 0 {
         return Err(format!(
             "private key {} is readable by others (mode {mode:04o}): run `chmod 600 {}`",
@@ -57,7 +61,12 @@ pub fn check_key_permissions(path: &Path) -> Result<(), String> {
 
 /// Reads a PEM private key (PKCS#8, PKCS#1 or SEC1) into a signing key.
 pub fn load_key(path: &Path) -> Result<Arc<dyn SigningKey>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read private key {}: {e}", path.display()))?;
+    key_of(path, std::fs::read(path))
+}
+
+/// The key in what was read from `path`, with messages that name the file.
+pub fn key_of(path: &Path, read: std::io::Result<Vec<u8>>) -> Result<Arc<dyn SigningKey>, String> {
+    let bytes = read.map_err(|e| format!("cannot read private key {}: {e}", path.display()))?;
     parse_key(&bytes).map_err(|e| format!("private key {}: {e}", path.display()))
 }
 

@@ -101,7 +101,7 @@ impl Validator<'_> {
         }
         s.proxy_protocol = r.proxy_protocol.as_ref().is_some_and(|b| *b.get_ref());
         if let Some(h) = r.hosts_file.as_ref().filter(|h| !h.get_ref().trim().is_empty()) {
-            match std::fs::read_to_string(h.get_ref()) {
+            match self.fs.read(Path::new(h.get_ref())) {
                 Ok(_) => s.hosts_file = Some(PathBuf::from(h.get_ref())),
                 Err(e) => self.err(h.span(), format!("hosts_file `{}` is not readable: {e}", h.get_ref())),
             }

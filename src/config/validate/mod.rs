@@ -14,6 +14,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
 
 use super::diag::Diagnostics;
+use super::files::FileSystem;
 use super::model::*;
 use super::raw::*;
 use super::settings::*;
@@ -50,7 +51,7 @@ struct RawConfig {
     zones_incomplete: bool,
 }
 
-pub(super) fn parse(path: &Path, text: &str) -> Result<Loaded, Diagnostics> {
+pub(super) fn parse(path: &Path, text: &str, fs: &dyn FileSystem) -> Result<Loaded, Diagnostics> {
     let mut d = Diagnostics::new(path, text);
     let (root, errors) = DeTable::parse_recoverable(text);
     for e in &errors {
@@ -60,7 +61,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<Loaded, Diagnostics> {
         return Err(d);
     }
     let raw = read_sections(&mut d, root.into_inner());
-    let config = Validator { d: &mut d }.config(path, raw);
+    let config = Validator { d: &mut d, fs }.config(path, raw);
     match config {
         Some(config) if !d.has_errors() => Ok(Loaded {
             config: Arc::new(config),
@@ -181,6 +182,8 @@ fn array_section<T: DeserializeOwned>(
 
 struct Validator<'a> {
     d: &'a mut Diagnostics,
+    /// Where roots, certificates and keys are looked up.
+    fs: &'a dyn FileSystem,
 }
 
 /// Listener addresses claimed so far, to find two listeners on one address.
@@ -353,6 +356,73 @@ pub(crate) fn normalize_host(h: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::parse;
+    use std::collections::HashMap;
+    use std::io;
+
+    /// A file system held in memory: validation asks it, never the disk.
+    struct Memory {
+        files: HashMap<PathBuf, (Vec<u8>, u32)>,
+        dirs: Vec<PathBuf>,
+    }
+
+    impl FileSystem for Memory {
+        fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+            self.files
+                .get(path)
+                .map(|f| f.0.clone())
+                .ok_or(io::ErrorKind::NotFound.into())
+        }
+        fn list_dir(&self, path: &Path) -> io::Result<()> {
+            self.dirs
+                .iter()
+                .any(|d| d == path)
+                .then_some(())
+                .ok_or(io::ErrorKind::NotFound.into())
+        }
+        fn mode(&self, path: &Path) -> io::Result<u32> {
+            self.files.get(path).map(|f| f.1).ok_or(io::ErrorKind::NotFound.into())
+        }
+    }
+
+    #[test]
+    fn validation_asks_the_file_system_it_is_given() {
+        let cert = rcgen::generate_simple_self_signed(vec!["shop.test".into()]).unwrap();
+        let mut fs = Memory {
+            files: HashMap::new(),
+            dirs: vec![PathBuf::from("/srv/www")],
+        };
+        fs.files
+            .insert("/keys/shop.crt".into(), (cert.cert.pem().into_bytes(), 0o644));
+        fs.files.insert(
+            "/keys/shop.key".into(),
+            (cert.key_pair.serialize_pem().into_bytes(), 0o644),
+        );
+        let text = "[server]\nhttp = \"127.0.0.1:0\"\nhttps = \"127.0.0.1:0\"\n[tls]\nsource = \"files\"\n\
+                    cert = \"/keys/shop.crt\"\nkey = \"/keys/shop.key\"\n[[route]]\npath = \"/\"\nroot = \"/srv/www\"\n";
+        let Err(d) = parse_with_fs(text, &fs) else {
+            panic!("a key readable by others is refused")
+        };
+        let e = d.error_lines();
+        assert_eq!(e.len(), 1, "only the key's mode is wrong: {e:?}");
+        assert!(
+            e[0].starts_with("t.toml:7:7: private key /keys/shop.key is readable by others (mode 0644)"),
+            "{e:?}"
+        );
+        fs.files.get_mut(Path::new("/keys/shop.key")).unwrap().1 = 0o600;
+        let loaded = parse_with_fs(text, &fs).expect("root, certificate and key as the file system has them");
+        assert_eq!(loaded.config.routes.len(), 1);
+        // the same text on the real disk: neither the root nor the files exist there
+        let e = match parse(Path::new("t.toml"), text) {
+            Err(d) => d.error_lines(),
+            Ok(_) => vec![],
+        };
+        assert_eq!(e.len(), 2, "{e:?}");
+    }
+
+    fn parse_with_fs(text: &str, fs: &dyn FileSystem) -> Result<Loaded, Diagnostics> {
+        crate::config::parse_with(Path::new("t.toml"), text, fs)
+    }
 
     fn errors(text: &str) -> Vec<String> {
         match parse(Path::new("t.toml"), text) {

@@ -158,7 +158,7 @@ impl Validator<'_> {
     /// `cache_control` a header value.
     fn static_action(&mut self, r: &RawRoute, root: &Spanned<String>) -> Option<RouteAction> {
         let root_path = PathBuf::from(root.get_ref());
-        if let Err(e) = std::fs::read_dir(&root_path) {
+        if let Err(e) = self.fs.list_dir(&root_path) {
             self.err(
                 root.span(),
                 format!("root `{}` is not a readable directory: {e}", root.get_ref()),

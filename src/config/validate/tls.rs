@@ -221,7 +221,7 @@ impl Validator<'_> {
             return Some(None);
         };
         let path = PathBuf::from(c.get_ref());
-        if let Err(e) = crate::pem::load_chain(&path) {
+        if let Err(e) = crate::pem::chain_of(&path, self.fs.read(&path)) {
             self.err(c.span(), e);
             return None;
         }
@@ -231,18 +231,18 @@ impl Validator<'_> {
     pub(super) fn cert_pair(&mut self, cert: &Spanned<String>, key: &Spanned<String>) -> Option<LoadedCert> {
         let cert_path = PathBuf::from(cert.get_ref());
         let key_path = PathBuf::from(key.get_ref());
-        let chain = match crate::pem::load_chain(&cert_path) {
+        let chain = match crate::pem::chain_of(&cert_path, self.fs.read(&cert_path)) {
             Ok(c) => c,
             Err(e) => {
                 self.err(cert.span(), e);
                 return None;
             }
         };
-        if let Err(e) = crate::pem::check_key_permissions(&key_path) {
+        if let Err(e) = crate::pem::check_key_mode(&key_path, self.fs.mode(&key_path)) {
             self.err(key.span(), e);
             return None;
         }
-        let signing_key = match crate::pem::load_key(&key_path) {
+        let signing_key = match crate::pem::key_of(&key_path, self.fs.read(&key_path)) {
             Ok(k) => k,
             Err(e) => {
                 self.err(key.span(), e);
