@@ -21,9 +21,9 @@ use super::settings::*;
 use super::units::{parse_duration, parse_rate, parse_size};
 use crate::proto::client_ip::{TrustedProxies, parse_net};
 
-mod listeners;
 mod route;
 mod sections;
+mod server;
 mod tls;
 mod upstream;
 

@@ -1,4 +1,5 @@
-//! The listeners: `[server]`, `[admin]` and `[api]`, and no two of them on one address.
+//! `[server]`, `[admin]` and `[api]`: the listeners and their settings, and no two listeners on one
+//! address.
 
 use super::*;
 
