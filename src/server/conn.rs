@@ -15,7 +15,6 @@ use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -40,105 +39,166 @@ struct ConnCtx {
     timers: Timers,
     /// Set by a graceful shutdown: an HTTP/1.1 connection closes after its current response.
     closing: AtomicBool,
+    /// The connection's place in the open count, freed with the context (when the connection
+    /// and the last of its requests are done).
+    _slot: ConnSlot,
 }
 
 impl ConnCtx {
-    fn new(state: Arc<State>, info: ConnInfo, timers: Timers) -> Self {
+    fn new(state: Arc<State>, info: ConnInfo, timers: Timers, slot: ConnSlot) -> Self {
         Self {
             state,
             info,
             timers,
             closing: AtomicBool::new(false),
+            _slot: slot,
         }
     }
 }
 
-/// Serves one accepted connection to its end.
-pub(super) async fn serve(state: Arc<State>, mut stream: TcpStream, mut info: ConnInfo, mut slot: ConnSlot) {
-    let server = state.snapshot().config.server.clone();
-    let shutdown = state.shutdown_signal();
-    let mut prefix = Vec::new();
-    if server.proxy_protocol {
-        // only trusted proxies may say who the client is; anyone else is turned away
-        if !server.trusted_proxies.contains(canonical(info.peer.ip())) {
-            tracing::debug!(peer = %info.peer, "PROXY protocol expected from a trusted proxy: connection closed");
-            return;
-        }
-        let read = tokio::time::timeout(server.header_read_timeout, proxy_protocol::read_header(&mut stream)).await;
-        match read {
-            Ok(Ok((client, rest))) => {
-                if let Some(client) = client {
-                    info.remote = SocketAddr::new(canonical(client.ip()), client.port());
-                    if !slot.bind_ip(info.remote.ip(), server.max_connections_per_ip) {
-                        tracing::debug!(client = %info.remote, "max_connections_per_ip reached: connection closed");
-                        return;
-                    }
-                }
-                prefix = rest;
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(peer = %info.peer, "{e}");
-                return;
-            }
-            Err(_) => return,
-        }
+/// Starts serving an accepted connection in a task of its own. The task's future is held for as
+/// long as the connection lives, so it is kept small: a plain HTTP/1.1 connection's holds the
+/// codec's connection and its timers; what only some connections need, or only for a moment
+/// (the PROXY header, the TLS handshake, HTTP/2), runs in boxed futures of its own.
+pub(super) fn start(state: &Arc<State>, stream: TcpStream, info: ConnInfo, slot: ConnSlot) {
+    let snap = state.snapshot();
+    let server = &snap.config.server;
+    if info.tls || server.proxy_protocol {
+        tokio::spawn(serve(state.clone(), stream, info, slot));
+        return;
     }
-    let _slot = slot;
-    let stream = Prefixed::new(prefix, stream);
-    let tls = if info.tls {
-        match state.tls() {
-            Some(acceptor) => Some(acceptor),
+    let timers = Timers::new(server.header_read_timeout, server.keepalive_timeout);
+    let ctx = Arc::new(ConnCtx::new(state.clone(), info, timers, slot));
+    let conn = h1::connection(ctx.clone(), Prefixed::new(Vec::new(), stream), h1_options(server));
+    let shutdown = state.shutdown_signal();
+    tokio::spawn(async move { drive(conn, &ctx.timers, false, shutdown).await });
+}
+
+/// Serves a connection that starts with a PROXY header or a TLS handshake, to its end.
+async fn serve(state: Arc<State>, stream: TcpStream, mut info: ConnInfo, mut slot: ConnSlot) {
+    let snap = state.snapshot();
+    let server = &snap.config.server;
+    let (header_timeout, keepalive) = (server.header_read_timeout, server.keepalive_timeout);
+    let options = h1_options(server);
+    let max_header_list = server.max_header_size as u32;
+    let stream = if server.proxy_protocol {
+        match Box::pin(proxy_header(server, stream, &mut info, &mut slot)).await {
+            Some(stream) => stream,
             None => return,
         }
     } else {
-        None
+        Prefixed::new(Vec::new(), stream)
     };
-    match tls {
-        None => {
-            let timers = Timers::new(server.header_read_timeout, server.keepalive_timeout);
-            let ctx = Arc::new(ConnCtx::new(state, info, timers));
-            serve_h1(ctx, stream, &server, shutdown).await;
-        }
-        Some(acceptor) => {
-            // the handshake is part of the time allowed to send the first request head
-            let handshake = tokio::time::timeout(server.header_read_timeout, handshake(&state, &acceptor, stream));
-            let Ok(Some(stream)) = handshake.await else {
-                return;
-            };
-            let session = stream.get_ref().1;
-            let h2 = session.alpn_protocol() == Some(b"h2");
-            info.tls_version = match session.protocol_version() {
-                Some(rustls::ProtocolVersion::TLSv1_3) => Some("TLSv1.3"),
-                Some(rustls::ProtocolVersion::TLSv1_2) => Some("TLSv1.2"),
-                _ => None,
-            };
-            let timers = Timers::new(server.header_read_timeout, server.keepalive_timeout);
-            let ctx = Arc::new(ConnCtx::new(state, info, timers));
-            if h2 {
-                let io = TokioIo::new(stream);
-                let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-                b.timer(TokioTimer::new())
-                    .max_header_list_size(server.max_header_size as u32)
-                    .max_concurrent_streams(256)
-                    .keep_alive_interval(Some(Duration::from_secs(30)))
-                    .keep_alive_timeout(Duration::from_secs(20));
-                let conn = b.serve_connection(io, service(ctx.clone()));
-                drive(conn, &ctx.timers, true, shutdown).await;
-            } else {
-                serve_h1(ctx, stream, &server, shutdown).await;
+    drop(snap);
+    let shutdown = state.shutdown_signal();
+    let timers = Timers::new(header_timeout, keepalive);
+    if !info.tls {
+        let ctx = Arc::new(ConnCtx::new(state, info, timers, slot));
+        let conn = h1::connection(ctx.clone(), stream, options);
+        drive(conn, &ctx.timers, false, shutdown).await;
+        return;
+    }
+    // the handshake is part of the time allowed to send the first request head
+    let Some(acceptor) = state.tls() else { return };
+    let conn = match boxed_handshake(&state, acceptor, stream, header_timeout).await {
+        Ok(Some(stream)) => over_tls(
+            stream,
+            ConnCtx::new(state, info, timers, slot),
+            options,
+            max_header_list,
+            shutdown,
+        ),
+        _ => return,
+    };
+    conn.await;
+}
+
+type Tls = tokio_rustls::server::TlsStream<Prefixed<TcpStream>>;
+
+/// [`handshake`] within `timeout`, boxed: built here, not in the connection's future, which
+/// would keep room for it as long as the connection lives.
+fn boxed_handshake(
+    state: &State,
+    acceptor: Arc<TlsAcceptor>,
+    stream: Prefixed<TcpStream>,
+    timeout: Duration,
+) -> Pin<Box<dyn Future<Output = Result<Option<Tls>, tokio::time::error::Elapsed>> + Send + '_>> {
+    Box::pin(tokio::time::timeout(timeout, async move {
+        handshake(state, &acceptor, stream).await
+    }))
+}
+
+/// The connection's protocol over an established TLS session, HTTP/2 or HTTP/1.1 by ALPN, as
+/// a boxed future (the session moves into it, and no room for it stays in the caller's).
+fn over_tls(
+    stream: Tls,
+    mut ctx: ConnCtx,
+    options: h1::Options,
+    max_header_list: u32,
+    shutdown: watch::Receiver<bool>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    let session = stream.get_ref().1;
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    ctx.info.tls_version = match session.protocol_version() {
+        Some(rustls::ProtocolVersion::TLSv1_3) => Some("TLSv1.3"),
+        Some(rustls::ProtocolVersion::TLSv1_2) => Some("TLSv1.2"),
+        _ => None,
+    };
+    let ctx = Arc::new(ctx);
+    if h2 {
+        let io = TokioIo::new(stream);
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .max_header_list_size(max_header_list)
+            .max_concurrent_streams(256)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        let conn = b.serve_connection(io, service(ctx.clone()));
+        Box::pin(async move { drive(conn, &ctx.timers, true, shutdown).await })
+    } else {
+        let conn = h1::connection(ctx.clone(), stream, options);
+        Box::pin(async move { drive(conn, &ctx.timers, false, shutdown).await })
+    }
+}
+
+/// Reads the PROXY header a trusted proxy sends first: the client it names becomes the
+/// connection's client (and counts against `max_connections_per_ip`). `None`: the connection
+/// closes (not a trusted proxy, a bad or late header, the client over its cap).
+async fn proxy_header(
+    server: &ServerSettings,
+    mut stream: TcpStream,
+    info: &mut ConnInfo,
+    slot: &mut ConnSlot,
+) -> Option<Prefixed<TcpStream>> {
+    // only trusted proxies may say who the client is; anyone else is turned away
+    if !server.trusted_proxies.contains(canonical(info.peer.ip())) {
+        tracing::debug!(peer = %info.peer, "PROXY protocol expected from a trusted proxy: connection closed");
+        return None;
+    }
+    let read = tokio::time::timeout(server.header_read_timeout, proxy_protocol::read_header(&mut stream)).await;
+    match read {
+        Ok(Ok((client, rest))) => {
+            if let Some(client) = client {
+                info.remote = SocketAddr::new(canonical(client.ip()), client.port());
+                if !slot.bind_ip(info.remote.ip(), server.max_connections_per_ip) {
+                    tracing::debug!(client = %info.remote, "max_connections_per_ip reached: connection closed");
+                    return None;
+                }
             }
+            Some(Prefixed::new(rest, stream))
         }
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %info.peer, "{e}");
+            None
+        }
+        Err(_) => None,
     }
 }
 
 /// The TLS handshake. While an ACME order is running, the ClientHello is read first: a
 /// tls-alpn-01 validation (ALPN `acme-tls/1`) gets the challenge certificate, and is closed
 /// right after its handshake, as the protocol wants.
-async fn handshake(
-    state: &State,
-    acceptor: &TlsAcceptor,
-    stream: Prefixed<TcpStream>,
-) -> Option<tokio_rustls::server::TlsStream<Prefixed<TcpStream>>> {
+async fn handshake(state: &State, acceptor: &TlsAcceptor, stream: Prefixed<TcpStream>) -> Option<Tls> {
     let Some(challenges) = state.acme().challenges.load_full() else {
         return acceptor.accept(stream).await.ok();
     };
@@ -155,19 +215,15 @@ async fn handshake(
     start.into_stream(acceptor.config().clone()).await.ok()
 }
 
-async fn serve_h1<T>(ctx: Arc<ConnCtx>, io: T, server: &ServerSettings, shutdown: watch::Receiver<bool>)
-where
-    T: AsyncRead + AsyncWrite + PlainTcp + Unpin + Send + 'static,
-{
-    let options = h1::Options {
+/// What an HTTP/1.1 connection allows, from `[server]`.
+fn h1_options(server: &ServerSettings) -> h1::Options {
+    h1::Options {
         limits: Limits {
             max_head: server.max_header_size,
             underscores: server.underscores_in_headers,
         },
         send_timeout: server.send_timeout,
-    };
-    let conn = h1::connection(ctx.clone(), io, options);
-    drive(conn, &ctx.timers, false, shutdown).await;
+    }
 }
 
 /// HTTP/1.1 requests of the connection, through the gateway's pipeline.

@@ -44,5 +44,5 @@ fn admit(state: &Arc<State>, stream: TcpStream, peer: SocketAddr, tls: bool) {
     }
     let _ = stream.set_nodelay(true);
     let info = ConnInfo::new(peer, stream.local_addr().unwrap_or(peer), tls);
-    tokio::spawn(conn::serve(state.clone(), stream, info, slot));
+    conn::start(state, stream, info, slot);
 }

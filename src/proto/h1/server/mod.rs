@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+mod block;
 mod reader;
 mod socket;
 mod writer;
@@ -30,7 +31,7 @@ mod writer;
 use reader::Feeder;
 pub use reader::RequestBody;
 pub use socket::PlainTcp;
-use socket::{COPY_MAX, COPY_MAX_FLAT, READ_SIZE, fill};
+use socket::{COPY_MAX, COPY_MAX_FLAT, fill, fill_idle, give_back_out, take_out};
 use writer::Writer;
 
 use super::encode::{self, BodyShape};
@@ -69,8 +70,6 @@ pub struct Options {
 /// the client gets its answer instead of a reset.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1024 * 1024;
-/// The response buffer an idle connection keeps.
-const KEEP_IDLE: usize = 16 * 1024;
 
 /// Serves HTTP/1.1 requests on `io` until the client closes, an error ends the connection, or
 /// a graceful shutdown ([`Service::closing`]) finds it between requests.
@@ -79,26 +78,21 @@ where
     T: AsyncRead + AsyncWrite + PlainTcp + Unpin + Send + 'static,
     S: Service,
 {
-    let mut limits = options.limits;
-    limits.max_head = limits.max_head.max(1024);
-    let mut conn = Conn {
-        io,
-        buf: BytesMut::with_capacity(READ_SIZE),
-        out: Vec::with_capacity(1024),
-        limits,
-        send_timeout: options.send_timeout,
-        service,
-    };
+    let mut conn = Conn::new(service, io, options);
     loop {
         let head = match poll_fn(|cx| conn.poll_head(cx)).await {
             Ok(Some(head)) => head,
             Ok(None) => return,
             Err(status) => {
-                conn.reject(status).await;
+                // boxed, here and below: what is rare stays out of the connection's future
+                Box::pin(conn.reject(status)).await;
                 return;
             }
         };
-        match conn.exchange(head).await {
+        // the request's own future (the service's, with its body and response) is large and
+        // lives only while the request does: in a block from the worker's pool, so the
+        // connection waiting for its next head keeps only its own few fields
+        match block::Pooled::with(|| conn.exchange(head)).await {
             Next::KeepAlive => conn.trim(),
             Next::Abort => return,
             Next::Close if conn.buf.is_empty() => {
@@ -107,7 +101,7 @@ where
             }
             // pipelined requests left unread would turn a plain close into a reset
             Next::Close | Next::Linger => {
-                conn.linger().await;
+                Box::pin(conn.linger()).await;
                 return;
             }
             Next::Upgrade(to) => {
@@ -274,6 +268,19 @@ where
     T: AsyncRead + AsyncWrite + PlainTcp + Unpin + Send + 'static,
     S: Service,
 {
+    fn new(service: Arc<S>, io: T, options: Options) -> Self {
+        let mut limits = options.limits;
+        limits.max_head = limits.max_head.max(1024);
+        Conn {
+            io,
+            buf: BytesMut::new(),
+            out: Vec::new(),
+            limits,
+            send_timeout: options.send_timeout,
+            service,
+        }
+    }
+
     fn fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         fill(&mut self.io, &mut self.buf, cx)
     }
@@ -290,22 +297,28 @@ where
             if self.service.closing() {
                 return Poll::Ready(Ok(None));
             }
-            match ready!(self.fill(cx)) {
+            match ready!(fill_idle(&mut self.io, &mut self.buf, cx)) {
                 Ok(0) | Err(_) => return Poll::Ready(Ok(None)),
                 Ok(_) => self.service.head_started(),
             }
         }
     }
 
-    /// Gives back what a large message grew the buffers to, between requests: an idle
-    /// connection keeps a few KiB.
+    /// Between requests: the response buffer goes back to the worker's pool and an empty read
+    /// buffer to the allocator, so an idle connection holds neither (pipelined bytes keep theirs).
     fn trim(&mut self) {
-        if self.out.capacity() > KEEP_IDLE {
-            self.out = Vec::with_capacity(1024);
+        give_back_out(std::mem::take(&mut self.out));
+        if self.buf.is_empty() {
+            self.buf = BytesMut::new();
         }
-        if self.buf.is_empty() && self.buf.capacity() > 4 * READ_SIZE {
-            self.buf = BytesMut::with_capacity(READ_SIZE);
+    }
+
+    /// The response buffer, taken from the worker's pool when the connection holds none.
+    fn out(&mut self) -> &mut Vec<u8> {
+        if self.out.capacity() == 0 {
+            self.out = take_out();
         }
+        &mut self.out
     }
 
     async fn reject(&mut self, why: Reject) {
@@ -320,7 +333,7 @@ where
             ),
             Reject::NotImplemented => (b"501 Not Implemented", b"Not Implemented\n"),
         };
-        let out = &mut self.out;
+        let out = self.out();
         out.clear();
         out.extend_from_slice(b"HTTP/1.1 ");
         out.extend_from_slice(status);
@@ -408,7 +421,7 @@ where
             empty: body.is_end_stream(),
             exact: body.size_hint().exact(),
         };
-        let framing = encode::response_head(&mut self.out, &parts, version, head_only, shape, &mut keep_alive);
+        let framing = encode::response_head(self.out(), &parts, version, head_only, shape, &mut keep_alive);
         maps::recycle(parts.headers);
         if !interim.is_empty() {
             // a 100 Continue cut short by a full socket is finished ahead of the answer

@@ -1,0 +1,166 @@
+//! A request's future in a block of memory from the worker thread's pool. The future of one
+//! exchange (the service's answer, its body, the response being written) is a few KiB: held in
+//! the connection's own future, every idle keep-alive connection would keep that much; boxed
+//! per request, every request would pay the allocator's slow path for a block that size. Here
+//! it lives in a block taken from a small per-worker free list when the request starts and
+//! given back when it ends, so an idle connection holds none and a busy worker allocates none.
+
+use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
+use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
+use std::ptr::NonNull;
+use std::task::{Context, Poll};
+
+/// The size of a block; a future larger than this (or more aligned) is boxed instead.
+const BLOCK: usize = 8 * 1024;
+const ALIGN: usize = 64;
+/// Blocks each worker keeps free.
+const KEEP: usize = 32;
+
+fn layout() -> Layout {
+    // (BLOCK and ALIGN are a valid layout)
+    Layout::from_size_align(BLOCK, ALIGN).unwrap_or_else(|_| unreachable!())
+}
+
+thread_local! {
+    static FREE: RefCell<Free> = const { RefCell::new(Free(Vec::new())) };
+}
+
+/// The free blocks of one thread, returned to the allocator when the thread ends.
+struct Free(Vec<NonNull<u8>>);
+
+impl Drop for Free {
+    fn drop(&mut self) {
+        for block in self.0.drain(..) {
+            // SAFETY: every block in the list was allocated with `layout()` and is unused.
+            unsafe { dealloc(block.as_ptr(), layout()) };
+        }
+    }
+}
+
+fn take() -> NonNull<u8> {
+    if let Some(block) = FREE.with_borrow_mut(|f| f.0.pop()) {
+        return block;
+    }
+    // SAFETY: the layout has a non-zero size.
+    let ptr = unsafe { alloc(layout()) };
+    NonNull::new(ptr).unwrap_or_else(|| handle_alloc_error(layout()))
+}
+
+fn give_back(block: NonNull<u8>) {
+    let kept = FREE.with_borrow_mut(|f| {
+        if f.0.len() < KEEP {
+            f.0.push(block);
+            true
+        } else {
+            false
+        }
+    });
+    if !kept {
+        // SAFETY: allocated with `layout()` by `take`, and no longer used.
+        unsafe { dealloc(block.as_ptr(), layout()) };
+    }
+}
+
+/// A future in a pooled block (or a box, when it does not fit one).
+pub(super) enum Pooled<F> {
+    Block(NonNull<F>),
+    Boxed(Pin<Box<F>>),
+}
+
+// SAFETY: `Block` owns its future exactly as a box would.
+unsafe impl<F: Send> Send for Pooled<F> {}
+
+impl<F: Future> Pooled<F> {
+    #[cfg(test)]
+    fn new(fut: F) -> Self {
+        Self::with(|| fut)
+    }
+
+    /// The future `make` makes, built in place in its block: a future is mostly room for its
+    /// later states, and moving one in would copy all of it.
+    #[inline(always)]
+    pub(super) fn with(make: impl FnOnce() -> F) -> Self {
+        let fits = Layout::new::<F>().size() <= BLOCK && Layout::new::<F>().align() <= ALIGN;
+        if !fits {
+            return Pooled::Boxed(Box::pin(make()));
+        }
+        let block = take().cast::<F>();
+        // SAFETY: the block is large and aligned enough for `F`, and unused.
+        unsafe { block.as_ptr().write(make()) };
+        Pooled::Block(block)
+    }
+}
+
+impl<F: Future> Future for Pooled<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        match self.get_mut() {
+            // SAFETY: the future never moves out of its block while it lives (`Pooled` is only
+            // a pointer to it), so pinning it is sound.
+            Pooled::Block(block) => unsafe { Pin::new_unchecked(block.as_mut()) }.poll(cx),
+            Pooled::Boxed(boxed) => boxed.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<F> Drop for Pooled<F> {
+    fn drop(&mut self) {
+        if let Pooled::Block(block) = *self {
+            // SAFETY: the block holds a live `F`, dropped in place once, then the block is free.
+            unsafe { block.as_ptr().drop_in_place() };
+            give_back(block.cast());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    struct Counted(Arc<AtomicUsize>, [u8; 3000]);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+
+    #[tokio::test]
+    async fn futures_run_in_reused_blocks_and_are_dropped_once() {
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let mut blocks = std::collections::HashSet::new();
+        for i in 0..10u8 {
+            let c = Counted(dropped.clone(), [i; 3000]);
+            let fut = Pooled::new(async move {
+                tokio::task::yield_now().await;
+                c.1[2999]
+            });
+            if let Pooled::Block(b) = &fut {
+                blocks.insert(b.as_ptr() as usize);
+            }
+            assert_eq!(fut.await, i);
+        }
+        assert_eq!(dropped.load(Relaxed), 10, "each future's state dropped once");
+        assert_eq!(blocks.len(), 1, "one block, reused");
+        // dropped before it finished: its state is dropped too
+        let c = Counted(dropped.clone(), [0; 3000]);
+        drop(Pooled::new(async move {
+            std::future::pending::<()>().await;
+            drop(c);
+        }));
+        assert_eq!(dropped.load(Relaxed), 11);
+        // too large for a block: boxed
+        let big = Pooled::new(async {
+            let held = [1u8; BLOCK + 1];
+            tokio::task::yield_now().await;
+            held.len()
+        });
+        assert!(matches!(big, Pooled::Boxed(_)));
+        assert_eq!(big.await, BLOCK + 1);
+    }
+}
