@@ -4,7 +4,8 @@
 //! each other in a circle (`tests/layers.rs` fails the build on one):
 //!
 //! 1. foundations, importing nothing of the crate: `zerocopy` (sealed-memory bodies sent with
-//!    sendfile), `fs_atomic`, `net` (listening sockets, accept with back-off, connection caps), `pem`
+//!    sendfile), `fs_atomic`, `memory` (giving memory back after bursts), `net` (listening
+//!    sockets, accept with back-off, connection caps), `pem`
 //!    (certificates and keys as files, the crypto provider), `router` (host + longest prefix);
 //! 2. `proto`: the one HTTP/1 codec (server side, upstream side, one-shot client), the body
 //!    type, the PROXY protocol, the client's address behind trusted proxies;
@@ -33,6 +34,7 @@ pub mod config;
 mod fs_atomic;
 pub mod handler;
 pub mod http;
+mod memory;
 pub mod middleware;
 mod net;
 pub mod pem;

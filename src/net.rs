@@ -61,6 +61,8 @@ fn is_per_connection(e: &io::Error) -> bool {
 #[derive(Default)]
 pub struct ConnTracker {
     open: AtomicUsize,
+    /// The most open at once since [`ConnTracker::take_peak`] last asked.
+    peak: AtomicUsize,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
     drained: Notify,
 }
@@ -73,6 +75,7 @@ impl ConnTracker {
             self.release();
             return None;
         }
+        self.peak.fetch_max(prev + 1, Relaxed);
         Some(ConnSlot {
             tracker: self.clone(),
             ip: None,
@@ -81,6 +84,11 @@ impl ConnTracker {
 
     pub fn open(&self) -> usize {
         self.open.load(Relaxed)
+    }
+
+    /// The most connections open at once since the last call (or since the start).
+    pub fn take_peak(&self) -> usize {
+        self.peak.swap(self.open(), Relaxed)
     }
 
     fn release(&self) {

@@ -337,7 +337,7 @@ fn the_reader_finds_imports_in_use_trees_and_paths() {
 
 /// The layers of `src/lib.rs`'s map, bottom to top, by top-level module.
 const LAYERS: &[&[&str]] = &[
-    &["zerocopy", "fs_atomic", "net", "pem", "router"],
+    &["zerocopy", "fs_atomic", "memory", "net", "pem", "router"],
     &["proto"],
     &["config"],
     &["tls", "upstream", "middleware", "handler", "telemetry", "http"],

@@ -37,6 +37,8 @@ pub struct Gateway {
     api: Mutex<Option<Arc<dyn Ready>>>,
     /// The ACME manager, with `tls.source = "acme"`.
     acme: Mutex<Option<crate::tls::acme::AcmeHandle>>,
+    /// The task that gives memory back after bursts of connections.
+    trimming: tokio::task::AbortHandle,
 }
 
 /// One bound listening socket and its accept loop.
@@ -163,12 +165,14 @@ impl Gateway {
             .listen
             .map(|a| bind(Kind::Admin, a, &state, None))
             .transpose()?;
+        let trimming = tokio::spawn(give_memory_back(state.connections().clone())).abort_handle();
         let gw = Gateway {
             state,
             listeners: Mutex::new(l),
             embedded,
             api: Mutex::new(api),
             acme: Mutex::new(acme),
+            trimming,
         };
         gw.publish_addresses();
         Ok(gw)
@@ -239,7 +243,22 @@ impl Gateway {
         for b in l.api.into_iter().chain(l.admin) {
             b.stop();
         }
+        self.trimming.abort();
         drained
+    }
+}
+
+/// Once a second, looks at how many connections are open; when a burst of them has gone, asks
+/// the allocator to return the pages they used (`memory`).
+async fn give_memory_back(connections: Arc<crate::net::ConnTracker>) {
+    let mut trimmer = crate::memory::Trimmer::default();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if trimmer.sample(connections.take_peak(), connections.open()) {
+            let _ = tokio::task::spawn_blocking(crate::memory::trim).await;
+        }
     }
 }
 
