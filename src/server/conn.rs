@@ -68,10 +68,24 @@ pub(super) fn start(state: &Arc<State>, stream: TcpStream, info: ConnInfo, slot:
         return;
     }
     let timers = Timers::new(server.header_read_timeout, server.keepalive_timeout);
-    let ctx = Arc::new(ConnCtx::new(state.clone(), info, timers, slot));
-    let conn = h1::connection(ctx.clone(), Prefixed::new(Vec::new(), stream), h1_options(server));
-    let shutdown = state.shutdown_signal();
-    tokio::spawn(async move { drive(conn, &ctx.timers, false, shutdown).await });
+    let ctx = ConnCtx::new(state.clone(), info, timers, slot);
+    let stream = Prefixed::new(Vec::new(), stream);
+    tokio::spawn(http1(ctx, stream, h1_options(server), state.shutdown_signal()));
+}
+
+/// HTTP/1.1 on `io` (plain or TLS), to the connection's end.
+fn http1<T>(
+    ctx: ConnCtx,
+    io: T,
+    options: h1::Options,
+    shutdown: watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + PlainTcp + Unpin + Send + 'static,
+{
+    let ctx = Arc::new(ctx);
+    let conn = h1::connection(ctx.clone(), io, options);
+    async move { drive(conn, &ctx.timers, false, shutdown).await }
 }
 
 /// Serves a connection that starts with a PROXY header or a TLS handshake, to its end.
@@ -93,9 +107,7 @@ async fn serve(state: Arc<State>, stream: TcpStream, mut info: ConnInfo, mut slo
     let shutdown = state.shutdown_signal();
     let timers = Timers::new(header_timeout, keepalive);
     if !info.tls {
-        let ctx = Arc::new(ConnCtx::new(state, info, timers, slot));
-        let conn = h1::connection(ctx.clone(), stream, options);
-        drive(conn, &ctx.timers, false, shutdown).await;
+        http1(ConnCtx::new(state, info, timers, slot), stream, options, shutdown).await;
         return;
     }
     // the handshake is part of the time allowed to send the first request head
@@ -144,21 +156,19 @@ fn over_tls(
         Some(rustls::ProtocolVersion::TLSv1_2) => Some("TLSv1.2"),
         _ => None,
     };
-    let ctx = Arc::new(ctx);
-    if h2 {
-        let io = TokioIo::new(stream);
-        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-        b.timer(TokioTimer::new())
-            .max_header_list_size(max_header_list)
-            .max_concurrent_streams(256)
-            .keep_alive_interval(Some(Duration::from_secs(30)))
-            .keep_alive_timeout(Duration::from_secs(20));
-        let conn = b.serve_connection(io, service(ctx.clone()));
-        Box::pin(async move { drive(conn, &ctx.timers, true, shutdown).await })
-    } else {
-        let conn = h1::connection(ctx.clone(), stream, options);
-        Box::pin(async move { drive(conn, &ctx.timers, false, shutdown).await })
+    if !h2 {
+        return Box::pin(http1(ctx, stream, options, shutdown));
     }
+    let ctx = Arc::new(ctx);
+    let io = TokioIo::new(stream);
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .max_header_list_size(max_header_list)
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    let conn = b.serve_connection(io, service(ctx.clone()));
+    Box::pin(async move { drive(conn, &ctx.timers, true, shutdown).await })
 }
 
 /// Reads the PROXY header a trusted proxy sends first: the client it names becomes the
