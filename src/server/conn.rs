@@ -88,7 +88,8 @@ where
     async move { drive(conn, &ctx.timers, false, shutdown).await }
 }
 
-/// Serves a connection that starts with a PROXY header or a TLS handshake, to its end.
+/// Sets up a connection that starts with a PROXY header or a TLS handshake, then serves it in
+/// a task of its own.
 async fn serve(state: Arc<State>, stream: TcpStream, mut info: ConnInfo, mut slot: ConnSlot) {
     let snap = state.snapshot();
     let server = &snap.config.server;
@@ -106,23 +107,23 @@ async fn serve(state: Arc<State>, stream: TcpStream, mut info: ConnInfo, mut slo
     drop(snap);
     let shutdown = state.shutdown_signal();
     let timers = Timers::new(header_timeout, keepalive);
+    // the connection goes on in a task of its own, sized for what it runs from now on: this
+    // one holds room for the set-up just done (and is freed when it returns)
     if !info.tls {
-        http1(ConnCtx::new(state, info, timers, slot), stream, options, shutdown).await;
+        tokio::spawn(http1(
+            ConnCtx::new(state, info, timers, slot),
+            stream,
+            options,
+            shutdown,
+        ));
         return;
     }
     // the handshake is part of the time allowed to send the first request head
     let Some(acceptor) = state.tls() else { return };
-    let conn = match boxed_handshake(&state, acceptor, stream, header_timeout).await {
-        Ok(Some(stream)) => over_tls(
-            stream,
-            ConnCtx::new(state, info, timers, slot),
-            options,
-            max_header_list,
-            shutdown,
-        ),
-        _ => return,
-    };
-    conn.await;
+    if let Ok(Some(stream)) = boxed_handshake(&state, acceptor, stream, header_timeout).await {
+        let ctx = ConnCtx::new(state, info, timers, slot);
+        over_tls(stream, ctx, options, max_header_list, shutdown);
+    }
 }
 
 type Tls = tokio_rustls::server::TlsStream<Prefixed<TcpStream>>;
@@ -140,15 +141,14 @@ fn boxed_handshake(
     }))
 }
 
-/// The connection's protocol over an established TLS session, HTTP/2 or HTTP/1.1 by ALPN, as
-/// a boxed future (the session moves into it, and no room for it stays in the caller's).
+/// Serves an established TLS session in a task of its own, HTTP/2 or HTTP/1.1 by ALPN.
 fn over_tls(
     stream: Tls,
     mut ctx: ConnCtx,
     options: h1::Options,
     max_header_list: u32,
     shutdown: watch::Receiver<bool>,
-) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+) {
     let session = stream.get_ref().1;
     let h2 = session.alpn_protocol() == Some(b"h2");
     ctx.info.tls_version = match session.protocol_version() {
@@ -157,7 +157,8 @@ fn over_tls(
         _ => None,
     };
     if !h2 {
-        return Box::pin(http1(ctx, stream, options, shutdown));
+        tokio::spawn(http1(ctx, stream, options, shutdown));
+        return;
     }
     let ctx = Arc::new(ctx);
     let io = TokioIo::new(stream);
@@ -168,7 +169,7 @@ fn over_tls(
         .keep_alive_interval(Some(Duration::from_secs(30)))
         .keep_alive_timeout(Duration::from_secs(20));
     let conn = b.serve_connection(io, service(ctx.clone()));
-    Box::pin(async move { drive(conn, &ctx.timers, true, shutdown).await })
+    tokio::spawn(async move { drive(conn, &ctx.timers, true, shutdown).await });
 }
 
 /// Reads the PROXY header a trusted proxy sends first: the client it names becomes the

@@ -79,20 +79,18 @@ where
     S: Service,
 {
     let mut conn = Conn::new(service, io, options);
-    loop {
-        let head = match poll_fn(|cx| conn.poll_head(cx)).await {
-            Ok(Some(head)) => head,
-            Ok(None) => return,
-            Err(status) => {
-                // boxed, here and below: what is rare stays out of the connection's future
-                Box::pin(conn.reject(status)).await;
-                return;
-            }
-        };
+    let refused = loop {
         // the request's own future (the service's, with its body and response) is large and
         // lives only while the request does: in a block from the worker's pool, so the
-        // connection waiting for its next head keeps only its own few fields
-        match block::Pooled::with(|| conn.exchange(head)).await {
+        // connection waiting for its next head keeps only its own few fields. (No head is held
+        // by this function at an await: that would keep room for one here for the
+        // connection's whole life.)
+        let exchange = match poll_fn(|cx| conn.poll_head(cx)).await {
+            Ok(Some(head)) => block::Pooled::with(|| conn.exchange(head)),
+            Ok(None) => return,
+            Err(status) => break status,
+        };
+        match exchange.await {
             Next::KeepAlive => conn.trim(),
             Next::Abort => return,
             Next::Close if conn.buf.is_empty() => {
@@ -110,7 +108,9 @@ where
                 return;
             }
         }
-    }
+    };
+    // boxed, as is `linger` above: what is rare stays out of the connection's future
+    Box::pin(conn.reject(refused)).await;
 }
 
 /// A connection being served: a graceful shutdown asks it to finish the response in progress
