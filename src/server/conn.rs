@@ -141,6 +141,13 @@ fn boxed_handshake(
     }))
 }
 
+/// How much of a request body an HTTP/2 client may send on one stream before the gateway has
+/// passed it on (nginx's `http2_body_preread_size`; what an edge proxy is advised to allow).
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+/// The same for all the streams of a connection together: the most request body one HTTP/2
+/// connection can make the gateway hold (hyper's default is 1 MiB a stream and a connection).
+const H2_CONNECTION_WINDOW: u32 = 256 * 1024;
+
 /// Serves an established TLS session in a task of its own, HTTP/2 or HTTP/1.1 by ALPN.
 fn over_tls(
     stream: Tls,
@@ -164,6 +171,8 @@ fn over_tls(
     let io = TokioIo::new(stream);
     let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .max_header_list_size(max_header_list)
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)))
