@@ -2,9 +2,10 @@
 //! upstreams: the one HTTP/1 codec (`h1`, for the client-facing server, the upstream client,
 //! the admin listener and the bundled API alike), the body type that flows through the
 //! gateway, the PROXY protocol, the client's address behind trusted proxies (`X-Forwarded-For`),
-//! reused header maps, and the lifecycle of a client connection (header and keep-alive timers,
-//! graceful close).
+//! reused header maps, pooled blocks for each request's future, and the lifecycle of a client
+//! connection (header and keep-alive timers, graceful close).
 
+pub(crate) mod block;
 pub mod body;
 pub mod client_ip;
 pub mod h1;

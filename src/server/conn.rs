@@ -25,6 +25,7 @@ use crate::net::ConnSlot;
 use crate::pipeline::service;
 use crate::pipeline::state::State;
 use crate::proto::BoxError;
+use crate::proto::block::Pooled;
 use crate::proto::body::{Body, ReqBody};
 use crate::proto::client_ip::canonical;
 use crate::proto::h1::request::Limits;
@@ -294,7 +295,9 @@ fn service(
 > + Clone {
     hyper::service::service_fn(move |req: Request<Incoming>| {
         let ctx = ctx.clone();
-        async move { Ok(respond(ctx, req.map(ReqBody::Hyper)).await) }
+        // built in a pooled block: hyper moves the stream's future into a task of its own, and
+        // a pointer moves for free where the request's few KiB would be copied
+        Pooled::with(|| async move { Ok(respond(ctx, req.map(ReqBody::Hyper)).await) })
     })
 }
 

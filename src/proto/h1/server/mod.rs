@@ -23,7 +23,6 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-mod block;
 mod reader;
 mod socket;
 mod writer;
@@ -37,6 +36,7 @@ use writer::Writer;
 use super::encode::{self, BodyShape};
 use super::request::{self, Limits, Reject, RequestHead};
 use crate::proto::BoxError;
+use crate::proto::block::Pooled;
 use crate::proto::lifecycle::{self, Graceful, Timers};
 use crate::proto::maps;
 use crate::proto::proxy_protocol::Prefixed;
@@ -86,7 +86,7 @@ where
         // by this function at an await: that would keep room for one here for the
         // connection's whole life.)
         let exchange = match poll_fn(|cx| conn.poll_head(cx)).await {
-            Ok(Some(head)) => block::Pooled::with(|| conn.exchange(head)),
+            Ok(Some(head)) => Pooled::with(|| conn.exchange(head)),
             Ok(None) => return,
             Err(status) => break status,
         };

@@ -1,9 +1,11 @@
 //! A request's future in a block of memory from the worker thread's pool. The future of one
 //! exchange (the service's answer, its body, the response being written) is a few KiB: held in
 //! the connection's own future, every idle keep-alive connection would keep that much; boxed
-//! per request, every request would pay the allocator's slow path for a block that size. Here
-//! it lives in a block taken from a small per-worker free list when the request starts and
-//! given back when it ends, so an idle connection holds none and a busy worker allocates none.
+//! per request, every request would pay the allocator's slow path for a block that size; handed
+//! to hyper's HTTP/2 server as it is, it would be copied each time the stream's task moves it.
+//! Here it lives in a block taken from a small per-worker free list when the request starts and
+//! given back when it ends, so an idle connection holds none, a busy worker allocates none, and
+//! what moves is a pointer.
 
 use std::alloc::{Layout, alloc, dealloc, handle_alloc_error};
 use std::cell::RefCell;
@@ -64,7 +66,7 @@ fn give_back(block: NonNull<u8>) {
 }
 
 /// A future in a pooled block (or a box, when it does not fit one).
-pub(super) enum Pooled<F> {
+pub(crate) enum Pooled<F> {
     Block(NonNull<F>),
     Boxed(Pin<Box<F>>),
 }
@@ -81,7 +83,7 @@ impl<F: Future> Pooled<F> {
     /// The future `make` makes, built in place in its block: a future is mostly room for its
     /// later states, and moving one in would copy all of it.
     #[inline(always)]
-    pub(super) fn with(make: impl FnOnce() -> F) -> Self {
+    pub(crate) fn with(make: impl FnOnce() -> F) -> Self {
         let fits = Layout::new::<F>().size() <= BLOCK && Layout::new::<F>().align() <= ALIGN;
         if !fits {
             return Pooled::Boxed(Box::pin(make()));
