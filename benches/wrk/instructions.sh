@@ -3,23 +3,28 @@
 # builds can be compared on a noisy machine where req/s cannot (the README's tables and the
 # closing notes quote these). One worker, an nginx origin answering /api/ping with 200 B of JSON,
 # `h2load --h1 -c16`: 2,000 requests of warm-up, then the counters are zeroed and REQUESTS more
-# are counted.
-#   benches/wrk/instructions.sh target/release/orta-gateway [ping|index|both]
+# are counted. `tls` and `h2` proxy /api/ping over HTTPS (TLS 1.3, P-256 certificate), HTTP/1.1
+# (`h2load --h1 -c16`) and HTTP/2 (`h2load -c16 -m4`, the referee's h2 row); their count
+# includes the 16 connections' handshakes.
+#   benches/wrk/instructions.sh target/release/orta-gateway [ping|index|both|tls|h2|all]
 # KEEP=DIR keeps each profile there (callgrind_annotate reads it).
-# Needs (Debian): valgrind nginx nghttp2-client curl bc python3.
+# Needs (Debian): valgrind nginx nghttp2-client curl bc python3 openssl.
 set -euo pipefail
 bin=$(realpath "${1:?usage: instructions.sh BINARY [ping|index|both]}")
 which=${2:-both}
 requests=${REQUESTS:-20000}
-for tool in valgrind callgrind_control nginx h2load curl bc python3; do
-  command -v "$tool" >/dev/null || { echo "instructions.sh: $tool is missing: apt-get install valgrind nginx nghttp2-client curl bc python3" >&2; exit 1; }
+for tool in valgrind callgrind_control nginx h2load curl bc python3 openssl; do
+  command -v "$tool" >/dev/null || { echo "instructions.sh: $tool is missing: apt-get install valgrind nginx nghttp2-client curl bc python3 openssl" >&2; exit 1; }
 done
 work=$(mktemp -d /tmp/orta-instructions.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-origin=$(free_port) http=$(free_port)
+origin=$(free_port) http=$(free_port) https=$(free_port)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+chmod 600 "$work/key.pem"
 mkdir -p "$work/www" "$work/nginx"
 head -c 2048 /dev/urandom | base64 -w 76 | head -c 2048 > "$work/www/index.html"
 cat > "$work/nginx/nginx.conf" <<CONF
@@ -33,9 +38,13 @@ nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" & pids+=($!)
 cat > "$work/gateway.toml" <<CONF
 [server]
 http = "127.0.0.1:$http"
-https = ""
+https = "127.0.0.1:$https"
 redirect_to_https = false
 workers = 1
+[tls]
+source = "files"
+cert = "$work/cert.pem"
+key = "$work/key.pem"
 [headers]
 strict_transport_security = ""
 x_content_type_options = ""
@@ -65,20 +74,27 @@ up=0
 for _ in $(seq 600); do curl -sf "http://127.0.0.1:$http/api/ping" >/dev/null 2>&1 && { up=1; break; }; sleep 0.1; done
 [ "$up" = 1 ] || { echo "instructions.sh: the gateway did not answer within 60 s under valgrind:" >&2; cat "$work/valgrind.log" >&2; exit 1; }
 measure() {
-  local path=$1
-  h2load --h1 -c16 -n 2000 "http://127.0.0.1:$http$path" >/dev/null
+  local path=$1 url="http://127.0.0.1:$http$1" load=(--h1 -c16) name=$1
+  case "${2:-}" in
+    tls) url="https://127.0.0.1:$https$path" name="tls $path" ;;
+    h2) url="https://127.0.0.1:$https$path" load=(-c16 -m4) name="h2 $path" ;;
+  esac
+  h2load "${load[@]}" -n 2000 "$url" >/dev/null
   callgrind_control --zero "$gw" >/dev/null
-  h2load --h1 -c16 -n "$requests" "http://127.0.0.1:$http$path" | grep -E "^requests:" >&2
+  h2load "${load[@]}" -n "$requests" "$url" | grep -E "^requests:" >&2
   rm -f "$work"/cg.out.*
   callgrind_control --dump "$gw" >/dev/null
   local ir
   ir=$(cat "$work"/cg.out.* 2>/dev/null | awk '/^summary:/ {s+=$2} /^totals:/ {t+=$2} END {print (s>0?s:t)}')
-  printf '%-8s %8.0f instructions per request\n' "$path" "$(echo "$ir / $requests" | bc -l)"
+  printf '%-14s %8.0f instructions per request\n' "$name" "$(echo "$ir / $requests" | bc -l)"
   # KEEP=DIR keeps the profile, for callgrind_annotate
-  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cat "$work"/cg.out.* > "$KEEP/callgrind${path//\//_}.out"; fi
+  if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP"; cat "$work"/cg.out.* > "$KEEP/callgrind${2:+_$2}${path//\//_}.out"; fi
 }
 case "$which" in
   ping) measure /api/ping ;;
   index) measure /index.html ;;
+  tls) measure /api/ping tls ;;
+  h2) measure /api/ping h2 ;;
+  all) measure /api/ping; measure /index.html; measure /api/ping tls; measure /api/ping h2 ;;
   *) measure /api/ping; measure /index.html ;;
 esac
