@@ -199,9 +199,9 @@ async fn route<'s>(
                 max_size: server.max_body_size,
                 read_timeout: server.body_read_timeout,
             };
-            // boxed: the proxy's state machine is large, and every request's future (static
-            // files included) would otherwise carry its size through each move
-            let resp = Box::pin(proxy::forward(upstream, ctx, req, limits, &mut meta.upstream)).await?;
+            // not boxed: the request's future is built in place in a pooled block and never
+            // moves, so the proxy's state machine costs room in the block, not copies
+            let resp = proxy::forward(upstream, ctx, req, limits, &mut meta.upstream).await?;
             meta.from_upstream = true;
             Ok(compression::compress_response(
                 &snap.config.compression,
