@@ -414,6 +414,14 @@ fn host_for_url(host: &str) -> Cow<'_, str> {
 /// The client's `X-Request-Id` when it is sane (1-128 visible ASCII characters), else a new
 /// 128-bit random id in hex.
 fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
+    let mut id = fresh_or_given_id(given);
+    // unique to one exchange: HTTP/2 sends it as a never-indexed literal, so it neither costs an
+    // HPACK table insertion nor evicts the fields every response repeats (HTTP/1.1 ignores this)
+    id.set_sensitive(true);
+    id
+}
+
+fn fresh_or_given_id(given: Option<&HeaderValue>) -> HeaderValue {
     if let Some(v) = given {
         let b = v.as_bytes();
         if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
@@ -457,5 +465,7 @@ mod tests {
         let fresh = request_id(Some(&HeaderValue::from_static("has space")));
         assert_eq!(fresh.len(), 32);
         assert_ne!(request_id(None), request_id(None));
+        // never indexed by HPACK: each one is new
+        assert!(request_id(None).is_sensitive() && request_id(Some(&given)).is_sensitive());
     }
 }
