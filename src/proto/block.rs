@@ -42,7 +42,8 @@ impl Drop for Free {
 }
 
 fn take() -> NonNull<u8> {
-    if let Some(block) = FREE.with_borrow_mut(|f| f.0.pop()) {
+    // (`try_with`: a thread that is ending has no list, and allocates)
+    if let Ok(Some(block)) = FREE.try_with(|f| f.borrow_mut().0.pop()) {
         return block;
     }
     // SAFETY: the layout has a non-zero size.
@@ -51,7 +52,10 @@ fn take() -> NonNull<u8> {
 }
 
 fn give_back(block: NonNull<u8>) {
-    let kept = FREE.with_borrow_mut(|f| {
+    // a future dropped while its thread ends (its list already gone) frees its block at once,
+    // instead of panicking in a destructor
+    let kept = FREE.try_with(|f| {
+        let mut f = f.borrow_mut();
         if f.0.len() < KEEP {
             f.0.push(block);
             true
@@ -59,7 +63,7 @@ fn give_back(block: NonNull<u8>) {
             false
         }
     });
-    if !kept {
+    if kept != Ok(true) {
         // SAFETY: allocated with `layout()` by `take`, and no longer used.
         unsafe { dealloc(block.as_ptr(), layout()) };
     }
@@ -164,5 +168,23 @@ mod tests {
         });
         assert!(matches!(big, Pooled::Boxed(_)));
         assert_eq!(big.await, BLOCK + 1);
+    }
+
+    thread_local! {
+        static HELD: RefCell<Option<Pooled<std::future::Ready<()>>>> = const { RefCell::new(None) };
+    }
+
+    #[test]
+    fn a_future_dropped_after_its_threads_list_is_gone_frees_its_block() {
+        let ended = std::thread::spawn(|| {
+            // HELD's destructor is registered first, the free list's second; thread-local
+            // destructors run in reverse order, so the list is gone when HELD drops its future
+            HELD.with_borrow_mut(|h| *h = None);
+            let fut = Pooled::new(std::future::ready(()));
+            assert!(matches!(fut, Pooled::Block(_)));
+            HELD.with_borrow_mut(|h| *h = Some(fut));
+        })
+        .join();
+        assert!(ended.is_ok(), "the thread ended without a panic");
     }
 }
