@@ -91,17 +91,6 @@ async fn thousands_of_idle_connections_are_held_and_counted_back_to_zero() {
     gw.shutdown().await;
 }
 
-/// Reads one HTTP/2 frame: (type, flags, stream, payload).
-async fn h2_frame<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> (u8, u8, u32, Vec<u8>) {
-    let mut head = [0u8; 9];
-    s.read_exact(&mut head).await.unwrap();
-    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-    let mut payload = vec![0u8; len];
-    s.read_exact(&mut payload).await.unwrap();
-    (head[3], head[4], stream, payload)
-}
-
 /// An HTTP/2 client may send only so much request body before the gateway has passed it on:
 /// 64 KiB a stream and 256 KiB a connection, not hyper's 1 MiB each, so that a connection
 /// cannot make the gateway hold more than that of what it uploads.
@@ -117,9 +106,10 @@ async fn http2_flow_control_windows_bound_what_a_client_can_make_the_gateway_hol
         .unwrap();
     let (mut stream_window, mut connection_update) = (None, None);
     while stream_window.is_none() || connection_update.is_none() {
-        let (kind, flags, stream, payload) = tokio::time::timeout(Duration::from_secs(5), h2_frame(&mut tls))
+        let (kind, flags, stream, payload) = tokio::time::timeout(Duration::from_secs(5), read_h2_frame(&mut tls))
             .await
-            .expect("the server's SETTINGS and WINDOW_UPDATE");
+            .expect("the server's SETTINGS and WINDOW_UPDATE")
+            .unwrap();
         match kind {
             0x4 if flags & 0x1 == 0 => {
                 // SETTINGS_INITIAL_WINDOW_SIZE (0x4); the RFC's default 65,535 when absent

@@ -11,23 +11,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 type Tls = tokio_rustls::client::TlsStream<TcpStream>;
 
 /// What the gateway's resident set may grow by during a flood.
 const MEMORY_BOUND_KIB: u64 = 24 * 1024;
-
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(9 + payload.len());
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
-    f.push(kind);
-    f.push(flags);
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
 
 /// A GET for `/` as an HPACK block: indexed `:method GET`, `:scheme https`, `:path /`, and
 /// `:authority localhost` as a literal with an indexed name.
@@ -48,63 +38,39 @@ fn rss_kib(pid: u32) -> u64 {
 
 /// An HTTP/2 session with the gateway over TLS, trusting its self-signed CA.
 async fn h2_session(gw: &BinGateway) -> Tls {
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    let ca = std::fs::read(gw.dir.path().join("certs/ca.pem")).unwrap();
-    for c in CertificateDer::pem_slice_iter(&ca) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let mut config =
-        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
     let tcp = TcpStream::connect(gw.https.unwrap()).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await
-        .unwrap();
+    let mut tls = tls_connect(&gw.ca_pem(), tcp, &[b"h2"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
-    tls.write_all(&frame(0x4, 0, 0, &[])).await.unwrap();
+    tls.write_all(&h2_frame(0x4, 0, 0, &[])).await.unwrap();
     tls
 }
 
-/// Reads frames until one for which `stop` says yes (`Some(frame)`), or the end of the
-/// connection (`None`); SETTINGS are acknowledged.
-async fn read_until(tls: &mut Tls, mut stop: impl FnMut(u8, u8, u32, &[u8]) -> bool) -> Option<(u8, u32, Vec<u8>)> {
-    loop {
-        let mut head = [0u8; 9];
-        tls.read_exact(&mut head).await.ok()?;
-        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-        let (kind, flags) = (head[3], head[4]);
-        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-        let mut payload = vec![0u8; len];
-        tls.read_exact(&mut payload).await.ok()?;
-        if kind == 0x4 && flags & 0x1 == 0 {
-            tls.write_all(&frame(0x4, 0x1, 0, &[])).await.ok()?;
+/// Reads frames until one for which `stop` says yes (true), or the end of the connection
+/// (false); SETTINGS are acknowledged.
+async fn read_until(tls: &mut Tls, mut stop: impl FnMut(u8, u32) -> bool) -> bool {
+    while let Ok((kind, flags, stream, _)) = read_h2_frame(tls).await {
+        if kind == 0x4 && flags & 0x1 == 0 && tls.write_all(&h2_frame(0x4, 0x1, 0, &[])).await.is_err() {
+            return false;
         }
-        if stop(kind, flags, stream, &payload) {
-            return Some((kind, stream, payload));
+        if stop(kind, stream) {
+            return true;
         }
     }
+    false
 }
 
 /// Another client, on a connection of its own, gets its answer (any status) in time.
 async fn another_client_is_answered(gw: &BinGateway) {
     let answered = async {
         let mut tls = h2_session(gw).await;
-        tls.write_all(&frame(0x1, 0x5, 1, &get_block())).await.unwrap();
-        read_until(&mut tls, |kind, _, stream, _| kind == 0x1 && stream == 1).await
+        tls.write_all(&h2_frame(0x1, 0x5, 1, &get_block())).await.unwrap();
+        read_until(&mut tls, |kind, stream| kind == 0x1 && stream == 1).await
     };
     let got = tokio::time::timeout(Duration::from_secs(20), answered)
         .await
         .expect("another client is answered during the flood");
-    assert!(got.is_some(), "another client's connection was closed during the flood");
+    assert!(got, "another client's connection was closed during the flood");
 }
 
 /// Writes `chunk` over and over (up to `total` bytes) on a flooding connection, in a task;
@@ -162,11 +128,8 @@ async fn rapid_reset_is_answered_with_goaway_and_others_are_served() {
     // read while the flood is written: the GOAWAY must be seen before the connection closes
     let goaway = tokio::spawn(async move {
         loop {
-            let mut head = [0u8; 9];
-            rd.read_exact(&mut head).await.ok()?;
-            let mut payload = vec![0u8; u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize];
-            rd.read_exact(&mut payload).await.ok()?;
-            if head[3] == 0x7 {
+            let (kind, _, _, payload) = read_h2_frame(&mut rd).await.ok()?;
+            if kind == 0x7 {
                 return Some(u32::from_be_bytes(payload[4..8].try_into().unwrap()));
             }
         }
@@ -176,8 +139,8 @@ async fn rapid_reset_is_answered_with_goaway_and_others_are_served() {
         let mut out = Vec::new();
         for i in 0..100u32 {
             let stream = 2 * (batch * 100 + i) + 1;
-            out.extend(frame(0x1, 0x5, stream, &get_block()));
-            out.extend(frame(0x3, 0, stream, &8u32.to_be_bytes())); // RST_STREAM CANCEL
+            out.extend(h2_frame(0x1, 0x5, stream, &get_block()));
+            out.extend(h2_frame(0x3, 0, stream, &8u32.to_be_bytes())); // RST_STREAM CANCEL
         }
         // the gateway may close the connection before the flood is all sent
         if goaway.is_finished() || wr.write_all(&out).await.is_err() {
@@ -200,7 +163,7 @@ async fn a_header_block_that_never_ends_is_refused_and_memory_stays_bounded() {
     let before = rss_kib(gw.pid());
     let mut tls = h2_session(&gw).await;
     // HEADERS without END_HEADERS, then CONTINUATION frames of 16 KiB each, for 64 MiB
-    tls.write_all(&frame(0x1, 0x1, 1, &get_block())).await.unwrap();
+    tls.write_all(&h2_frame(0x1, 0x1, 1, &get_block())).await.unwrap();
     let mut literal = Vec::new();
     while literal.len() < 16 * 1024 - 40 {
         // literal field without indexing, new name: x-flood: 20 bytes of value
@@ -209,7 +172,7 @@ async fn a_header_block_that_never_ends_is_refused_and_memory_stays_bounded() {
         literal.push(20);
         literal.extend_from_slice(&[b'a'; 20]);
     }
-    let flood = Flood::start(tls, frame(0x9, 0, 1, &literal), 64 << 20);
+    let flood = Flood::start(tls, h2_frame(0x9, 0, 1, &literal), 64 << 20);
     let held = flood.wait_sent_or_held(64 << 20).await;
     let sent = flood.sent.load(Relaxed);
     assert!(
@@ -248,10 +211,10 @@ async fn unread_answers_are_bounded(one: Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settings_flood_with_unread_acknowledgements_stays_bounded() {
     // SETTINGS_MAX_CONCURRENT_STREAMS = 100, each needing an ACK
-    unread_answers_are_bounded(frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100])).await;
+    unread_answers_are_bounded(h2_frame(0x4, 0, 0, &[0, 3, 0, 0, 0, 100])).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ping_flood_with_unread_answers_stays_bounded() {
-    unread_answers_are_bounded(frame(0x6, 0, 0, &[7; 8])).await;
+    unread_answers_are_bounded(h2_frame(0x6, 0, 0, &[7; 8])).await;
 }

@@ -793,16 +793,6 @@ fn hpack_string(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
-fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(9 + payload.len());
-    f.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
-    f.push(kind);
-    f.push(flags);
-    f.extend_from_slice(&stream.to_be_bytes());
-    f.extend_from_slice(payload);
-    f
-}
-
 /// Sends one request on stream 1 of a new HTTP/2 connection, its fields exactly as given
 /// (literal, unindexed: nothing is checked or reordered on this side), then `data` as DATA
 /// frames, the last ending the stream.
@@ -811,7 +801,7 @@ async fn h2_raw(gw: &TestGateway, fields: &[(&str, &str)], data: &[&[u8]]) -> H2
     let mut tls = gw.tls_over(tcp, &[b"h2"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    out.extend(frame(0x4, 0, 0, &[]));
+    out.extend(h2_frame(0x4, 0, 0, &[]));
     let mut block = Vec::new();
     for (name, value) in fields {
         block.push(0x00);
@@ -819,29 +809,21 @@ async fn h2_raw(gw: &TestGateway, fields: &[(&str, &str)], data: &[&[u8]]) -> H2
         hpack_string(&mut block, value.as_bytes());
     }
     let end_stream = if data.is_empty() { 0x1 } else { 0 };
-    out.extend(frame(0x1, 0x4 | end_stream, 1, &block));
+    out.extend(h2_frame(0x1, 0x4 | end_stream, 1, &block));
     for (i, d) in data.iter().enumerate() {
         let last = if i + 1 == data.len() { 0x1 } else { 0 };
-        out.extend(frame(0x0, last, 1, d));
+        out.extend(h2_frame(0x0, last, 1, d));
     }
     tls.write_all(&out).await.unwrap();
     let read = async {
         loop {
-            let mut head = [0u8; 9];
-            if tls.read_exact(&mut head).await.is_err() {
+            let Ok((kind, flags, stream, payload)) = read_h2_frame(&mut tls).await else {
                 return H2Answer::Nothing;
-            }
-            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
-            let (kind, flags) = (head[3], head[4]);
-            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-            let mut payload = vec![0u8; len];
-            if tls.read_exact(&mut payload).await.is_err() {
-                return H2Answer::Nothing;
-            }
+            };
             match kind {
                 // SETTINGS: acknowledged
                 0x4 if flags & 0x1 == 0 => {
-                    let _ = tls.write_all(&frame(0x4, 0x1, 0, &[])).await;
+                    let _ = tls.write_all(&h2_frame(0x4, 0x1, 0, &[])).await;
                 }
                 0x1 if stream == 1 => {
                     let pad = if flags & 0x8 != 0 { 1 + payload[0] as usize } else { 0 };

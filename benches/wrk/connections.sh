@@ -10,6 +10,7 @@
 # one request (TLS=3000), HTTP/2 over TLS after one finished stream (TLS=3000).
 # SERVERS="nginx orta" by default. Needs (Debian): nginx openssl python3.
 set -euo pipefail
+. "$(dirname "$0")/lib.sh"
 bin=$(realpath "${1:?usage: connections.sh BINARY}")
 plain=${PLAIN:-5000} tls=${TLS:-3000}
 servers=${SERVERS:-nginx orta}
@@ -26,13 +27,10 @@ pid=""
 stop() { if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; pid=""; fi; }
 cleanup() { stop; rm -rf "$work"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 http=$(free_port) https=$(free_port)
 mkdir -p "$work/www" "$work/nginx"
 head -c 600 /dev/urandom | base64 -w 76 > "$work/www/index.html"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
-  -addext subjectAltName=DNS:localhost -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-chmod 600 "$work/key.pem"
+self_signed_cert "$work"
 cat > "$work/nginx/nginx.conf" <<CONF
 daemon off; master_process off; worker_processes 1; worker_rlimit_nofile $nofile;
 error_log $work/nginx/error.log; pid $work/nginx/pid;

@@ -10,7 +10,8 @@
 # KEEP=DIR keeps each profile there (callgrind_annotate reads it).
 # Needs (Debian): valgrind nginx nghttp2-client curl bc python3 openssl.
 set -euo pipefail
-bin=$(realpath "${1:?usage: instructions.sh BINARY [ping|index|both]}")
+. "$(dirname "$0")/lib.sh"
+bin=$(realpath "${1:?usage: instructions.sh BINARY [ping|index|both|tls|h2|all]}")
 which=${2:-both}
 requests=${REQUESTS:-20000}
 for tool in valgrind callgrind_control nginx h2load curl bc python3 openssl; do
@@ -20,11 +21,8 @@ work=$(mktemp -d /tmp/orta-instructions.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$work"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 origin=$(free_port) http=$(free_port) https=$(free_port)
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
-  -addext subjectAltName=DNS:localhost -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-chmod 600 "$work/key.pem"
+self_signed_cert "$work"
 mkdir -p "$work/www" "$work/nginx"
 head -c 2048 /dev/urandom | base64 -w 76 | head -c 2048 > "$work/www/index.html"
 cat > "$work/nginx/nginx.conf" <<CONF

@@ -59,8 +59,9 @@ impl ConnCtx {
 
 /// Starts serving an accepted connection in a task of its own. The task's future is held for as
 /// long as the connection lives, so it is kept small: a plain HTTP/1.1 connection's holds the
-/// codec's connection and its timers; what only some connections need, or only for a moment
-/// (the PROXY header, the TLS handshake, HTTP/2), runs in boxed futures of its own.
+/// codec's connection and its timers. What only some connections need, and only for a moment
+/// (the PROXY header, the TLS handshake), runs in a set-up task ([`serve`]) that then starts
+/// the connection's own.
 pub(super) fn start(state: &Arc<State>, stream: TcpStream, info: ConnInfo, slot: ConnSlot) {
     let snap = state.snapshot();
     let server = &snap.config.server;

@@ -128,24 +128,7 @@ impl TestGateway {
         tcp: tokio::net::TcpStream,
         alpn: &[&[u8]],
     ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-        use rustls::pki_types::CertificateDer;
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_slice_iter(&self.ca_pem()) {
-            roots.add(c.unwrap()).unwrap();
-        }
-        let mut config =
-            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .unwrap()
+        tls_connect(&self.ca_pem(), tcp, alpn).await
     }
 
     /// A client that trusts the gateway's self-signed CA, HTTP/1.1 and HTTP/2 by ALPN.
@@ -517,6 +500,57 @@ impl HttpBody for Generated {
 // ---- the real binary --------------------------------------------------------------------------
 
 /// The gateway binary as a child process. Killed when dropped.
+/// A TLS session for `localhost` over `tcp`, trusting the CA in `ca_pem`, offering `alpn`.
+pub async fn tls_connect(
+    ca_pem: &[u8],
+    tcp: tokio::net::TcpStream,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+// ---- raw HTTP/2 frames ------------------------------------------------------------------------
+
+/// One HTTP/2 frame as the wire has it: length, type, flags, stream, payload.
+pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::with_capacity(9 + payload.len());
+    f.extend_from_slice(&(payload.len() as u32).to_be_bytes()[1..]);
+    f.push(kind);
+    f.push(flags);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Reads one HTTP/2 frame: (type, flags, stream, payload).
+pub async fn read_h2_frame<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> std::io::Result<(u8, u8, u32, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 9];
+    r.read_exact(&mut head).await?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload).await?;
+    Ok((head[3], head[4], stream, payload))
+}
+
 pub struct BinGateway {
     pub child: Child,
     pub http: Option<SocketAddr>,
@@ -621,6 +655,11 @@ impl BinGateway {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The self-signed CA of a gateway started with `base_config()` (certificates in `{dir}/certs`).
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("certs/ca.pem")).expect("self-signed CA in {dir}/certs")
     }
 
     pub fn signal(&self, sig: &str) {
