@@ -29,6 +29,16 @@ enum Command {
     Check,
     /// List the managed certificates
     Certs,
+    /// Ask a running gateway whether it serves: GET the admin listener's `/healthz` (or `--url`);
+    /// exit 0 on a 200 answer (its body printed), 1 otherwise. For container health checks.
+    Health {
+        /// Ask this plain-HTTP URL instead, e.g. http://127.0.0.1:8001/api/health
+        #[arg(long)]
+        url: Option<String>,
+        /// Give up after this many seconds
+        #[arg(long, default_value_t = 3)]
+        timeout: u64,
+    },
     /// Run one replica of the bundled API alone
     Api {
         /// Address to listen on, e.g. 127.0.0.1:8001
@@ -46,6 +56,7 @@ fn main() -> ExitCode {
         Command::Check => check(&cli.config),
         Command::Run => run(&cli.config),
         Command::Certs => certs(&cli.config),
+        Command::Health { url, timeout } => health(&cli.config, url, timeout),
         Command::Api { listen, database } => {
             orta_gateway::telemetry::init(&LogSettings::default());
             let database = database.unwrap_or_else(|| PathBuf::from(orta_gateway::api::DEFAULT_DATABASE));
@@ -112,6 +123,42 @@ fn certs(path: &Path) -> ExitCode {
             for e in diags.error_lines() {
                 eprintln!("{e}");
             }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn health(path: &Path, url: Option<String>, timeout: u64) -> ExitCode {
+    let url = match url {
+        Some(url) => url,
+        None => match config::load(path) {
+            Ok(loaded) => match loaded.config.admin.listen {
+                Some(addr) => orta_gateway::health::admin_url(addr),
+                None => {
+                    eprintln!(
+                        "orta-gateway health: {}: no [admin] listener to ask (or give --url)",
+                        path.display()
+                    );
+                    return ExitCode::FAILURE;
+                }
+            },
+            Err(diags) => {
+                for e in diags.error_lines() {
+                    eprintln!("{e}");
+                }
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let timeout = std::time::Duration::from_secs(timeout.max(1));
+    match runtime(1).and_then(|rt| rt.block_on(orta_gateway::health::probe(&url, timeout))) {
+        Ok(body) => {
+            use std::io::Write;
+            let _ = std::io::stdout().write_all(&body);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("orta-gateway health: {url}: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,5 +1,6 @@
 //! The command line: `check` like `nginx -t` with FILE:LINE:COL for every problem, `run`
-//! refusing a bad config, the `api` subcommand, `--version`.
+//! refusing a bad config, the `api` subcommand, `health` (the container health check),
+//! `--version`.
 
 mod common;
 
@@ -198,7 +199,49 @@ fn version_and_help() {
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("orta-gateway "));
     let out = Command::new(bin_path()).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for cmd in ["run", "check", "certs", "api"] {
+    for cmd in ["run", "check", "certs", "api", "health"] {
         assert!(help.contains(cmd), "{help}");
     }
+}
+
+/// `orta-gateway health ARGS`: (exit code, stdout, stderr).
+fn health(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(bin_path()).arg("health").args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn health_asks_the_admin_listener_and_exits_1_on_anything_but_200() {
+    let admin = free_port();
+    let gw = BinGateway::start(&format!("{}\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n", base_config()));
+    let conf = gw.dir.path().join("gateway.toml");
+    let conf = conf.to_str().unwrap();
+    // the config's admin listener: 200 "ok"
+    let (code, out, _) = health(&["--config", conf]);
+    assert_eq!((code, out.as_str()), (Some(0), "ok\n"));
+    // any URL: the answer printed (the status JSON, here)
+    let (code, out, _) = health(&["--url", &format!("http://127.0.0.1:{admin}/status")]);
+    assert_eq!(code, Some(0));
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(status["generation"], 1, "{out}");
+    // not 200, nothing listening, no admin listener in the config: exit 1, saying why
+    let (code, _, err) = health(&["--url", &format!("http://127.0.0.1:{admin}/nowhere")]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("404"), "{err}");
+    let closed = free_port();
+    let (code, _, err) = health(&["--url", &format!("http://127.0.0.1:{closed}/healthz"), "--timeout", "2"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains(&format!("127.0.0.1:{closed}")), "{err}");
+    let (code, _, err) = health(&["--url", "https://127.0.0.1/healthz"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("http://"), "{err}");
+    let plain = gw.dir.path().join("no-admin.toml");
+    std::fs::write(&plain, base_config().replace("{dir}", gw.dir.path().to_str().unwrap())).unwrap();
+    let (code, _, err) = health(&["--config", plain.to_str().unwrap()]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no [admin] listener"), "{err}");
 }

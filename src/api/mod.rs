@@ -78,7 +78,7 @@ impl Ready for Open {
 /// Serves one replica on `listener` until `stop` turns true.
 pub async fn serve(listener: TcpListener, addr: SocketAddr, db: Arc<Db>, mut stop: watch::Receiver<bool>) {
     let replica = Arc::new(Replica {
-        name: addr.to_string(),
+        name: replica_name(addr),
         db,
     });
     loop {
@@ -92,6 +92,18 @@ pub async fn serve(listener: TcpListener, addr: SocketAddr, db: Arc<Db>, mut sto
             async move { handle(&replica, req).await }
         };
         tokio::spawn(h1::serve_simple(stream, handler, OPTIONS, TIMEOUTS, stop.clone()));
+    }
+}
+
+/// A replica's name in `/api/health`: its address, or, listening on every address (as in a
+/// container), the host's name and the port, so that replicas behind one DNS name differ.
+fn replica_name(addr: SocketAddr) -> String {
+    if !addr.ip().is_unspecified() {
+        return addr.to_string();
+    }
+    match std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        Ok(host) if !host.trim().is_empty() => format!("{}:{}", host.trim(), addr.port()),
+        _ => addr.to_string(),
     }
 }
 
