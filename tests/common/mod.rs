@@ -3,6 +3,8 @@
 //! checked, never slept for.
 #![allow(dead_code)]
 
+pub mod engine;
+pub mod pebble;
 mod ports;
 // each test binary uses a part of the harness (as `dead_code` above)
 #[allow(unused_imports)]
@@ -172,6 +174,20 @@ impl Load {
     where
         W: FnMut() -> reqwest::RequestBuilder + Send + 'static,
     {
+        Self::start_paced(rt, workers, Duration::ZERO, worker)
+    }
+
+    /// Like `start`, each worker pausing `pause` after each request (a load that stays under a
+    /// rate limit).
+    pub fn start_paced<W>(
+        rt: &tokio::runtime::Handle,
+        workers: usize,
+        pause: Duration,
+        worker: impl Fn(usize) -> W,
+    ) -> Load
+    where
+        W: FnMut() -> reqwest::RequestBuilder + Send + 'static,
+    {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(Mutex::new(Vec::new()));
@@ -187,6 +203,9 @@ impl Load {
                             }
                             Ok(r) => failures.lock().unwrap().push(r.status().to_string()),
                             Err(e) => failures.lock().unwrap().push(format!("{e:?}")),
+                        }
+                        if !pause.is_zero() {
+                            tokio::time::sleep(pause).await;
                         }
                     }
                 })

@@ -1,0 +1,190 @@
+//! pebble, the ACME CA's own test server, with pebble-challtestsrv as its DNS (every name is
+//! 127.0.0.1, so validations reach a gateway listening, or published, on loopback).
+
+use std::io::{BufRead, BufReader};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{client_trusting, free_port, wait_until};
+
+pub fn need(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .unwrap();
+    assert!(
+        found.status.success(),
+        "`{tool}` is needed for the ACME tests: apt-get install pebble (scripts/test installs it)"
+    );
+}
+
+/// A CA and a leaf for localhost, 127.0.0.1 and `ip`, as PEM files in `dir`: pebble's own HTTPS identity
+/// (rustls refuses a self-signed leaf). Returns (CA, cert, key) paths.
+fn pebble_identity(dir: &Path, ip: IpAddr) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf.subject_alt_names
+        .push(SanType::IpAddress(IpAddr::from([127, 0, 0, 1])));
+    if !ip.is_loopback() {
+        leaf.subject_alt_names.push(SanType::IpAddress(ip));
+    }
+    let leaf = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+    let paths = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, leaf.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// pebble and pebble-challtestsrv (whose DNS answers every name with 127.0.0.1).
+pub struct Pebble {
+    children: Vec<Child>,
+    pub directory: String,
+    pub mgmt: SocketAddr,
+    pub ca: PathBuf,
+    dns: u16,
+    dns_mgmt: u16,
+    log: Arc<Mutex<Vec<String>>>,
+    dir: tempfile::TempDir,
+}
+
+impl Pebble {
+    /// Validations go to the gateway's `http_port` (http-01) and `tls_port` (tls-alpn-01).
+    pub fn start(http_port: u16, tls_port: u16, validity_secs: Option<u64>) -> Pebble {
+        let mut p = Self::prepare(http_port, tls_port, validity_secs);
+        p.launch();
+        p
+    }
+
+    /// Everything but the processes: ports, identity, config.
+    pub fn prepare(http_port: u16, tls_port: u16, validity_secs: Option<u64>) -> Pebble {
+        Self::prepare_on(IpAddr::from([127, 0, 0, 1]), http_port, tls_port, validity_secs)
+    }
+
+    /// As `prepare`, with the ACME directory on `ip` (a container reaches the host on its
+    /// network's gateway address); validations still go to 127.0.0.1.
+    pub fn prepare_on(ip: IpAddr, http_port: u16, tls_port: u16, validity_secs: Option<u64>) -> Pebble {
+        need("pebble");
+        need("pebble-challtestsrv");
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = pebble_identity(dir.path(), ip);
+        let (api, mgmt, dns, dns_mgmt) = (free_port(), free_port(), free_port(), free_port());
+        let api_addr = SocketAddr::new(ip, api);
+        let mut conf = serde_json::json!({"pebble": {
+            "listenAddress": api_addr.to_string(),
+            "managementListenAddress": format!("127.0.0.1:{mgmt}"),
+            "certificate": cert, "privateKey": key,
+            "httpPort": http_port, "tlsPort": tls_port,
+            "ocspResponderURL": "", "externalAccountBindingRequired": false,
+        }});
+        if let Some(v) = validity_secs {
+            conf["pebble"]["certificateValidityPeriod"] = v.into();
+        }
+        std::fs::write(dir.path().join("pebble.json"), conf.to_string()).unwrap();
+        Pebble {
+            children: Vec::new(),
+            directory: format!("https://{api_addr}/dir"),
+            mgmt: SocketAddr::from(([127, 0, 0, 1], mgmt)),
+            ca,
+            dns,
+            dns_mgmt,
+            log: Arc::new(Mutex::new(Vec::new())),
+            dir,
+        }
+    }
+
+    pub fn launch(&mut self) {
+        let (dns, dns_mgmt) = (self.dns, self.dns_mgmt);
+        let challtestsrv = Command::new("pebble-challtestsrv")
+            .args([
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+            ])
+            .args([
+                "-dns01",
+                &format!("127.0.0.1:{dns}"),
+                "-management",
+                &format!("127.0.0.1:{dns_mgmt}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut pebble = Command::new("pebble")
+            .arg("-config")
+            .arg(self.dir.path().join("pebble.json"))
+            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (out, log) = (pebble.stdout.take().unwrap(), self.log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                log.lock().unwrap().push(line);
+            }
+        });
+        self.children = vec![pebble, challtestsrv];
+    }
+
+    pub fn client(&self) -> reqwest::Client {
+        client_trusting(&std::fs::read(&self.ca).unwrap(), None)
+    }
+
+    pub async fn ready(&self) {
+        let c = self.client();
+        let url = self.directory.clone();
+        wait_until(Duration::from_secs(20), "pebble's directory", || {
+            let (c, url) = (c.clone(), url.clone());
+            async move { c.get(url).send().await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+    }
+
+    /// The root that signs the certificates pebble issues.
+    pub async fn issuing_root(&self) -> Vec<u8> {
+        let r = self
+            .client()
+            .get(format!("https://{}/roots/0", self.mgmt))
+            .send()
+            .await
+            .unwrap();
+        r.bytes().await.unwrap().to_vec()
+    }
+
+    pub fn issued(&self) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains("Issued certificate"))
+            .count()
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
