@@ -145,6 +145,16 @@ fn build_image() -> Result<(), String> {
     if !strip.is_ok_and(|o| o.status.success()) {
         std::fs::copy(bin_path(), &binary).map_err(|e| e.to_string())?;
     }
+    // the image an earlier run built under the tag, removed once replaced (no dangling images)
+    let earlier = run_for(
+        &docker(),
+        &["image", "inspect", "-f", "{{.Id}}", IMAGE],
+        &[],
+        Duration::from_secs(30),
+    )
+    .ok()
+    .filter(|o| o.status.success())
+    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     let dockerfile = ctx.path().join("docker/Dockerfile");
     let out = run_for(
         &docker(),
@@ -169,6 +179,11 @@ fn build_image() -> Result<(), String> {
             "docker build of docker/Dockerfile (BINARY_FROM=prebuilt) failed: {}",
             String::from_utf8_lossy(&out.stderr)
         ));
+    }
+    if let Some(id) = earlier
+        && !String::from_utf8_lossy(&out.stdout).contains(&id)
+    {
+        let _ = run_for(&docker(), &["image", "rm", &id], &[], Duration::from_secs(60));
     }
     Ok(())
 }
