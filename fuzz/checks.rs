@@ -33,6 +33,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("accept_encoding", accept_encoding),
     ("config", config),
     ("request_differential", request_differential),
+    ("nginx_conf", nginx_conf),
 ];
 
 fn limits(underscores: bool) -> Limits {
@@ -483,4 +484,26 @@ fn fields_lengths(lines: &[&httparse::Header<'_>]) -> Option<()> {
 
 fn absolute_without_host(target: &str) -> bool {
     http::Uri::try_from(target).is_ok_and(|u| u.scheme().is_some() && u.authority().is_none_or(|a| a.host().is_empty()))
+}
+
+/// An nginx configuration: bad syntax is reported at a line and column inside the text, and
+/// whatever translates is well-formed TOML (names and values from the file are quoted, never
+/// pasted).
+pub fn nginx_conf(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    match orta_gateway::import::translate_text(Path::new("fuzz.conf"), text) {
+        Ok(out) => {
+            if let Err(e) = out.parse::<toml::Table>() {
+                panic!("not TOML: {e}\n{out}");
+            }
+        }
+        Err(e) => {
+            let rest = e.strip_prefix("fuzz.conf:").unwrap_or_else(|| panic!("{e}"));
+            let mut parts = rest.splitn(3, ':');
+            let line: usize = parts.next().unwrap().parse().unwrap_or_else(|_| panic!("{e}"));
+            let col: usize = parts.next().unwrap().parse().unwrap_or_else(|_| panic!("{e}"));
+            assert!(line >= 1 && line <= text.split('\n').count(), "{e}");
+            assert!(col >= 1, "{e}");
+        }
+    }
 }

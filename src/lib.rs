@@ -18,8 +18,9 @@
 //! 5. `pipeline`: the running snapshot (routes compiled to handlers), the state beside it
 //!    (metrics, access log, certificates, connections, shutdown) and the service that takes each
 //!    request through them;
-//! 6. `server` (listeners, connections, reload, shutdown), `admin` and `health` (the probe of a
-//!    running gateway behind `orta-gateway health`); `server::embedded` is the small interface
+//! 6. `server` (listeners, connections, reload, shutdown), `admin`, `health` (the probe of a
+//!    running gateway behind `orta-gateway health`) and `import` (nginx configurations
+//!    translated by `orta-gateway import-nginx`); `server::embedded` is the small interface
 //!    through which a service runs in-process on listeners the server binds;
 //! 7. `api`, the bundled API: it plugs into `server::embedded` (the binary passes
 //!    `api::bundled()` to `server::run`), and no layer below imports it.
@@ -36,6 +37,7 @@ mod fs_atomic;
 pub mod handler;
 pub mod health;
 pub mod http;
+pub mod import;
 mod memory;
 pub mod middleware;
 mod net;

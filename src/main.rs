@@ -39,6 +39,15 @@ enum Command {
         #[arg(long, default_value_t = 3)]
         timeout: u64,
     },
+    /// Translate an nginx configuration into a gateway.toml; what is not translated is
+    /// reported as FILE:LINE on stderr (exit 1 if the result would not pass `check`)
+    ImportNginx {
+        /// The nginx configuration (its includes are followed)
+        file: PathBuf,
+        /// Write the gateway.toml here instead of standard output
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
     /// Run one replica of the bundled API alone
     Api {
         /// Address to listen on, e.g. 127.0.0.1:8001
@@ -57,6 +66,7 @@ fn main() -> ExitCode {
         Command::Run => run(&cli.config),
         Command::Certs => certs(&cli.config),
         Command::Health { url, timeout } => health(&cli.config, url, timeout),
+        Command::ImportNginx { file, output } => import_nginx(&file, output.as_deref()),
         Command::Api { listen, database } => {
             orta_gateway::telemetry::init(&LogSettings::default());
             let database = database.unwrap_or_else(|| PathBuf::from(orta_gateway::api::DEFAULT_DATABASE));
@@ -159,6 +169,48 @@ fn health(path: &Path, url: Option<String>, timeout: u64) -> ExitCode {
         }
         Err(e) => {
             eprintln!("orta-gateway health: {url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn import_nginx(file: &Path, output: Option<&Path>) -> ExitCode {
+    let imported = match orta_gateway::import::import(file) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for r in &imported.reports {
+        eprintln!("{r}");
+    }
+    eprintln!(
+        "{} directives translated, {} reported",
+        imported.translated,
+        imported.reports.len()
+    );
+    // checked as `check` would, against the files it names, relative to the working directory
+    let shown = output.unwrap_or(Path::new("gateway.toml"));
+    let checked = config::parse(shown, &imported.toml);
+    let written = match output {
+        Some(path) => std::fs::write(path, &imported.toml).map_err(|e| format!("{}: {e}", path.display())),
+        None => {
+            print!("{}", imported.toml);
+            Ok(())
+        }
+    };
+    if let Err(e) = written {
+        eprintln!("orta-gateway import-nginx: {e}");
+        return ExitCode::FAILURE;
+    }
+    match checked {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(diags) => {
+            for e in diags.error_lines() {
+                eprintln!("{e}");
+            }
+            eprintln!("orta-gateway import-nginx: the result does not pass `check` yet: fix the lines above");
             ExitCode::FAILURE
         }
     }

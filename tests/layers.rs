@@ -342,7 +342,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["tls", "upstream", "middleware", "handler", "telemetry", "http"],
     &["pipeline"],
-    &["server", "admin", "health"],
+    &["server", "admin", "health", "import"],
     &["api"],
 ];
 

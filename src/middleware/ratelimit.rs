@@ -60,8 +60,9 @@ impl Zone<DefaultClock> {
 impl<C: Clock + Clone> Zone<C> {
     pub fn with_clock(spec: ZoneSpec, clock: C) -> Self {
         // `count` per `period` replenishes one request every period/count; the bucket holds
-        // the rate's worth plus the burst, so `count + burst` pass at once (nginx counts the
-        // same way: rate=10r/s burst=20 lets 21-30 through in a rush, then paces)
+        // the rate's worth plus the burst, so `count + burst` pass at once. (nginx lets
+        // `burst + 1` through in a rush, 21 for rate=10r/s burst=20, as the differential test
+        // in tests/import_nginx.rs measures; the gateway's zones allow a second's worth more.)
         let per_request = spec.period / spec.count.max(1);
         let capacity = NonZeroU32::new(spec.count.saturating_add(spec.burst)).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(per_request)
