@@ -240,6 +240,10 @@ fn what_the_gateway_cannot_do_is_reported_with_file_and_line() {
     assert!(toml.contains("redirect = \"https://new.example.test\""), "{toml}");
     assert!(toml.contains("[[tls.certificates]]"), "{toml}");
     assert!(toml.contains("TLS 1.0 and 1.1 are not offered"), "{toml}");
+    assert!(
+        toml.contains("gzip_static: the gateway serves precompressed siblings"),
+        "{toml}"
+    );
     let (_, toml, err) = import(dir.path(), &nginx.join("includes/main.conf"));
     assert!(
         err.contains("10-upstreams.conf:4: directive `server` not translated: 127.0.0.1:9002 is kept; `weight=2`"),

@@ -429,6 +429,13 @@ impl Translator {
                 self.plan
                     .set("compression", "types", quote_list(&types), &d.at, &d.name);
             }
+            "gzip_static" if arg == "on" => {
+                self.ok();
+                self.plan.notes.push(format!(
+                    "{}: gzip_static: the gateway serves precompressed siblings (.gz, .br) when newer, always",
+                    d.at
+                ));
+            }
             "gzip_min_length" => match size_bytes(arg) {
                 Some(n) => {
                     self.ok();
@@ -476,7 +483,7 @@ pub fn unsupported_reason(name: &str) -> String {
         | "ssl_buffer_size" => {
             "the gateway's TLS (rustls) offers forward-secret AEAD suites with session tickets; not configurable"
         }
-        "gzip_static" => "built in: precompressed siblings (.gz, .br) are served when newer, always",
+        "gzip_static" => "precompressed siblings (.gz, .br) are always served when newer; `off` has no equivalent",
         "gzip_comp_level" | "gzip_vary" | "gzip_proxied" | "gzip_buffers" | "gzip_http_version" | "gzip_disable" => {
             "the gateway's compression settings are algorithms, types and min_size"
         }
