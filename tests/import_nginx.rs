@@ -632,3 +632,91 @@ fn pebble_free_need(tool: &str) {
         "`{tool}` is needed for the differential test: apt-get install {tool} (scripts/test installs it)"
     );
 }
+
+#[test]
+fn inheritance_and_nginx_defaults_carry_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let www = dir.path().join("www");
+    for d in ["admin", "private"] {
+        std::fs::create_dir_all(www.join(d)).unwrap();
+    }
+    let file = dir.path().join("site.conf");
+    let text = r#"
+http {
+    server {
+        server_name a.test;
+        root WWW;
+        expires 1h;
+        allow 10.0.0.0/8;
+        deny all;
+        location /admin/ { allow 127.0.0.1; deny all; }
+        location /app/ { uwsgi_pass 127.0.0.1:3031; }
+        location /api/ { proxy_pass http://a-b:8000; }
+        location /v2/ { proxy_pass http://a.b:8000; }
+        location = /favicon.ico { }
+    }
+    server {
+        listen 8080;
+        server_name b.test;
+        return 301 https://a.test$request_uri;
+        location /keep/ { root WWW; }
+    }
+    server {
+        listen 8443 ssl;
+        listen 8443 quic reuseport;
+        server_name c.test;
+        location /private/ { deny all; root WWW; }
+    }
+}
+"#
+    .replace("WWW", www.to_str().unwrap());
+    std::fs::write(&file, &text).unwrap();
+    let (code, toml, err) = import(dir.path(), &file);
+    assert_all_accounted(&err, std::slice::from_ref(&file), 0);
+    // no listen: nginx's *:80; `quic` is reported, not a second listener on the port
+    assert!(toml.contains("http = \"0.0.0.0:80\""), "{toml}");
+    assert!(
+        err.contains("site.conf:23: directive `listen` not translated: HTTP/3"),
+        "{err}"
+    );
+    // a location's own allow/deny replace the server's (never widened)
+    assert!(toml.contains("allow = [\"127.0.0.1\"]"), "{toml}");
+    assert!(!toml.contains("allow = [\"10.0.0.0/8\", \"127.0.0.1\"]"), "{toml}");
+    // `deny all` alone refuses everyone
+    assert!(toml.contains("allow = [\"0.0.0.0/32\"]"), "{toml}");
+    // an untranslated uwsgi_pass makes no route (never the root's files in its place)
+    assert!(!toml.contains("path = \"/app/\""), "{toml}");
+    // nginx's default index; Cache-Control only on the routes serving files
+    assert!(toml.contains("index = \"index.html\""), "{toml}");
+    let api = toml
+        .split("[[route]]")
+        .find(|r| r.contains("path = \"/api/\""))
+        .unwrap();
+    assert!(!api.contains("cache_control"), "{api}");
+    // two addresses that read alike get two upstreams
+    assert!(
+        toml.contains("name = \"a_b_8000\"") && toml.contains("name = \"a_b_8000_2\""),
+        "{toml}"
+    );
+    // a server-level return answers before its locations
+    assert!(
+        err.contains("site.conf:19: directive `location` not translated: never reached"),
+        "{err}"
+    );
+    assert!(!toml.contains("path = \"/keep/\""), "{toml}");
+    // and the result passes check (an exact-match file location left to the enclosing route)
+    assert_eq!(code, Some(0), "{err}\n{toml}");
+}
+
+#[test]
+fn deeply_nested_blocks_are_refused_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("deep.conf");
+    std::fs::write(&file, "a {".repeat(5000)).unwrap();
+    let (code, _, err) = import(dir.path(), &file);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains(":1:") && err.contains("blocks nested deeper than 64"),
+        "{err}"
+    );
+}

@@ -53,8 +53,18 @@ const FORWARDING: [(&str, &[&str]); 7] = [
 ];
 
 impl Scope {
+    /// Starts a level: its own `allow`/`deny` rules replace the inherited ones (as in nginx),
+    /// and its `add_header`s the inherited headers.
+    pub fn enter(&mut self, t: &mut Translator, list: &[Directive]) {
+        if list.iter().any(|d| d.name == "allow" || d.name == "deny") {
+            self.allow.clear();
+            self.deny_all = false;
+        }
+        self.collect_headers(t, list);
+    }
+
     /// Takes this level's `add_header`s (replacing the inherited ones if there are any).
-    pub fn collect_headers(&mut self, t: &mut Translator, list: &[Directive]) {
+    fn collect_headers(&mut self, t: &mut Translator, list: &[Directive]) {
         let own: Vec<&Directive> = list.iter().filter(|d| d.name == "add_header").collect();
         if own.is_empty() {
             return;
@@ -81,14 +91,23 @@ impl Scope {
 
     /// Puts what this scope says into `route` (`upstream`: the upstream it proxies to).
     pub fn apply(&self, t: &mut Translator, route: &mut Table, upstream: Option<&str>) {
-        if let Some(cc) = self.header_cache_control.as_ref().or(self.cache_control.as_ref()) {
+        // Cache-Control is the gateway's for the files it serves; upstreams send their own
+        if let Some(cc) = self.header_cache_control.as_ref().or(self.cache_control.as_ref())
+            && route.get("root").is_some()
+        {
             route.set("cache_control", quote(cc), &route.from.clone());
         }
         if let Some(zone) = &self.limit_req {
             route.set("rate_limit", quote(zone), &route.from.clone());
         }
         if self.deny_all {
-            route.set("allow", quote_list(&self.allow), &route.from.clone());
+            // `deny all` alone refuses everyone: an allow-list no client address can match
+            let allow = if self.allow.is_empty() {
+                vec!["0.0.0.0/32".to_string()]
+            } else {
+                self.allow.clone()
+            };
+            route.set("allow", quote_list(&allow), &route.from.clone());
         }
         for (name, value, d) in &self.headers {
             let key = SECURITY_HEADERS
@@ -131,10 +150,13 @@ impl Scope {
             }
         }
         for (d, key) in conflicts {
-            t.report(
-                &d,
-                &format!("upstream `{name}` has one {key}; another location set a different one first"),
+            let note = format!(
+                "{}: upstream `{name}` has one {key}: the value set first is kept for the routes to it",
+                d.at
             );
+            if !t.plan.notes.contains(&note) {
+                t.plan.notes.push(note);
+            }
         }
     }
 }

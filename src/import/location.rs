@@ -37,21 +37,30 @@ impl Translator {
         let list = d.block.as_deref().unwrap_or_default();
         let mut scope = outer.clone();
         scope.in_location = true;
-        scope.collect_headers(self, list);
+        scope.enter(self, list);
         let mut handler = None;
-        let mut untranslated_return = false;
+        // a location whose answer (return, a *_pass) is not translated serves no files either
+        let mut untranslated_handler = false;
         let mut alias = None;
         let mut nested = Vec::new();
         for c in list {
             match c.name.as_str() {
-                "proxy_pass" => handler = self.proxy_pass(c, path).map(Handler::Upstream).or(handler),
+                "proxy_pass" => match self.proxy_pass(c, path) {
+                    Some(name) => handler = Some(Handler::Upstream(name)),
+                    None => untranslated_handler = true,
+                },
+                "fastcgi_pass" | "uwsgi_pass" | "scgi_pass" | "grpc_pass" | "memcached_pass" => {
+                    untranslated_handler = true;
+                    let reason = unsupported_reason(&c.name);
+                    self.report(c, &reason);
+                }
                 "return" => match redirect_target(c) {
                     Ok(target) => {
                         self.ok();
                         handler = Some(Handler::Redirect(target));
                     }
                     Err(why) => {
-                        untranslated_return = true;
+                        untranslated_handler = true;
                         if https_redirect(c) {
                             self.report(c, &format!("{why} (a redirect to HTTPS for one path)"));
                         } else {
@@ -74,21 +83,43 @@ impl Translator {
                 }
             }
         }
-        // a location that answers by `return` serves no files, even under a root
-        if handler.is_none() && !untranslated_return {
+        if handler.is_none() && !untranslated_handler {
             handler = alias
                 .map(Handler::Root)
                 .or_else(|| scope.root.as_ref().map(|r| Handler::Root(join_root(r, path))));
         }
+        self.location_route(d, &scope, hosts, (modifier, path), handler, untranslated_handler);
+        for n in nested {
+            self.location(n, &scope, hosts);
+        }
+    }
+
+    /// The route a location makes, or the note saying why it makes none.
+    fn location_route(
+        &mut self,
+        d: &Directive,
+        scope: &Scope,
+        hosts: &[String],
+        (modifier, path): (&str, &str),
+        handler: Option<Handler>,
+        untranslated_handler: bool,
+    ) {
         match handler {
-            Some(h) => self.push_route(d, &scope, hosts, path, h),
+            // an exact-match location for a file: a route's root is a directory, so the route
+            // of the enclosing prefix serves it
+            Some(Handler::Root(_)) if modifier == "=" => self.plan.notes.push(format!(
+                "{}: `location = {path}` serves a file: the enclosing route serves it (its own settings are not kept)",
+                d.at
+            )),
+            Some(h) => self.push_route(d, scope, hosts, path, h),
+            None if untranslated_handler => self.plan.notes.push(format!(
+                "{}: location {path} gets no route: what it answers with is not translated (reported)",
+                d.at
+            )),
             None => self.plan.notes.push(format!(
                 "{}: location {path} serves nothing the gateway can translate (no proxy_pass, root or return)",
                 d.at
             )),
-        }
-        for n in nested {
-            self.location(n, &scope, hosts);
         }
     }
 
@@ -98,6 +129,8 @@ impl Translator {
                 && r.get("host") == (!hosts.is_empty()).then(|| quote_list(hosts)).as_deref()
         });
         if duplicate {
+            // counted when the location was read; it is not translated after all
+            self.plan.translated -= 1;
             return self.report(d, "a route for the same hosts and path was made earlier");
         }
         let mut route = self.route(d, hosts, path);
@@ -172,17 +205,31 @@ impl Translator {
         } else {
             format!("{authority}:80")
         };
-        let name: String = authority
+        let base: String = authority
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
-        if !self.upstreams.contains(&name) {
-            let mut table = Table::new(&d.at);
-            table.set("name", quote(&name), &d.at);
-            table.set("servers", quote_list(&[server]), &d.at);
-            self.plan.upstreams.push(table);
-            self.upstreams.push(name.clone());
+        let servers = quote_list(std::slice::from_ref(&server));
+        // `a-b:80` and `a.b:80` read alike: a name taken by other servers gets a number
+        let mut name = base.clone();
+        for n in 2.. {
+            match self
+                .plan
+                .upstreams
+                .iter()
+                .find(|u| u.get("name") == Some(&quote(&name)))
+            {
+                Some(u) if u.get("servers") == Some(&servers) => return name,
+                Some(_) => name = format!("{base}_{n}"),
+                None if self.upstreams.contains(&name) => name = format!("{base}_{n}"),
+                None => break,
+            }
         }
+        let mut table = Table::new(&d.at);
+        table.set("name", quote(&name), &d.at);
+        table.set("servers", servers, &d.at);
+        self.plan.upstreams.push(table);
+        self.upstreams.push(name.clone());
         name
     }
 
@@ -228,7 +275,10 @@ impl Translator {
 
     /// `server ADDR [params]` of an upstream block: the address, params reported.
     fn upstream_server(&mut self, d: &Directive) -> Option<String> {
-        let addr = d.args.first()?;
+        let Some(addr) = d.args.first() else {
+            self.report(d, "no address");
+            return None;
+        };
         if addr.starts_with("unix:") {
             self.report(d, "unix sockets are not supported upstreams");
             return None;

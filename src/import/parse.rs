@@ -62,6 +62,8 @@ pub struct Missing {
 
 /// Includes nest at most this deep (a file including itself stops here).
 const MAX_DEPTH: usize = 16;
+/// Blocks nest at most this deep (the parser recurses once per block).
+const MAX_NESTING: usize = 64;
 
 /// Reads `path` and every file it includes.
 pub fn parse_file(path: &Path) -> Result<(Vec<Directive>, Vec<Missing>), SyntaxError> {
@@ -302,7 +304,7 @@ pub fn parse_text(file: &Arc<Path>, text: &str) -> Result<Vec<Directive>, Syntax
         col: 1,
         file: file.clone(),
     };
-    let (list, end) = block(&mut lx, None)?;
+    let (list, end) = block(&mut lx, None, 0)?;
     if let Some(at) = end {
         return Err(SyntaxError {
             at,
@@ -313,7 +315,7 @@ pub fn parse_text(file: &Arc<Path>, text: &str) -> Result<Vec<Directive>, Syntax
 }
 
 /// Directives until `}` (returned with its position) or the end of the file (`None`).
-fn block(lx: &mut Lexer<'_>, opened: Option<&At>) -> Result<(Vec<Directive>, Option<At>), SyntaxError> {
+fn block(lx: &mut Lexer<'_>, opened: Option<&At>, depth: usize) -> Result<(Vec<Directive>, Option<At>), SyntaxError> {
     let mut list = Vec::new();
     loop {
         let Some((tok, at)) = lx.next()? else {
@@ -356,7 +358,13 @@ fn block(lx: &mut Lexer<'_>, opened: Option<&At>) -> Result<(Vec<Directive>, Opt
                     break;
                 }
                 Some((Tok::Open, _)) => {
-                    let (inner, close) = block(lx, Some(&at))?;
+                    if depth >= MAX_NESTING {
+                        return Err(SyntaxError {
+                            at,
+                            message: format!("blocks nested deeper than {MAX_NESTING}"),
+                        });
+                    }
+                    let (inner, close) = block(lx, Some(&at), depth + 1)?;
                     debug_assert!(close.is_some());
                     list.push(Directive {
                         name,

@@ -93,12 +93,13 @@ impl Plan {
     }
 
     /// Sets `[section] key`; a second, different value from elsewhere is reported (the gateway
-    /// has one).
+    /// has one) and no longer counted as translated (callers count a directive before setting).
     pub fn set(&mut self, section: &'static str, key: &str, value: String, from: &At, name: &str) {
         let entries = self.section(section);
         if let Some(e) = entries.iter().find(|e| e.key == key) {
             if e.value != value {
                 let first = e.from.clone();
+                self.translated = self.translated.saturating_sub(1);
                 self.report(
                     from,
                     name,

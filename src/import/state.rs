@@ -10,6 +10,8 @@ pub struct Translator {
     pub plan: Plan,
     /// Names of nginx `upstream` blocks.
     pub upstreams: Vec<String>,
+    /// Plain-HTTP-only servers with content (which a `redirect_to_https` would redirect too).
+    pub plain_sites: Vec<super::parse::At>,
 }
 
 impl Default for Translator {
@@ -23,6 +25,7 @@ impl Translator {
         Translator {
             plan: Plan::default(),
             upstreams: Vec::new(),
+            plain_sites: Vec::new(),
         }
     }
 

@@ -25,8 +25,10 @@ struct ServerInfo {
     redirects_to_https: bool,
     certs: Vec<(String, At)>,
     keys: Vec<(String, At)>,
-    /// The `server_name` directive (counted once its names are read).
-    name_at: Option<Directive>,
+    /// The `server_name` directives (counted once their names are read).
+    name_at: Vec<Directive>,
+    has_listen: bool,
+    default_server: bool,
 }
 
 impl Translator {
@@ -65,6 +67,13 @@ impl Translator {
         if !rest.is_empty() {
             self.http(&rest);
         }
+        if self.plan.get("server", "redirect_to_https") == Some("true") {
+            for at in std::mem::take(&mut self.plain_sites) {
+                self.plan.notes.push(format!(
+                    "{at}: this plain-HTTP site is redirected to HTTPS too (redirect_to_https applies to every host)"
+                ));
+            }
+        }
     }
 
     /// The `http` context: upstreams and zones first (servers name them), then the settings
@@ -77,8 +86,12 @@ impl Translator {
         for d in list.iter().filter(|d| d.name == "limit_req_zone") {
             self.limit_req_zone(d);
         }
-        let mut scope = Scope::default();
-        scope.collect_headers(self, list);
+        // nginx's default index
+        let mut scope = Scope {
+            index: Some("index.html".into()),
+            ..Scope::default()
+        };
+        scope.enter(self, list);
         for d in list {
             match d.name.as_str() {
                 "upstream" | "limit_req_zone" | "server" | "add_header" => {}
@@ -99,7 +112,7 @@ impl Translator {
     fn server(&mut self, d: &Directive, outer: &Scope) {
         let list = d.block.as_deref().unwrap_or_default();
         let mut scope = outer.clone();
-        scope.collect_headers(self, list);
+        scope.enter(self, list);
         let mut info = ServerInfo::default();
         let mut locations = Vec::new();
         let mut returns = Vec::new();
@@ -108,7 +121,7 @@ impl Translator {
                 "listen" => self.listen(c, &mut info),
                 "server_name" => {
                     info.names.extend(c.args.iter().cloned());
-                    info.name_at = Some(c.clone());
+                    info.name_at.push(c.clone());
                 }
                 "location" => locations.push(c),
                 "return" => returns.push(c),
@@ -134,22 +147,64 @@ impl Translator {
                 info.redirects_to_https = true;
             }
         }
+        if !info.has_listen {
+            // nginx's default: *:80
+            self.plan.set("server", "http", quote("0.0.0.0:80"), &d.at, "listen");
+            info.plain = true;
+        }
         if info.plain && !info.ssl && (info.redirects_to_https || locations_only_redirect(&locations)) {
-            if info.name_at.is_some() {
+            for _ in &info.name_at {
                 self.ok();
+            }
+            for (_, at) in info.certs.iter().chain(&info.keys) {
+                self.plan.report(
+                    at,
+                    "ssl_certificate",
+                    "the HTTP server that redirects to HTTPS serves no TLS",
+                );
             }
             self.plain_redirect_server(d, &locations, &returns);
             return;
         }
-        self.certificates(&info);
-        let hosts = self.hosts(&info);
-        let mut has_root_route = false;
-        for loc in &locations {
-            has_root_route |= loc.args.last().is_some_and(|p| p == "/");
-            self.location(loc, &scope, &hosts);
+        if info.plain && !info.ssl {
+            self.plain_sites.push(d.at.clone());
         }
-        for r in &returns {
-            has_root_route |= self.server_return(r, &hosts);
+        self.server_routes(d, &scope, &info, &locations, &returns);
+    }
+
+    /// A server's routes: its certificates and hosts, then a server-level `return`, or its
+    /// locations and the root's own route.
+    fn server_routes(
+        &mut self,
+        d: &Directive,
+        scope: &Scope,
+        info: &ServerInfo,
+        locations: &[&Directive],
+        returns: &[&Directive],
+    ) {
+        self.certificates(info);
+        let hosts = self.hosts(info);
+        if info.default_server && !hosts.is_empty() {
+            self.plan.notes.push(format!(
+                "{}: default_server: requests for hosts no route names get 404 from the gateway (nginx: this server answers them)",
+                d.at
+            ));
+        }
+        // a server-level `return` answers before any location is chosen
+        let server_return = returns.iter().find(|r| redirect_target(r).is_ok()).copied();
+        for r in returns {
+            self.server_return(r, &hosts);
+        }
+        if server_return.is_some() {
+            for loc in locations {
+                self.report_all(loc, "never reached: the server's `return` answers every request first");
+            }
+            return;
+        }
+        let mut has_root_route = false;
+        for loc in locations {
+            has_root_route |= loc.args.last().is_some_and(|p| p == "/");
+            self.location(loc, scope, &hosts);
         }
         if !has_root_route && let Some(root) = &scope.root {
             let mut route = self.route(d, &hosts, "/");
@@ -158,8 +213,23 @@ impl Translator {
                 route.set("index", quote(index), &d.at);
             }
             scope.apply(self, &mut route, None);
-            self.plan.routes.push(route);
+            self.push_unique(route, d);
         }
+    }
+
+    /// Adds `route` unless one for the same hosts and path exists (then `d` is reported).
+    pub fn push_unique(&mut self, route: Table, d: &Directive) -> bool {
+        let same = self
+            .plan
+            .routes
+            .iter()
+            .any(|r| r.get("path") == route.get("path") && r.get("host") == route.get("host"));
+        if same {
+            self.report(d, "a route for the same hosts and path was made earlier");
+            return false;
+        }
+        self.plan.routes.push(route);
+        true
     }
 
     /// The plain-HTTP server that only sends clients to HTTPS.
@@ -184,10 +254,10 @@ impl Translator {
 
     /// A location of the HTTP-to-HTTPS server: the redirect itself, or certbot's webroot.
     fn drop_location(&mut self, loc: &Directive) {
-        self.ok();
-        for _ in loc.block.iter().flatten() {
-            self.ok();
+        fn count(d: &Directive) -> usize {
+            1 + d.block.iter().flatten().map(count).sum::<usize>()
         }
+        self.plan.translated += count(loc);
         if loc
             .args
             .last()
@@ -201,9 +271,14 @@ impl Translator {
     }
 
     fn listen(&mut self, d: &Directive, info: &mut ServerInfo) {
+        info.has_listen = true;
         let Some(addr) = d.args.first() else {
             return self.report(d, "no address");
         };
+        if d.args.iter().any(|a| a == "quic") {
+            return self.report(d, "HTTP/3 (quic) is not served by the gateway yet");
+        }
+        info.default_server |= d.args.iter().any(|a| a == "default_server" || a == "default");
         if addr.starts_with('[') || addr.starts_with("unix:") {
             return self.report(d, "one IPv4 address per listener in the gateway; this one is not added");
         }
@@ -262,17 +337,23 @@ impl Translator {
             }
             hosts.push(name.to_ascii_lowercase());
         }
-        let Some(d) = &info.name_at else { return hosts };
-        if dropped.is_empty() {
-            self.ok();
-        } else {
-            self.report(
-                d,
-                &format!(
-                    "{}: routes match exact host names only (the exact ones are kept)",
-                    dropped.join(", ")
-                ),
-            );
+        for d in &info.name_at {
+            let mine: Vec<&String> = dropped
+                .iter()
+                .filter(|n| d.args.iter().any(|a| format!("`{a}`") == **n))
+                .collect();
+            if mine.is_empty() {
+                self.ok();
+            } else {
+                let names: Vec<&str> = mine.iter().map(|n| n.as_str()).collect();
+                self.report(
+                    d,
+                    &format!(
+                        "{}: routes match exact host names only (the exact ones are kept)",
+                        names.join(", ")
+                    ),
+                );
+            }
         }
         hosts
     }
@@ -282,9 +363,15 @@ impl Translator {
         if info.certs.is_empty() {
             return;
         }
+        for (_, at) in info.keys.iter().skip(info.certs.len()) {
+            self.plan
+                .report(at, "ssl_certificate_key", "no ssl_certificate beside it");
+        }
         for (i, (cert, at)) in info.certs.iter().enumerate() {
-            self.ok();
             let key = info.keys.get(i);
+            if key.is_some() || cert.starts_with(CERTBOT_LIVE) {
+                self.ok();
+            }
             if key.is_some() {
                 self.ok();
             }
@@ -293,7 +380,7 @@ impl Translator {
                 let mut domains: Vec<String> = info
                     .names
                     .iter()
-                    .filter(|n| !n.contains('*') && !n.starts_with('~') && *n != "_")
+                    .filter(|n| !n.contains('*') && !n.starts_with('~') && !n.starts_with('.') && *n != "_")
                     .cloned()
                     .collect();
                 let section = self.plan.section("acme");
@@ -341,7 +428,9 @@ impl Translator {
                 self.ok();
                 let mut route = self.route(r, hosts, "/");
                 route.set("redirect", quote(&target), &r.at);
-                self.plan.routes.push(route);
+                if !self.push_unique(route, r) {
+                    self.plan.translated -= 1;
+                }
                 true
             }
             Err(why) => {
