@@ -194,6 +194,42 @@ fn api_subcommand_answers_its_health_endpoint() {
 }
 
 #[test]
+fn api_replicas_starting_together_on_a_new_database_all_start() {
+    // SQLite answers a race to switch a new database to WAL with "database is locked" at once;
+    // found when docker started three replicas on a fresh volume
+    for _ in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let children: Vec<std::process::Child> = (0..3)
+            .map(|_| {
+                Command::new(bin_path())
+                    .args(["api", "--listen", "127.0.0.1:0", "--database"])
+                    .arg(dir.path().join("orta.db"))
+                    .stderr(Stdio::piped())
+                    .stdout(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for mut child in children {
+            let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+            let mut seen = Vec::new();
+            let mut listening = false;
+            for line in lines.map_while(Result::ok) {
+                listening = line.contains("replica listening");
+                seen.push(line);
+                if listening {
+                    break;
+                }
+            }
+            let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+            let status = child.wait().unwrap();
+            assert!(listening, "a replica did not start: {seen:?}");
+            assert_eq!(status.code(), Some(0));
+        }
+    }
+}
+
+#[test]
 fn version_and_help() {
     let out = Command::new(bin_path()).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("orta-gateway "));

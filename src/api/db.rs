@@ -110,8 +110,19 @@ impl Db {
             path: path.to_path_buf(),
             idle: Mutex::new(Vec::new()),
         });
-        let mut conn = db.connect().map_err(|e| format!("database {}: {e}", path.display()))?;
-        migrate(&mut conn).map_err(|e| format!("database {}: {e}", path.display()))?;
+        // Replicas that start together on a new database race to switch it to WAL, which
+        // SQLite answers with "database is locked" at once (the busy timeout does not cover
+        // it): try again for a few seconds.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let conn = loop {
+            match db.connect().and_then(|mut conn| migrate(&mut conn).map(|()| conn)) {
+                Ok(conn) => break conn,
+                Err(e) if is_busy(&e) && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => return Err(format!("database {}: {e}", path.display())),
+            }
+        };
         db.put(conn);
         Ok(db)
     }
@@ -307,6 +318,14 @@ fn dress_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Dress> {
 
 /// Brings the schema up to date and seeds an empty catalog, in one transaction (two processes
 /// starting together serialise on it).
+/// SQLite's "busy" or "locked": another connection holds the lock a moment.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;

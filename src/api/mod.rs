@@ -110,14 +110,15 @@ fn replica_name(addr: SocketAddr) -> String {
 /// Runs one replica alone (`orta-gateway api --listen ADDR`) until SIGTERM/SIGINT.
 pub async fn run_standalone(addr: SocketAddr, database: &Path) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
+    // SIGTERM handled from before the replica says it listens (docker may stop it at once)
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let db = Db::open(database)?;
     let listener = crate::net::bind(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     tracing::info!(database = %database.display(), "bundled API replica listening api={bound}");
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(serve(listener, bound, db, rx));
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
