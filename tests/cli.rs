@@ -197,20 +197,30 @@ fn api_subcommand_answers_its_health_endpoint() {
 fn api_replicas_starting_together_on_a_new_database_all_start() {
     // SQLite answers a race to switch a new database to WAL with "database is locked" at once;
     // found when docker started three replicas on a fresh volume
+    /// A replica, killed if the test fails before it is stopped.
+    struct Reap(std::process::Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     for _ in 0..10 {
         let dir = tempfile::tempdir().unwrap();
-        let children: Vec<std::process::Child> = (0..3)
+        let mut children: Vec<Reap> = (0..3)
             .map(|_| {
-                Command::new(bin_path())
-                    .args(["api", "--listen", "127.0.0.1:0", "--database"])
-                    .arg(dir.path().join("orta.db"))
-                    .stderr(Stdio::piped())
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .unwrap()
+                Reap(
+                    Command::new(bin_path())
+                        .args(["api", "--listen", "127.0.0.1:0", "--database"])
+                        .arg(dir.path().join("orta.db"))
+                        .stderr(Stdio::piped())
+                        .stdout(Stdio::null())
+                        .spawn()
+                        .unwrap(),
+                )
             })
             .collect();
-        for mut child in children {
+        for Reap(child) in &mut children {
             let lines = BufReader::new(child.stderr.take().unwrap()).lines();
             let mut seen = Vec::new();
             let mut listening = false;
