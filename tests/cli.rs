@@ -148,16 +148,18 @@ fn check_prints_ok_and_run_refuses_the_same_problems() {
     assert!(stderr.contains("not started"), "{stderr}");
 }
 
+/// A child process, killed even if an assertion fails before it is stopped.
+struct Reap(std::process::Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn api_subcommand_answers_its_health_endpoint() {
-    /// The child process, killed even if an assertion fails.
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
     let mut child = Reap(
         Command::new(bin_path())
@@ -197,14 +199,6 @@ fn api_subcommand_answers_its_health_endpoint() {
 fn api_replicas_starting_together_on_a_new_database_all_start() {
     // SQLite answers a race to switch a new database to WAL with "database is locked" at once;
     // found when docker started three replicas on a fresh volume
-    /// A replica, killed if the test fails before it is stopped.
-    struct Reap(std::process::Child);
-    impl Drop for Reap {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     for _ in 0..10 {
         let dir = tempfile::tempdir().unwrap();
         let mut children: Vec<Reap> = (0..3)

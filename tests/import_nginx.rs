@@ -385,21 +385,12 @@ async fn listening(port: u16, what: &str) {
 
 /// A CA, and a certificate it signed for the Orta names, as certbot would have left them.
 fn certbot_files(dir: &Path) -> Vec<u8> {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
     let live = dir.join("letsencrypt/live/ortanovias.com");
     std::fs::create_dir_all(&live).unwrap();
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["ortanovias.com".into(), "www.ortanovias.com".into()])
-        .unwrap()
-        .signed_by(&key, &ca, &ca_key)
-        .unwrap();
-    std::fs::write(live.join("fullchain.pem"), leaf.pem() + &ca.pem()).unwrap();
+    let (ca, leaf, key) = ca_and_leaf(&["ortanovias.com", "www.ortanovias.com"], &[]);
+    std::fs::write(live.join("fullchain.pem"), leaf + &ca).unwrap();
     let privkey = live.join("privkey.pem");
-    std::fs::write(&privkey, key.serialize_pem()).unwrap();
+    std::fs::write(&privkey, key).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&privkey, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::write(
@@ -414,7 +405,7 @@ fn certbot_files(dir: &Path) -> Vec<u8> {
         .output()
         .expect("openssl is needed: apt-get install openssl (scripts/test installs it)");
     assert!(dh.status.success());
-    ca.pem().into_bytes()
+    ca.into_bytes()
 }
 
 /// orta.conf with only its ports, paths and certificate files changed.
@@ -451,7 +442,7 @@ async fn answer(c: &reqwest::Client, url: String, port: u16) -> Answer {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_orta_config_answers_alike_in_nginx_and_imported_in_the_gateway() {
-    pebble_free_need("nginx");
+    need("nginx", "nginx");
     let dir = tempfile::tempdir().unwrap();
     use std::os::unix::fs::PermissionsExt;
     // nginx's workers run as www-data: everything they serve is readable by all
@@ -619,18 +610,6 @@ async fn the_orta_config_answers_alike_in_nginx_and_imported_in_the_gateway() {
             "port {port}: {statuses:?} ({refill} refilled)"
         );
     }
-}
-
-/// Fails saying how to install `tool` when it is missing.
-fn pebble_free_need(tool: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .unwrap();
-    assert!(
-        found.status.success(),
-        "`{tool}` is needed for the differential test: apt-get install {tool} (scripts/test installs it)"
-    );
 }
 
 #[test]

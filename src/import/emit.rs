@@ -35,7 +35,7 @@ pub fn toml(plan: &Plan, source: &str) -> String {
             continue;
         }
         let _ = writeln!(out, "\n[{name}]");
-        entries_with_sources(&mut out, entries);
+        entries_with_sources(&mut out, "", entries);
     }
     for (title, tables) in [
         ("tls.certificates", &plan.certificates),
@@ -67,23 +67,15 @@ fn table(out: &mut String, title: &str, t: &Table) {
     }
     if !t.headers.is_empty() {
         let _ = writeln!(out, "  [{title}.headers]");
-        for e in &t.headers {
-            let _ = writeln!(
-                out,
-                "  {} = {}    # from {}",
-                e.key,
-                e.value,
-                one_line(&e.from.to_string())
-            );
-        }
+        entries_with_sources(out, "  ", &t.headers);
     }
 }
 
-fn entries_with_sources(out: &mut String, entries: &[Entry]) {
+fn entries_with_sources(out: &mut String, indent: &str, entries: &[Entry]) {
     for e in entries {
         let _ = writeln!(
             out,
-            "{} = {}    # from {}",
+            "{indent}{} = {}    # from {}",
             e.key,
             e.value,
             one_line(&e.from.to_string())

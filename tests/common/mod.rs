@@ -33,6 +33,33 @@ use orta_gateway::server::Gateway;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
+/// A CA, and a leaf it signed for `names` and `ips`: (CA PEM, leaf PEM, leaf key PEM).
+pub fn ca_and_leaf(names: &[&str], ips: &[std::net::IpAddr]) -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut leaf = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    leaf.subject_alt_names
+        .extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    let leaf = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+    (ca.pem(), leaf.pem(), key.serialize_pem())
+}
+
+/// Fails, saying how to install it, when `tool` is not on PATH (tests never skip).
+pub fn need(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .unwrap();
+    assert!(
+        found.status.success(),
+        "`{tool}` is needed for this test: apt-get install {package} (scripts/test installs it)"
+    );
+}
+
 /// Polls `f` every 20 ms until it returns true; panics with `what` after `timeout`.
 pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut f: F)
 where

@@ -8,39 +8,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{client_trusting, free_port, wait_until};
-
-pub fn need(tool: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .unwrap();
-    assert!(
-        found.status.success(),
-        "`{tool}` is needed for the ACME tests: apt-get install pebble (scripts/test installs it)"
-    );
-}
+use super::{client_trusting, free_port, need, wait_until};
 
 /// A CA and a leaf for localhost, 127.0.0.1 and `ip`, as PEM files in `dir`: pebble's own HTTPS identity
 /// (rustls refuses a self-signed leaf). Returns (CA, cert, key) paths.
 fn pebble_identity(dir: &Path, ip: IpAddr) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = ca.self_signed(&ca_key).unwrap();
-    let key = KeyPair::generate().unwrap();
-    let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    leaf.subject_alt_names
-        .push(SanType::IpAddress(IpAddr::from([127, 0, 0, 1])));
+    let mut ips = vec![IpAddr::from([127, 0, 0, 1])];
     if !ip.is_loopback() {
-        leaf.subject_alt_names.push(SanType::IpAddress(ip));
+        ips.push(ip);
     }
-    let leaf = leaf.signed_by(&key, &ca, &ca_key).unwrap();
+    let (ca, leaf, key) = super::ca_and_leaf(&["localhost"], &ips);
     let paths = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
-    std::fs::write(&paths.0, ca.pem()).unwrap();
-    std::fs::write(&paths.1, leaf.pem()).unwrap();
-    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    std::fs::write(&paths.0, ca).unwrap();
+    std::fs::write(&paths.1, leaf).unwrap();
+    std::fs::write(&paths.2, key).unwrap();
     paths
 }
 
@@ -72,8 +53,8 @@ impl Pebble {
     /// As `prepare`, with the ACME directory on `ip` (a container reaches the host on its
     /// network's gateway address); validations still go to 127.0.0.1.
     pub fn prepare_on(ip: IpAddr, http_port: u16, tls_port: u16, validity_secs: Option<u64>) -> Pebble {
-        need("pebble");
-        need("pebble-challtestsrv");
+        need("pebble", "pebble");
+        need("pebble-challtestsrv", "pebble");
         let dir = tempfile::tempdir().unwrap();
         let (ca, cert, key) = pebble_identity(dir.path(), ip);
         let (api, mgmt, dns, dns_mgmt) = (free_port(), free_port(), free_port(), free_port());
