@@ -13,8 +13,8 @@
 //!    `Config` as plain data; it starts nothing;
 //! 4. runtime parts, one room each: `tls` (+ ACME), `upstream` (servers, pools, balancing,
 //!    health, discovery), `middleware` (rate limits, headers, compression), `handler` (files,
-//!    proxy, redirect), `telemetry` (access log, metrics), `http` (request context, the
-//!    gateway's own error answers);
+//!    proxy, redirect), `cache` (the proxy response cache), `telemetry` (access log, metrics),
+//!    `http` (request context, the gateway's own error answers, conditional requests);
 //! 5. `pipeline`: the running snapshot (routes compiled to handlers), the state beside it
 //!    (metrics, access log, certificates, connections, shutdown) and the service that takes each
 //!    request through them;
@@ -32,6 +32,7 @@
 
 mod admin;
 pub mod api;
+mod cache;
 pub mod config;
 mod fs_atomic;
 pub mod handler;

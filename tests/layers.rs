@@ -340,7 +340,7 @@ const LAYERS: &[&[&str]] = &[
     &["zerocopy", "fs_atomic", "memory", "net", "pem", "router"],
     &["proto"],
     &["config"],
-    &["tls", "upstream", "middleware", "handler", "telemetry", "http"],
+    &["tls", "upstream", "middleware", "handler", "cache", "telemetry", "http"],
     &["pipeline"],
     &["server", "admin", "health", "import"],
     &["api"],
@@ -361,6 +361,9 @@ const ACROSS: &[(&str, &str)] = &[
     ("handler", "upstream"),
     ("handler", "middleware"),
     ("handler", "http"),
+    // the proxy cache compresses stored bodies once and answers conditional requests
+    ("cache", "middleware"),
+    ("cache", "http"),
     // the ACME manager counts renewals in the metrics
     ("tls", "telemetry"),
     // `/metrics` and `/status` are served by the server's admin listener

@@ -1,6 +1,7 @@
 //! The admin listener (loopback by default): `/metrics` in Prometheus text format, `/healthz`
 //! (200 while serving), `/status` (JSON: generation, config, listeners, upstream health,
-//! certificates, last reload error).
+//! certificates, last reload error), and `POST /cache/purge` (drops proxy-cached objects by URL
+//! or URL prefix).
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -37,12 +38,18 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, mut stop: watch::Re
             _ = stop.changed() => return,
         };
         let state = state.clone();
-        let handler = move |req| std::future::ready(handle(&state, req));
+        let handler = move |req| {
+            let state = state.clone();
+            async move { handle(&state, req).await }
+        };
         tokio::spawn(h1::serve_simple(stream, handler, OPTIONS, TIMEOUTS, stop.clone()));
     }
 }
 
-fn handle(state: &State, req: Request<Option<RequestBody>>) -> Response<Body> {
+async fn handle(state: &State, req: Request<Option<RequestBody>>) -> Response<Body> {
+    if req.uri().path() == "/cache/purge" {
+        return purge(state, req).await;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
     }
@@ -58,9 +65,65 @@ fn handle(state: &State, req: Request<Option<RequestBody>>) -> Response<Body> {
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: /metrics, /healthz, /status\n".into(),
+            "not found: /metrics, /healthz, /status, POST /cache/purge\n".into(),
         ),
     }
+}
+
+/// `POST /cache/purge` with `{"url": "https://host/path?q"}` or `{"prefix": "https://host/path/"}`
+/// (and optionally `"zone"`): drops the matching objects of every zone (or of that one) and
+/// answers `{"purged": N}`.
+async fn purge(state: &State, req: Request<Option<RequestBody>>) -> Response<Body> {
+    use http_body_util::{BodyExt, Limited};
+    let json = |status, v: serde_json::Value| text(status, "application/json", format!("{v}\n"));
+    let bad = |msg: &str| json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": msg }));
+    if req.method() != Method::POST {
+        return json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            serde_json::json!({ "error": "POST {\"url\": ...} or {\"prefix\": ...}" }),
+        );
+    }
+    let body = match req.into_body() {
+        Some(b) => match Limited::new(b, 16 * 1024).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => return bad("the body could not be read (at most 16 KiB)"),
+        },
+        None => bytes::Bytes::new(),
+    };
+    let Ok(serde_json::Value::Object(ask)) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return bad("expected a JSON object: {\"url\": ...} or {\"prefix\": ...}");
+    };
+    let zone = ask.get("zone").and_then(|z| z.as_str());
+    let (url, prefix) = (
+        ask.get("url").and_then(|u| u.as_str()),
+        ask.get("prefix").and_then(|p| p.as_str()),
+    );
+    let Some(key) = url.or(prefix).and_then(crate::cache::policy::key_of_url) else {
+        return bad("give \"url\" or \"prefix\" as an absolute http(s) URL");
+    };
+    let snap = state.snapshot();
+    if let Some(z) = zone
+        && !snap.cache_zones.contains_key(z)
+    {
+        return json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({ "error": format!("no cache_zone `{z}`") }),
+        );
+    }
+    let purged: u64 = snap
+        .cache_zones
+        .iter()
+        .filter(|(name, _)| zone.is_none_or(|z| z == name.as_str()))
+        .map(|(_, z)| {
+            if url.is_some() {
+                z.purge_url(&key)
+            } else {
+                z.purge_prefix(&key)
+            }
+        })
+        .sum();
+    tracing::info!(key, purged, "cache purge");
+    json(StatusCode::OK, serde_json::json!({ "purged": purged }))
 }
 
 fn text(status: StatusCode, ctype: &'static str, body: String) -> Response<Body> {
@@ -122,6 +185,7 @@ fn scrape_time_series(state: &State) -> Vec<Gauge> {
         ),
     ];
     let mut out = upstream_series(&snap);
+    out.extend(proxy_cache_series(&snap));
     out.extend(unlabelled.map(|(name, help, kind, value)| Gauge {
         name,
         help,
@@ -138,6 +202,44 @@ fn scrape_time_series(state: &State) -> Vec<Gauge> {
                 kind: "gauge",
                 labels: vec![("domain", domain.clone())],
                 value: c.not_after as f64 - now,
+            });
+        }
+    }
+    out
+}
+
+/// Each proxy cache zone's requests by cache status, bytes and objects held, zones in name order.
+fn proxy_cache_series(snap: &Snapshot) -> Vec<Gauge> {
+    let mut zones: Vec<_> = snap.cache_zones.values().collect();
+    zones.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    let mut out = Vec::new();
+    for z in &zones {
+        for (status, n) in z.counts() {
+            out.push(Gauge {
+                name: "proxy_cache_requests_total",
+                help: "Requests to cached routes, by zone and cache status",
+                kind: "counter",
+                labels: vec![("zone", z.spec.name.clone()), ("status", status.to_string())],
+                value: n as f64,
+            });
+        }
+    }
+    for (name, help) in [
+        ("proxy_cache_bytes", "Bytes held by the proxy cache zone"),
+        ("proxy_cache_objects", "Responses held by the proxy cache zone"),
+    ] {
+        for z in &zones {
+            let value = if name == "proxy_cache_bytes" {
+                z.bytes()
+            } else {
+                z.objects()
+            };
+            out.push(Gauge {
+                name,
+                help,
+                kind: "gauge",
+                labels: vec![("zone", z.spec.name.clone())],
+                value: value as f64,
             });
         }
     }

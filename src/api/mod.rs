@@ -159,7 +159,7 @@ async fn handle(replica: &Replica, req: Request<Option<RequestBody>>) -> Respons
         (Method::GET | Method::HEAD, ["api", "dresses"]) => catalog(replica, req.uri().query()).await,
         (Method::GET | Method::HEAD, ["api", "dresses", id]) => match id.parse::<i64>() {
             Ok(id) if id > 0 => match replica.db.dress(id).await {
-                Ok(Some(d)) => reply(StatusCode::OK, json!(d)),
+                Ok(Some(d)) => public(json!(d)),
                 Ok(None) => error(StatusCode::NOT_FOUND, "dress not found"),
                 Err(e) => unavailable(&e),
             },
@@ -206,7 +206,7 @@ async fn catalog(replica: &Replica, query: Option<&str>) -> Response<Body> {
         }
     }
     match replica.db.dresses(collection, q, page, per_page).await {
-        Ok(p) => reply(StatusCode::OK, json!(p)),
+        Ok(p) => public(json!(p)),
         Err(e) => unavailable(&e),
     }
 }
@@ -319,6 +319,14 @@ fn reply(status: StatusCode, value: Value) -> Response<Body> {
     let h = resp.headers_mut();
     h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// A catalog answer: the same for every visitor, so without `no-store` (as Django answers by
+/// default): a cache in front may keep it for its `ttl`.
+fn public(value: Value) -> Response<Body> {
+    let mut resp = reply(StatusCode::OK, value);
+    resp.headers_mut().remove(CACHE_CONTROL);
     resp
 }
 

@@ -10,7 +10,9 @@ use http::HeaderValue;
 use rustls::sign::CertifiedKey;
 
 use super::diag::Diagnostics;
-use super::settings::{AccessSettings, CacheSettings, CompressionSettings, SecurityHeaders, ZoneSpec};
+use super::settings::{
+    AccessSettings, CacheSettings, CacheZoneSpec, CompressionSettings, RouteCacheSpec, SecurityHeaders, ZoneSpec,
+};
 use crate::proto::client_ip::TrustedProxies;
 
 /// A validated config, with the warnings found while validating it.
@@ -33,6 +35,8 @@ pub struct Config {
     pub rate_limits: Vec<ZoneSpec>,
     pub compression: CompressionSettings,
     pub cache: CacheSettings,
+    /// `[[cache_zone]]`: the proxy response caches.
+    pub cache_zones: Vec<CacheZoneSpec>,
     pub log: LogSettings,
     pub admin: AdminSettings,
     pub api: Option<ApiSettings>,
@@ -240,6 +244,8 @@ pub struct RouteSpec {
     pub headers: SecurityHeaders,
     /// Only these client networks may use the route (403 for others); `None`: everyone.
     pub allow: Option<Vec<ipnet::IpNet>>,
+    /// Proxied responses kept in a cache zone (routes with `upstream` only).
+    pub cache: Option<RouteCacheSpec>,
     /// The route's label in logs and metrics: its `name`, else its first host and its path
     /// (`/api/`, `shop.example/api/`), so it stays the same when lines above it move.
     pub name: String,

@@ -102,6 +102,26 @@ pub struct RawRateLimit {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawCacheZone {
+    pub name: Option<S<String>>,
+    pub max_size: Option<S<String>>,
+    pub max_object_size: Option<S<String>>,
+}
+
+/// A route's `cache = { zone = "...", ttl = "10s", ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouteCache {
+    pub zone: Option<S<String>>,
+    pub ttl: Option<S<String>>,
+    pub stale_while_revalidate: Option<S<String>>,
+    pub stale_if_error: Option<S<String>>,
+    pub lock_timeout: Option<S<String>>,
+    pub status_header: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     pub name: Option<S<String>>,
     pub servers: Option<S<Vec<S<String>>>>,
@@ -134,6 +154,8 @@ pub struct RawRoute {
     pub redirect: Option<S<String>>,
     pub rate_limit: Option<S<String>>,
     pub cache_control: Option<S<String>>,
+    pub cache: Option<S<RawRouteCache>>,
+    pub cache_ignore_cookies: Option<S<Vec<S<String>>>>,
     pub headers: Option<S<RawHeaders>>,
     pub allow: Option<S<Vec<S<String>>>>,
 }

@@ -24,6 +24,40 @@ impl Default for CacheSettings {
     }
 }
 
+/// `[[cache_zone]]`, validated: a proxy response cache shared by the routes that name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheZoneSpec {
+    pub name: String,
+    /// Bytes held at most (bodies, compressed variants, headers and keys).
+    pub max_size: u64,
+    /// A response body larger than this is passed through, not stored.
+    pub max_object_size: u64,
+}
+
+impl CacheZoneSpec {
+    pub const DEFAULT_MAX_SIZE: u64 = 64 << 20;
+    pub const DEFAULT_MAX_OBJECT_SIZE: u64 = 1 << 20;
+}
+
+/// A route's `cache = { ... }`, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteCacheSpec {
+    /// The `[[cache_zone]]` objects are kept in.
+    pub zone: String,
+    /// Freshness when the upstream gives none of its own (0: such responses are not stored).
+    pub ttl: Duration,
+    /// After expiry, served at once while one background request refreshes it.
+    pub stale_while_revalidate: Duration,
+    /// After expiry, served when every upstream server fails (refuses, times out, 5xx).
+    pub stale_if_error: Duration,
+    /// How long concurrent misses wait for the one request that fills the object.
+    pub lock_timeout: Duration,
+    /// Cookies that do not make a request uncacheable (and are not part of the key).
+    pub ignore_cookies: Vec<String>,
+    /// A response header that carries the cache status (`hit`, `miss`, ...); `None`: none.
+    pub status_header: Option<HeaderName>,
+}
+
 /// `[[rate_limit]]`, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ZoneSpec {

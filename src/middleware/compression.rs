@@ -175,18 +175,35 @@ fn weaken_etag(h: &mut HeaderMap) {
     }
 }
 
-/// Compresses a whole buffer (cached files: done once, at a high level). Returns `None` when
-/// the result would not be smaller.
-pub fn compress_bytes(data: &[u8], enc: Encoding) -> Option<Bytes> {
+/// How hard a whole buffer is worth compressing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effort {
+    /// Kept until the file changes: the best levels.
+    Once,
+    /// Kept for a cached response's lifetime (seconds to minutes): middle levels.
+    Churn,
+}
+
+/// Compresses a whole buffer (cached files and responses: done once per object, off the async
+/// workers). Returns `None` when the result would not be smaller.
+pub fn compress_bytes(data: &[u8], enc: Encoding, effort: Effort) -> Option<Bytes> {
     let out = match enc {
         Encoding::Gzip => {
-            let mut e = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 3), flate2::Compression::best());
+            let level = match effort {
+                Effort::Once => flate2::Compression::best(),
+                Effort::Churn => flate2::Compression::new(6),
+            };
+            let mut e = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 3), level);
             e.write_all(data).ok()?;
             e.finish().ok()?
         }
         Encoding::Brotli => {
-            // quality 11 is slow on large inputs; this runs once per file, off the async workers
-            let quality = if data.len() <= 1 << 20 { 11 } else { 7 };
+            // quality 11 is slow on large inputs
+            let quality = match effort {
+                Effort::Once if data.len() <= 1 << 20 => 11,
+                Effort::Once => 7,
+                Effort::Churn => 5,
+            };
             let mut out = Vec::with_capacity(data.len() / 3);
             {
                 let mut w = brotli::CompressorWriter::new(&mut out, 16 * 1024, quality, 22);
@@ -501,16 +518,16 @@ mod tests {
     fn whole_buffers_round_trip() {
         use std::io::Read;
         let data = "orta novias ".repeat(500).into_bytes();
-        let gz = compress_bytes(&data, Encoding::Gzip).unwrap();
+        let gz = compress_bytes(&data, Encoding::Gzip, Effort::Once).unwrap();
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&gz[..]).read_to_end(&mut out).unwrap();
         assert_eq!(out, data);
-        let br = compress_bytes(&data, Encoding::Brotli).unwrap();
+        let br = compress_bytes(&data, Encoding::Brotli, Effort::Once).unwrap();
         let mut out = Vec::new();
         brotli::Decompressor::new(&br[..], 4096).read_to_end(&mut out).unwrap();
         assert_eq!(out, data);
         // random bytes don't shrink
         let noise: Vec<u8> = (0..4096).map(|_| fastrand::u8(..)).collect();
-        assert!(compress_bytes(&noise, Encoding::Gzip).is_none());
+        assert!(compress_bytes(&noise, Encoding::Gzip, Effort::Churn).is_none());
     }
 }

@@ -3,6 +3,7 @@
 //! service that takes each request through it ([`service`]); beside the snapshot, the
 //! long-lived parts that outlive any one config ([`state`]).
 
+mod cached;
 pub mod service;
 pub mod snapshot;
 pub mod state;

@@ -14,6 +14,7 @@ use crate::proto::body::{Body, ReqBody};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::cached::CachedProxy;
 use super::snapshot::{Route, Snapshot};
 use super::state::State;
 use crate::handler::proxy::{X_FORWARDED_FOR, X_REQUEST_ID};
@@ -35,7 +36,7 @@ pub struct Meta {
     pub from_upstream: bool,
     /// The upstream server that answered, and how long its response head took.
     pub upstream: Option<(Arc<Server>, Duration)>,
-    /// `hit` or `miss`, for files.
+    /// What the file cache or the proxy cache did (`hit`, `miss`, `stale`, ...).
     pub cache: Option<&'static str>,
     pub rate_limited: bool,
 }
@@ -199,6 +200,19 @@ async fn route<'s>(
                 max_size: server.max_body_size,
                 read_timeout: server.body_read_timeout,
             };
+            if let Some(cache) = &route.cache {
+                let cached = CachedProxy {
+                    route: cache,
+                    upstream,
+                    compression: &snap.config.compression,
+                    limits,
+                    host: &host,
+                };
+                let (status, resp) = cached.handle(ctx, req, &mut meta.upstream).await;
+                meta.cache = Some(status.as_str());
+                meta.from_upstream = true;
+                return resp;
+            }
             // not boxed: the request's future is built in place in a pooled block and never
             // moves, so the proxy's state machine costs room in the block, not copies
             let resp = proxy::forward(upstream, ctx, req, limits, &mut meta.upstream).await?;

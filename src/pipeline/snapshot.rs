@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::cache::{RouteCache, Zone as CacheZone};
 use crate::config::SecurityHeaders;
 use crate::config::{Config, RouteSpec};
 use crate::handler::Handler;
@@ -24,6 +25,8 @@ pub struct Snapshot {
     pub zones: HashMap<String, Arc<Zone>>,
     /// The file cache, shared by every static route; kept across reloads unless `[cache]` changed.
     pub files: Arc<FileCache>,
+    /// Proxy response cache zones by name; a zone whose spec is unchanged keeps its objects.
+    pub cache_zones: HashMap<String, Arc<CacheZone>>,
 }
 
 /// A compiled route.
@@ -37,6 +40,8 @@ pub struct Route {
     pub metrics: Arc<RouteMetrics>,
     /// Client networks allowed (`None`: everyone).
     pub allow: Option<Vec<ipnet::IpNet>>,
+    /// Proxied responses answered from and kept in a cache zone.
+    pub cache: Option<Arc<RouteCache>>,
 }
 
 impl RoutePrefix for Route {
@@ -67,6 +72,17 @@ impl Snapshot {
             let zone = reused.unwrap_or_else(|| Zone::start(spec.clone(), metrics.zone_counter(&spec.name)));
             zones.insert(spec.name.clone(), zone);
         }
+        let mut cache_zones = HashMap::new();
+        for spec in &config.cache_zones {
+            let reused = previous
+                .and_then(|p| p.cache_zones.get(&spec.name))
+                .filter(|z| z.spec == *spec)
+                .cloned();
+            cache_zones.insert(
+                spec.name.clone(),
+                reused.unwrap_or_else(|| CacheZone::new(spec.clone())),
+            );
+        }
         let files = previous
             .map(|p| p.files.clone())
             .filter(|f| f.settings == config.cache)
@@ -82,6 +98,10 @@ impl Snapshot {
                 headers: r.headers.clone(),
                 rate_limit: r.rate_limit.as_ref().and_then(|z| zones.get(z).cloned()),
                 allow: r.allow.clone(),
+                cache: r.cache.as_ref().and_then(|c| {
+                    let zone = cache_zones.get(&c.zone)?.clone();
+                    Some(Arc::new(RouteCache { spec: c.clone(), zone }))
+                }),
             };
             Some((r.hosts.clone(), Arc::new(route)))
         });
@@ -101,6 +121,7 @@ impl Snapshot {
             upstreams,
             zones,
             files,
+            cache_zones,
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use serde::de::DeserializeOwned;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, ValueDeserializer};
@@ -21,13 +21,15 @@ use super::settings::*;
 use super::units::{parse_duration, parse_rate, parse_size};
 use crate::proto::client_ip::{TrustedProxies, parse_net};
 
+mod cache;
 mod route;
 mod sections;
 mod server;
 mod tls;
 mod upstream;
 
-const SECTIONS: &str = "server, tls, acme, headers, compression, cache, rate_limit, upstream, route, log, admin, api";
+const SECTIONS: &str =
+    "server, tls, acme, headers, compression, cache, cache_zone, rate_limit, upstream, route, log, admin, api";
 
 /// Everything read from the file, section by section. A section that failed to deserialize is
 /// `None` (its error is already recorded) and the checks that depend on it are skipped.
@@ -40,6 +42,7 @@ struct RawConfig {
     compression: Option<(Range<usize>, RawCompression)>,
     cache: Option<(Range<usize>, RawCache)>,
     rate_limits: Vec<(Range<usize>, RawRateLimit)>,
+    cache_zones: Vec<(Range<usize>, RawCacheZone)>,
     upstreams: Vec<(Range<usize>, RawUpstream)>,
     routes: Vec<(Range<usize>, RawRoute)>,
     log: Option<(Range<usize>, RawLog)>,
@@ -49,6 +52,7 @@ struct RawConfig {
     /// them as unknown.
     upstreams_incomplete: bool,
     zones_incomplete: bool,
+    cache_zones_incomplete: bool,
 }
 
 pub(super) fn parse(path: &Path, text: &str, fs: &dyn FileSystem) -> Result<Loaded, Diagnostics> {
@@ -86,6 +90,9 @@ fn read_sections(d: &mut Diagnostics, root: DeTable<'_>) -> RawConfig {
             "admin" => raw.admin = section(d, value),
             "api" => raw.api = section(d, value),
             "rate_limit" => raw.zones_incomplete = !array_section(d, value, "rate_limit", &mut raw.rate_limits),
+            "cache_zone" => {
+                raw.cache_zones_incomplete = !array_section(d, value, "cache_zone", &mut raw.cache_zones);
+            }
             "upstream" => raw.upstreams_incomplete = !array_section(d, value, "upstream", &mut raw.upstreams),
             "route" => {
                 array_section(d, value, "route", &mut raw.routes);
@@ -186,6 +193,13 @@ struct Validator<'a> {
     fs: &'a dyn FileSystem,
 }
 
+/// The names routes may refer to.
+struct Known<'a> {
+    upstreams: &'a HashSet<String>,
+    zones: &'a HashSet<String>,
+    cache_zones: &'a HashSet<String>,
+}
+
 /// Listener addresses claimed so far, to find two listeners on one address.
 type Claims = HashMap<SocketAddr, (String, Range<usize>)>;
 
@@ -225,7 +239,13 @@ impl Validator<'_> {
             }
             None => SecurityHeaders::default(),
         };
-        let routes = self.routes(&raw, &upstream_names, &zone_names, &headers);
+        let cache_zones = self.cache_zones(&raw.cache_zones);
+        let known = Known {
+            upstreams: &upstream_names,
+            zones: &zone_names,
+            cache_zones: &cache_zones.iter().map(|z| z.name.clone()).collect(),
+        };
+        let routes = self.routes(&raw, &known, &headers);
         let acme = raw.acme.as_ref().map(|(span, a)| self.acme(span.clone(), a));
         let tls = self.tls(raw.tls.as_ref(), acme.flatten(), &routes, &server);
         let compression = raw
@@ -260,6 +280,7 @@ impl Validator<'_> {
             rate_limits,
             compression,
             cache,
+            cache_zones,
             log,
             admin,
             api,

@@ -7,8 +7,7 @@ impl Validator<'_> {
     pub(super) fn routes(
         &mut self,
         raw: &RawConfig,
-        upstreams: &HashSet<String>,
-        zones: &HashSet<String>,
+        known: &Known<'_>,
         global_headers: &SecurityHeaders,
     ) -> Vec<RouteSpec> {
         let mut out: Vec<RouteSpec> = Vec::new();
@@ -38,11 +37,12 @@ impl Validator<'_> {
                     );
                 }
             }
-            let Some(action) = self.route_action(span, r, raw, upstreams) else {
+            let Some(action) = self.route_action(span, r, raw, known.upstreams) else {
                 continue;
             };
+            let cache = self.route_cache(r, &action, raw, known.cache_zones);
             if let Some(z) = &r.rate_limit
-                && !zones.contains(z.get_ref())
+                && !known.zones.contains(z.get_ref())
                 && !raw.zones_incomplete
             {
                 self.err(
@@ -70,6 +70,7 @@ impl Validator<'_> {
                 rate_limit: r.rate_limit.as_ref().map(|z| z.get_ref().clone()),
                 headers,
                 allow,
+                cache,
                 name,
             });
         }

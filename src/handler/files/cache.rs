@@ -365,10 +365,12 @@ impl FileCache {
         let body = entry.body.clone();
         let v = cell
             .get_or_init(|| async move {
-                tokio::task::spawn_blocking(move || compression::compress_bytes(&body, enc).map(keep))
-                    .await
-                    .ok()
-                    .flatten()
+                tokio::task::spawn_blocking(move || {
+                    compression::compress_bytes(&body, enc, compression::Effort::Once).map(keep)
+                })
+                .await
+                .ok()
+                .flatten()
             })
             .await
             .clone();

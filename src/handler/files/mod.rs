@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -22,6 +21,8 @@ use tokio::io::{AsyncReadExt, Take};
 use tokio_util::io::ReaderStream;
 
 use crate::config::{CompressionSettings, Encoding};
+use crate::http::conditional::{Pre, Validators, precondition, representation_etag, weak};
+pub use crate::http::conditional::{RangeSpec, parse_range};
 use crate::http::error::HttpError;
 use crate::middleware::compression;
 use crate::proto::BoxError;
@@ -139,8 +140,8 @@ async fn from_cache<B>(
         None => None,
     };
     let encoding = variant.as_ref().map(|(e, _)| *e);
-    let etag = representation_etag(&meta.etag, encoding);
-    match precondition(h, &etag, meta, encoding.is_none()) {
+    let etag = representation_etag(&meta.etag, encoding.map(Encoding::extension));
+    match precondition(h, &validators(meta, &etag), encoding.is_none()) {
         Pre::NotModified => not_modified(route, meta, &etag, compressible),
         Pre::Unsatisfiable => unsatisfiable(route, meta, compressible),
         Pre::Serve(range) => {
@@ -180,7 +181,7 @@ fn from_disk<B>(
         Some(_) => weak(&meta.etag),
         None => meta.etag.clone(),
     };
-    match precondition(h, &etag, &meta, wanted.is_none()) {
+    match precondition(h, &validators(&meta, &etag), wanted.is_none()) {
         Pre::NotModified => not_modified(route, &meta, &etag, compressible),
         Pre::Unsatisfiable => unsatisfiable(route, &meta, compressible),
         Pre::Serve(range) => {
@@ -218,124 +219,12 @@ fn compressible(compression: &CompressionSettings, meta: &FileMeta) -> bool {
     meta.len >= compression.min_size && compression.compressible(Some(&meta.content_type))
 }
 
-/// The ETag of a representation: encoded variants get their own strong tag.
-fn representation_etag(base: &HeaderValue, enc: Option<Encoding>) -> HeaderValue {
-    let Some(enc) = enc else { return base.clone() };
-    let b = base.as_bytes();
-    let inner = &b[..b.len().saturating_sub(1)];
-    let mut v = inner.to_vec();
-    v.push(b'-');
-    v.extend_from_slice(enc.extension().as_bytes());
-    v.push(b'"');
-    HeaderValue::from_bytes(&v).unwrap_or_else(|_| base.clone())
-}
-
-fn weak(tag: &HeaderValue) -> HeaderValue {
-    let mut v = b"W/".to_vec();
-    v.extend_from_slice(tag.as_bytes());
-    HeaderValue::from_bytes(&v).unwrap_or_else(|_| tag.clone())
-}
-
-enum Pre {
-    NotModified,
-    Unsatisfiable,
-    /// Serve the whole representation, or this inclusive byte range of it.
-    Serve(Option<(u64, u64)>),
-}
-
-/// Conditional request and range handling (RFC 9110 §13, §14).
-fn precondition(h: &HeaderMap, etag: &HeaderValue, meta: &FileMeta, identity: bool) -> Pre {
-    if let Some(inm) = h.get(header::IF_NONE_MATCH) {
-        if etag_list_matches(inm, etag) {
-            return Pre::NotModified;
-        }
-    } else if let Some(ims) = h.get(header::IF_MODIFIED_SINCE).and_then(parse_date)
-        && whole_seconds(meta.mtime) <= whole_seconds(ims)
-    {
-        return Pre::NotModified;
-    }
-    if !identity {
-        return Pre::Serve(None);
-    }
-    let Some(range) = h.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
-        return Pre::Serve(None);
-    };
-    if let Some(if_range) = h.get(header::IF_RANGE) {
-        let fresh = if if_range.as_bytes().starts_with(b"\"") {
-            // strong comparison only
-            if_range.as_bytes() == meta.etag.as_bytes()
-        } else {
-            parse_date(if_range).is_some_and(|d| whole_seconds(d) == whole_seconds(meta.mtime))
-        };
-        if !fresh {
-            return Pre::Serve(None);
-        }
-    }
-    match parse_range(range, meta.len) {
-        RangeSpec::One(s, e) => Pre::Serve(Some((s, e))),
-        RangeSpec::Unsatisfiable => Pre::Unsatisfiable,
-        RangeSpec::Ignore => Pre::Serve(None),
-    }
-}
-
-fn etag_list_matches(list: &HeaderValue, etag: &HeaderValue) -> bool {
-    let Ok(list) = list.to_str() else { return false };
-    let ours = etag.to_str().unwrap_or("");
-    let ours = ours.strip_prefix("W/").unwrap_or(ours);
-    list.split(',')
-        .map(str::trim)
-        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == ours)
-}
-
-fn parse_date(v: &HeaderValue) -> Option<SystemTime> {
-    httpdate::parse_http_date(v.to_str().ok()?).ok()
-}
-
-fn whole_seconds(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO).as_secs()
-}
-
-#[derive(Debug, PartialEq, Eq)]
-pub enum RangeSpec {
-    One(u64, u64),
-    Unsatisfiable,
-    /// Not a single byte range we serve (several ranges, another unit, malformed): send it all.
-    Ignore,
-}
-
-/// Parses a `Range` header for a representation of `len` bytes.
-pub fn parse_range(v: &str, len: u64) -> RangeSpec {
-    let Some(spec) = v.trim().strip_prefix("bytes=") else {
-        return RangeSpec::Ignore;
-    };
-    if spec.contains(',') {
-        return RangeSpec::Ignore;
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return RangeSpec::Ignore;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    let parse = |s: &str| s.parse::<u64>().ok();
-    match (a.is_empty(), b.is_empty()) {
-        // bytes=-N: the last N bytes
-        (true, false) => match parse(b) {
-            Some(0) => RangeSpec::Unsatisfiable,
-            Some(n) if len > 0 => RangeSpec::One(len.saturating_sub(n), len - 1),
-            Some(_) => RangeSpec::Unsatisfiable,
-            None => RangeSpec::Ignore,
-        },
-        // bytes=N-
-        (false, true) => match parse(a) {
-            Some(s) if s < len => RangeSpec::One(s, len - 1),
-            Some(_) => RangeSpec::Unsatisfiable,
-            None => RangeSpec::Ignore,
-        },
-        (false, false) => match (parse(a), parse(b)) {
-            (Some(s), Some(e)) if s <= e && s < len => RangeSpec::One(s, e.min(len - 1)),
-            (Some(s), Some(e)) if s <= e => RangeSpec::Unsatisfiable,
-            _ => RangeSpec::Ignore,
-        },
-        (true, true) => RangeSpec::Ignore,
+fn validators<'a>(meta: &'a FileMeta, etag: &'a HeaderValue) -> Validators<'a> {
+    Validators {
+        etag: Some(etag),
+        identity_etag: Some(&meta.etag),
+        modified: Some(meta.mtime),
+        len: meta.len,
     }
 }
 
@@ -442,39 +331,5 @@ impl HttpBody for FileBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range("bytes=0-99", 1000), RangeSpec::One(0, 99));
-        assert_eq!(parse_range("bytes=900-", 1000), RangeSpec::One(900, 999));
-        assert_eq!(parse_range("bytes=-100", 1000), RangeSpec::One(900, 999));
-        assert_eq!(parse_range("bytes=-5000", 1000), RangeSpec::One(0, 999));
-        assert_eq!(parse_range("bytes=990-2000", 1000), RangeSpec::One(990, 999));
-        assert_eq!(parse_range("bytes=1000-", 1000), RangeSpec::Unsatisfiable);
-        assert_eq!(parse_range("bytes=1000-1001", 1000), RangeSpec::Unsatisfiable);
-        assert_eq!(parse_range("bytes=-0", 1000), RangeSpec::Unsatisfiable);
-        assert_eq!(parse_range("bytes=0-1,5-6", 1000), RangeSpec::Ignore);
-        assert_eq!(parse_range("bytes=5-1", 1000), RangeSpec::Ignore);
-        assert_eq!(parse_range("items=0-1", 1000), RangeSpec::Ignore);
-        assert_eq!(parse_range("bytes=x-y", 1000), RangeSpec::Ignore);
-    }
-
-    #[test]
-    fn etags() {
-        let base = HeaderValue::from_static("\"abc-10\"");
-        assert_eq!(representation_etag(&base, Some(Encoding::Brotli)), "\"abc-10-br\"");
-        assert_eq!(representation_etag(&base, None), "\"abc-10\"");
-        assert!(etag_list_matches(
-            &HeaderValue::from_static("\"x\", W/\"abc-10\""),
-            &base
-        ));
-        assert!(etag_list_matches(&HeaderValue::from_static("*"), &base));
-        assert!(!etag_list_matches(&HeaderValue::from_static("\"abc-10-br\""), &base));
     }
 }

@@ -1,0 +1,280 @@
+//! The handle stage of a proxied route with a cache: answer from the zone when the object is
+//! fresh; serve it stale while one background request refreshes it; otherwise one request per
+//! key goes to the upstream (the others wait for it, up to `lock_timeout`) and its answer fills
+//! the zone as it streams to the client; when the upstream fails, an object within
+//! `stale_if_error` is served instead of the error.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response};
+use hyper::body::Body as _;
+
+use crate::cache::{Age, CacheStatus, Claim, FillGuard, Filling, Object, Pending, RouteCache, policy};
+use crate::config::CompressionSettings;
+use crate::handler::proxy::{self, BodyLimits};
+use crate::http::context::RequestCtx;
+use crate::http::error::HttpError;
+use crate::middleware::compression;
+use crate::proto::body::{Body, ReqBody};
+use crate::upstream::{Server, Upstream};
+
+/// Where the proxy records the upstream server that answered, and how long its head took.
+type Answered = Option<(Arc<Server>, std::time::Duration)>;
+
+/// What the request asked of the cache and of the upstream.
+pub(super) struct CachedProxy<'a> {
+    pub route: &'a Arc<RouteCache>,
+    pub upstream: &'a Arc<Upstream>,
+    pub compression: &'a CompressionSettings,
+    pub limits: BodyLimits,
+    /// The host routed on (lower case, no port): part of the key.
+    pub host: &'a str,
+}
+
+/// Request headers a fill does not pass on: the stored object must be the whole identity
+/// representation, whatever this one client asked for.
+const NOT_FOR_FILLS: [header::HeaderName; 5] = [
+    header::RANGE,
+    header::IF_RANGE,
+    header::IF_NONE_MATCH,
+    header::IF_MODIFIED_SINCE,
+    header::ACCEPT_ENCODING,
+];
+
+impl CachedProxy<'_> {
+    /// The answer, and what the cache did for it.
+    pub async fn handle(
+        &self,
+        ctx: &RequestCtx<'_>,
+        req: Request<ReqBody>,
+        answered: &mut Answered,
+    ) -> (CacheStatus, Result<Response<Body>, HttpError>) {
+        let (status, mut result) = self.answer(ctx, req, answered).await;
+        self.route.zone.count(status);
+        if let (Some(name), Ok(resp)) = (&self.route.spec.status_header, &mut result) {
+            resp.headers_mut()
+                .insert(name.clone(), HeaderValue::from_static(status.as_str()));
+        }
+        (status, result)
+    }
+
+    async fn answer(
+        &self,
+        ctx: &RequestCtx<'_>,
+        req: Request<ReqBody>,
+        answered: &mut Answered,
+    ) -> (CacheStatus, Result<Response<Body>, HttpError>) {
+        let spec = &self.route.spec;
+        let has_body = !req.body().is_end_stream();
+        if !policy::request_cacheable(req.method(), req.headers(), has_body, &spec.ignore_cookies) {
+            return (CacheStatus::Bypass, self.pass(ctx, req, answered).await);
+        }
+        let zone = &self.route.zone;
+        let primary = policy::primary_key(ctx.scheme(), self.host, req.uri());
+        let lookup = zone.lookup(&primary, req.headers());
+        let (stale, status) = match lookup.found {
+            Some(object) => match object.state() {
+                Age::Fresh => {
+                    return (
+                        CacheStatus::Hit,
+                        Ok(self.answer_from_cache(&primary, &object, &req).await),
+                    );
+                }
+                Age::Revalidate => {
+                    if object.start_refresh() {
+                        self.refresh_later(ctx, &req, primary.clone(), object.clone());
+                    }
+                    return (
+                        CacheStatus::Updating,
+                        Ok(self.answer_from_cache(&primary, &object, &req).await),
+                    );
+                }
+                Age::IfError => (Some(object), CacheStatus::Expired),
+                Age::Dead => (None, CacheStatus::Expired),
+            },
+            None => (None, CacheStatus::Miss),
+        };
+        if req.method() == Method::HEAD {
+            // a HEAD does not fill (it brings no body); it is answered by the upstream
+            let client = req.headers().clone();
+            let result = self.pass(ctx, req, answered).await;
+            return self
+                .or_stale(&primary, stale, (&Method::HEAD, &client), status, result)
+                .await;
+        }
+        match zone.claim(lookup.fill_key) {
+            Claim::Fill(guard) => self.fill(ctx, req, primary, stale, status, guard, answered).await,
+            Claim::Wait(mut done) => {
+                // another request is filling this object: wait for it, within bounds
+                let _ = tokio::time::timeout(spec.lock_timeout, done.changed()).await;
+                if let Some(object) = zone.lookup(&primary, req.headers()).found
+                    && object.state() == Age::Fresh
+                {
+                    return (
+                        CacheStatus::Hit,
+                        Ok(self.answer_from_cache(&primary, &object, &req).await),
+                    );
+                }
+                let client = req.headers().clone();
+                let result = self.pass(ctx, req, answered).await;
+                self.or_stale(&primary, stale, (&Method::GET, &client), status, result)
+                    .await
+            }
+        }
+    }
+
+    /// The request goes to the upstream as any proxied one; the answer is compressed on the way.
+    async fn pass(
+        &self,
+        ctx: &RequestCtx<'_>,
+        req: Request<ReqBody>,
+        answered: &mut Answered,
+    ) -> Result<Response<Body>, HttpError> {
+        let method = req.method().clone();
+        let accept_encoding = req.headers().get(header::ACCEPT_ENCODING).cloned();
+        let resp = proxy::forward(self.upstream, ctx, req, self.limits, answered).await?;
+        Ok(compression::compress_response(
+            self.compression,
+            &method,
+            accept_encoding.as_ref(),
+            resp,
+        ))
+    }
+
+    /// This request fills the object: it goes upstream for the identity representation, and
+    /// the answer is stored as it streams back (when it may be).
+    #[allow(clippy::too_many_arguments)]
+    async fn fill(
+        &self,
+        ctx: &RequestCtx<'_>,
+        req: Request<ReqBody>,
+        primary: String,
+        stale: Option<Arc<Object>>,
+        status: CacheStatus,
+        guard: FillGuard,
+        answered: &mut Answered,
+    ) -> (CacheStatus, Result<Response<Body>, HttpError>) {
+        let client = req.headers().clone();
+        let method = req.method().clone();
+        let (mut parts, body) = req.into_parts();
+        for name in &NOT_FOR_FILLS {
+            parts.headers.remove(name);
+        }
+        let sent = Request::from_parts(parts, body);
+        let result = proxy::forward(self.upstream, ctx, sent, self.limits, answered).await;
+        let result = result.map(|resp| {
+            if stale.is_some() && resp.status().is_server_error() {
+                return resp;
+            }
+            let resp = fill_from(self.route, primary.clone(), client.clone(), resp, Some(guard));
+            compression::compress_response(self.compression, &method, client.get(header::ACCEPT_ENCODING), resp)
+        });
+        self.or_stale(&primary, stale, (&method, &client), status, result).await
+    }
+
+    /// `result`, unless the upstream failed (no answer, or a 5xx) and a stale object may stand
+    /// in for it.
+    async fn or_stale(
+        &self,
+        primary: &str,
+        stale: Option<Arc<Object>>,
+        (method, client): (&Method, &HeaderMap),
+        status: CacheStatus,
+        result: Result<Response<Body>, HttpError>,
+    ) -> (CacheStatus, Result<Response<Body>, HttpError>) {
+        let failed = match &result {
+            Ok(resp) => resp.status().is_server_error(),
+            Err(e) => matches!(
+                e,
+                HttpError::BadGateway(_) | HttpError::GatewayTimeout | HttpError::ServiceUnavailable
+            ),
+        };
+        match stale {
+            Some(object) if failed => {
+                let resp = self
+                    .route
+                    .zone
+                    .respond(primary, &object, self.compression, method, client)
+                    .await;
+                (CacheStatus::Stale, Ok(resp))
+            }
+            _ => (status, result),
+        }
+    }
+
+    async fn answer_from_cache(&self, primary: &str, object: &Arc<Object>, req: &Request<ReqBody>) -> Response<Body> {
+        self.route
+            .zone
+            .respond(primary, object, self.compression, req.method(), req.headers())
+            .await
+    }
+
+    /// Refreshes an expired object in the background (the client was answered with it).
+    fn refresh_later(&self, ctx: &RequestCtx<'_>, req: &Request<ReqBody>, primary: String, object: Arc<Object>) {
+        let mut head = Request::new(ReqBody::Empty);
+        *head.method_mut() = Method::GET;
+        *head.uri_mut() = req.uri().clone();
+        *head.version_mut() = req.version();
+        *head.headers_mut() = req.headers().clone();
+        for name in &NOT_FOR_FILLS {
+            head.headers_mut().remove(name);
+        }
+        let client = req.headers().clone();
+        let (route, upstream, limits) = (self.route.clone(), self.upstream.clone(), self.limits);
+        let conn = ctx.conn.clone();
+        let (client_ip, request_id, host_header) = (ctx.client_ip, ctx.request_id.clone(), ctx.host_header.clone());
+        tokio::spawn(async move {
+            let ctx = RequestCtx {
+                conn: &conn,
+                client_ip,
+                request_id,
+                host_header,
+            };
+            let mut answered = None;
+            if let Ok(resp) = proxy::forward(&upstream, &ctx, head, limits, &mut answered).await
+                && !resp.status().is_server_error()
+            {
+                let mut body = fill_from(&route, primary, client, resp, None).into_body();
+                use http_body_util::BodyExt;
+                while let Some(Ok(_)) = body.frame().await {}
+            }
+            // stored (a new object stands in for this one) or failed (a later request may try)
+            object.refresh_failed();
+        });
+    }
+}
+
+/// The upstream's response, its body filling the cache as it flows when it may be stored.
+fn fill_from(
+    route: &Arc<RouteCache>,
+    primary: String,
+    request: HeaderMap,
+    resp: Response<Body>,
+    guard: Option<FillGuard>,
+) -> Response<Body> {
+    let Some(fresh) = policy::storable(resp.status(), resp.headers(), route.spec.ttl) else {
+        return resp;
+    };
+    let too_large = resp
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n > route.zone.spec.max_object_size);
+    if too_large {
+        return resp;
+    }
+    let vary = policy::vary(resp.headers()).unwrap_or_default();
+    let (parts, body) = resp.into_parts();
+    let pending = Pending {
+        route: route.clone(),
+        primary,
+        request,
+        status: parts.status,
+        headers: parts.headers.clone(),
+        vary,
+        fresh,
+        guard,
+    };
+    Response::from_parts(parts, Body::boxed(Filling::new(body, pending)))
+}
