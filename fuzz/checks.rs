@@ -34,6 +34,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("config", config),
     ("request_differential", request_differential),
     ("nginx_conf", nginx_conf),
+    ("cache_policy", cache_policy),
 ];
 
 fn limits(underscores: bool) -> Limits {
@@ -506,4 +507,73 @@ pub fn nginx_conf(data: &[u8]) {
             assert!(col >= 1, "{e}");
         }
     }
+}
+
+/// What the proxy cache reads from an upstream's answer and a client's request (hostile both):
+/// the first byte picks a status and a ttl, the rest are `name: value` lines. A storable answer
+/// has a positive lifetime and none of what forbids storing (`Set-Cookie`, `no-store`,
+/// `private`, `Vary: *`); `Vary`'s names come back once each; the variant key ignores
+/// `Accept-Encoding`; a request with `Authorization` is never answered from the cache; a purge
+/// URL's key is its own key. Any line that is not a header is also tried as a purge URL.
+pub fn cache_policy(data: &[u8]) {
+    use orta_gateway::cache::policy;
+    use std::time::Duration;
+    let Some((flags, rest)) = data.split_first() else {
+        return;
+    };
+    let statuses = [200u16, 203, 204, 206, 301, 302, 404, 410, 500];
+    let status = http::StatusCode::from_u16(statuses[usize::from(*flags) % statuses.len()]).unwrap();
+    let ttl = Duration::from_secs(u64::from(flags >> 4));
+    let mut h = http::HeaderMap::new();
+    for line in rest.split(|b| *b == b'\n') {
+        let parsed = line.iter().position(|b| *b == b':').and_then(|at| {
+            let name = http::HeaderName::from_bytes(&line[..at]).ok()?;
+            let value = http::HeaderValue::from_bytes(line[at + 1..].trim_ascii()).ok()?;
+            Some((name, value))
+        });
+        match parsed {
+            Some((name, value)) => {
+                h.append(name, value);
+            }
+            None => {
+                if let Some(key) = std::str::from_utf8(line).ok().and_then(policy::key_of_url) {
+                    assert!(key.starts_with("http://") || key.starts_with("https://"), "{key}");
+                    assert_eq!(
+                        policy::key_of_url(&key).as_deref(),
+                        Some(key.as_str()),
+                        "a key is its own key"
+                    );
+                }
+            }
+        }
+    }
+    let lower = |name: header::HeaderName| -> Vec<String> {
+        h.get_all(name)
+            .iter()
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase())
+            .collect()
+    };
+    let vary = policy::vary(&h);
+    if let Some(names) = &vary {
+        let unique: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        let mut plain = h.clone();
+        plain.remove(header::ACCEPT_ENCODING);
+        assert_eq!(policy::secondary_key(names, &h), policy::secondary_key(names, &plain));
+    }
+    if let Some(fresh) = policy::storable(status, &h, ttl) {
+        assert!(!fresh.lifetime.is_zero());
+        assert!(vary.is_some(), "stored with Vary: *");
+        assert!(!h.contains_key(header::SET_COOKIE));
+        let cc = lower(header::CACHE_CONTROL).join(",");
+        for forbidden in ["no-store", "private"] {
+            assert!(
+                !cc.split(',').any(|d| d.trim().split('=').next() == Some(forbidden)),
+                "stored despite {forbidden}: {cc}"
+            );
+        }
+    }
+    let credentials = h.contains_key(header::AUTHORIZATION);
+    let cacheable = policy::request_cacheable(&http::Method::GET, &h, false, &["csrftoken".to_string()]);
+    assert!(!(credentials && cacheable));
 }

@@ -32,7 +32,7 @@
 
 mod admin;
 pub mod api;
-mod cache;
+pub mod cache;
 pub mod config;
 mod fs_atomic;
 pub mod handler;

@@ -222,7 +222,9 @@ async fn get(c: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> Got {
     }
 }
 
-/// Waits until `obj` is past its `max-age` (the object ages by the clock: nothing to poll).
+/// Waits until an object stored before `since` is more than `secs` old (objects age by the
+/// clock: nothing to poll). `since` is taken after the answer that stored it arrived, so the
+/// object is at least as old as the time since.
 async fn outlive(secs: f64, since: Instant) {
     let left = Duration::from_secs_f64(secs).saturating_sub(since.elapsed());
     tokio::time::sleep(left + Duration::from_millis(50)).await;
@@ -250,8 +252,8 @@ async fn freshness_comes_from_max_age_s_maxage_expires_and_else_the_ttl() {
         assert_eq!(origin.hits(pq), 2, "{pq}");
     }
     let pq = "/f?cc=max-age=1";
-    let stored = Instant::now();
     let first = get(&c, &gw.http_url(pq), &[]).await;
+    let stored = Instant::now();
     assert_eq!(get(&c, &gw.http_url(pq), &[]).await.cache, "hit");
     outlive(1.0, stored).await;
     let again = get(&c, &gw.http_url(pq), &[]).await;
@@ -357,8 +359,8 @@ async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
     let c = plain_client();
     let pq = "/swr?cc=max-age=1";
     let url = gw.http_url(pq);
-    let stored = Instant::now();
     let first = get(&c, &url, &[]).await;
+    let stored = Instant::now();
     outlive(1.0, stored).await;
     // the origin is slow now: stale answers must not wait for it
     origin.delay.store(1500, SeqCst);
@@ -390,9 +392,9 @@ async fn stale_if_error_keeps_answering_while_the_upstream_fails_then_502() {
     let gw = gateway(&origin, r#"stale_if_error = "2s""#, "8MiB", "").await;
     let c = plain_client();
     let (failing, killed) = ("/sie-500?cc=max-age=1", "/sie-down?cc=max-age=1");
-    let stored = Instant::now();
     let a = get(&c, &gw.http_url(failing), &[]).await;
     let b = get(&c, &gw.http_url(killed), &[]).await;
+    let stored = Instant::now();
     outlive(1.0, stored).await;
     origin.mode.store(FAIL_500, SeqCst);
     let got = get(&c, &gw.http_url(failing), &[]).await;
@@ -452,6 +454,26 @@ async fn head_ranges_conditionals_and_compression_are_answered_from_the_cache() 
     let head = c.head(gw.http_url("/head-first")).send().await.unwrap();
     assert_eq!(head.headers()["x-cache-status"], "miss");
     assert_eq!(get(&c, &gw.http_url("/head-first"), &[]).await.cache, "miss");
+}
+
+#[tokio::test]
+async fn https_and_http2_clients_share_a_cached_answer() {
+    let origin = Origin::start().await;
+    let gw = gateway(&origin, r#"ttl = "60s""#, "8MiB", "").await;
+    let h2 = client_trusting(&gw.ca_pem(), None);
+    let h1 = client_trusting(&gw.ca_pem(), Some(true));
+    let url = gw.https_url("/tls");
+    let first = h2.get(&url).send().await.unwrap();
+    assert_eq!(first.version(), http::Version::HTTP_2);
+    assert_eq!(first.headers()["x-cache-status"], "miss");
+    let body = first.text().await.unwrap();
+    let again = get(&h1, &url, &[]).await;
+    assert_eq!((again.cache.as_str(), &again.body), ("hit", &body));
+    let over_h2 = get(&h2, &url, &[]).await;
+    assert_eq!((over_h2.cache.as_str(), &over_h2.body), ("hit", &body));
+    // plain HTTP is another scheme: another key
+    assert_eq!(get(&plain_client(), &gw.http_url("/tls"), &[]).await.cache, "miss");
+    assert_eq!(origin.hits("/tls"), 2);
 }
 
 #[tokio::test]
@@ -644,8 +666,8 @@ cache = {{ zone = "catalog", ttl = "1s", stale_if_error = "1h", status_header = 
     let gw = TestGateway::start(&toml).await;
     let c = plain_client();
     let url = gw.http_url("/api/dresses?page=1");
-    let stored = Instant::now();
     let first = get(&c, &url, &[]).await;
+    let stored = Instant::now();
     assert_eq!((first.status, first.cache.as_str()), (200, "miss"));
     assert!(
         first.body.contains("\"items\"") || first.body.contains('['),

@@ -14,6 +14,13 @@ if [ -n "${ORTA_RATE_LIMIT:-}" ]; then
   route_limit='rate_limit = "bench"'
   zone=$'[[rate_limit]]\nname = "bench"\nrate = "1000000/s"\nburst = 1000000'
 fi
+# ORTA_CACHE=1: /api/ answers kept in a proxy cache zone for 10 s (microcaching), as
+# candidate-nginx-cache.sh does with proxy_cache
+route_cache="" cache_zone=""
+if [ -n "${ORTA_CACHE:-}" ]; then
+  route_cache='cache = { zone = "bench", ttl = "10s", stale_while_revalidate = "10s", stale_if_error = "1h" }'
+  cache_zone=$'[[cache_zone]]\nname = "bench"\nmax_size = "64MiB"\nmax_object_size = "1MiB"'
+fi
 # the gateway refuses private keys others can read
 cp "$BENCH_KEY" "$BENCH_RUN_DIR/key.pem" && chmod 600 "$BENCH_RUN_DIR/key.pem"
 cat >"$BENCH_RUN_DIR/gateway.toml" <<CONF
@@ -55,6 +62,7 @@ balance = "round_robin"
 path = "/api/"
 upstream = "backend"
 $route_limit
+$route_cache
 
 [[route]]
 path = "/"
@@ -62,6 +70,7 @@ root = "$BENCH_STATIC_ROOT"
 index = "index.html"
 
 $zone
+$cache_zone
 
 [log]
 level = "warn"

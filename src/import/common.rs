@@ -529,7 +529,7 @@ pub fn unsupported_reason(name: &str) -> String {
         "resolver" | "resolver_timeout" => "names resolve with the system's resolver",
         "auth_basic" | "auth_basic_user_file" | "auth_request" => "authentication is the upstream's",
         "proxy_cache" | "proxy_cache_path" | "proxy_cache_valid" | "proxy_cache_key" => {
-            "the gateway has no proxy cache"
+            "not translated: write a [[cache_zone]] and the route's `cache` (README, Proxy cache)"
         }
         "sub_filter" | "ssi" | "perl" | "js_content" | "lua" => "response rewriting is not supported",
         _ => return format!("`{name}` has no equivalent in the gateway"),
