@@ -514,7 +514,7 @@ pub fn nginx_conf(data: &[u8]) {
 /// has a positive lifetime and none of what forbids storing (`Set-Cookie`, `no-store`,
 /// `private`, `Vary: *`); `Vary`'s names come back once each; the variant key ignores
 /// `Accept-Encoding`; a request with `Authorization` is never answered from the cache; a purge
-/// URL's key is its own key. Any line that is not a header is also tried as a purge URL.
+/// URL's key is its own key; the object ages without overflowing. Any line that is not a header is also tried as a purge URL.
 pub fn cache_policy(data: &[u8]) {
     use orta_gateway::cache::policy;
     use std::time::Duration;
@@ -563,6 +563,20 @@ pub fn cache_policy(data: &[u8]) {
     }
     if let Some(fresh) = policy::storable(status, &h, ttl) {
         assert!(!fresh.lifetime.is_zero());
+        // the object made of it ages without overflowing, whatever the numbers (windows as long
+        // as a config could hold)
+        let spec = orta_gateway::config::RouteCacheSpec {
+            zone: "f".into(),
+            ttl,
+            stale_while_revalidate: Duration::from_secs(u64::from(*flags) << 56),
+            stale_if_error: Duration::from_secs(u64::MAX),
+            lock_timeout: Duration::from_secs(5),
+            ignore_cookies: vec![],
+            status_header: None,
+        };
+        let object = orta_gateway::cache::Object::new(status, h.clone(), bytes::Bytes::new(), fresh, &spec);
+        let _ = object.state();
+        assert!(object.keep_for() <= Duration::from_secs(365 * 24 * 3600));
         assert!(vary.is_some(), "stored with Vary: *");
         assert!(!h.contains_key(header::SET_COOKIE));
         let cc = lower(header::CACHE_CONTROL).join(",");

@@ -28,6 +28,8 @@ pub struct Pending {
     pub fresh: Freshness,
     /// Held until the object is stored or abandoned (`None` for a background refresh).
     pub guard: Option<FillGuard>,
+    /// The zone's purge generation when the request went upstream.
+    pub since: u64,
 }
 
 /// A response body copied into the cache as it flows.
@@ -64,7 +66,9 @@ impl Filling {
         let Some(p) = self.pending.take() else { return };
         let body: Bytes = std::mem::take(&mut self.buf).freeze();
         let object = Object::new(p.status, p.headers, body, p.fresh, &p.route.spec);
-        p.route.zone.store(&p.primary, p.vary, &p.request, Arc::new(object));
+        p.route
+            .zone
+            .store(&p.primary, p.vary, &p.request, Arc::new(object), p.since);
         // the guard goes last: the waiters it wakes find the object
         drop(p.guard);
     }

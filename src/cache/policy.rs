@@ -27,6 +27,19 @@ struct Directives {
     s_maxage: Option<u64>,
 }
 
+/// The largest delta-seconds a cache needs to tell apart (RFC 9111 §1.2.2): larger values,
+/// however many digits they have, mean this many seconds.
+const MAX_DELTA_SECONDS: u64 = 1 << 31;
+
+/// A delta-seconds value: digits only, capped at [`MAX_DELTA_SECONDS`]; `None` when not a number.
+fn delta_seconds(v: &str) -> Option<u64> {
+    let v = v.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(v.parse::<u64>().map_or(MAX_DELTA_SECONDS, |n| n.min(MAX_DELTA_SECONDS)))
+}
+
 fn directives(h: &HeaderMap) -> Directives {
     let mut d = Directives::default();
     for v in h.get_all(header::CACHE_CONTROL) {
@@ -40,7 +53,8 @@ fn directives(h: &HeaderMap) -> Directives {
                 Some((n, a)) => (n.trim(), Some(a.trim().trim_matches('"'))),
                 None => (item.trim(), None),
             };
-            let secs = || arg.and_then(|a| a.parse::<u64>().ok()).or(Some(0));
+            // a malformed value counts as 0: stale at once (RFC 9111 §4.2.1)
+            let secs = || arg.and_then(delta_seconds).or(Some(0));
             match name.to_ascii_lowercase().as_str() {
                 "no-store" => d.no_store = true,
                 "no-cache" => d.no_cache = true,
@@ -93,7 +107,8 @@ pub fn storable(status: StatusCode, h: &HeaderMap, ttl: Duration) -> Option<Fres
                     .get(header::DATE)
                     .and_then(httpdate_of)
                     .unwrap_or_else(SystemTime::now);
-                expires.duration_since(date).unwrap_or(Duration::ZERO)
+                let life = expires.duration_since(date).unwrap_or(Duration::ZERO);
+                life.min(Duration::from_secs(MAX_DELTA_SECONDS))
             }
             None => ttl,
         },
@@ -103,12 +118,13 @@ pub fn storable(status: StatusCode, h: &HeaderMap, ttl: Duration) -> Option<Fres
     }
     let initial_age = h
         .get(header::AGE)
-        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+        .and_then(|v| delta_seconds(v.to_str().ok()?))
         .map_or(Duration::ZERO, Duration::from_secs);
     Some(Freshness {
         lifetime,
         initial_age,
-        stale_ok: !d.must_revalidate,
+        // s-maxage implies proxy-revalidate for a shared cache (RFC 9111 §5.2.2.10)
+        stale_ok: !(d.must_revalidate || d.s_maxage.is_some()),
     })
 }
 
@@ -142,9 +158,10 @@ pub fn request_cacheable(method: &Method, h: &HeaderMap, has_body: bool, ignore_
     if h.contains_key(header::AUTHORIZATION) || h.contains_key(header::UPGRADE) {
         return false;
     }
+    // split on `,` too: some backends read `a=1, b=2` as two cookies
     h.get_all(header::COOKIE).iter().all(|v| {
         v.to_str().is_ok_and(|v| {
-            v.split(';')
+            v.split([';', ','])
                 .map(|c| c.split_once('=').map_or(c, |(n, _)| n).trim())
                 .filter(|n| !n.is_empty())
                 .all(|n| ignore_cookies.iter().any(|i| i == n))
@@ -152,30 +169,66 @@ pub fn request_cacheable(method: &Method, h: &HeaderMap, has_body: bool, ignore_
     })
 }
 
-/// The primary key: scheme, host (lower-cased, without port) and the target's path and query,
-/// as a URL (`https://shop.example/api/dresses?page=2`), the form purges name.
-pub fn primary_key(scheme: &str, host: &str, uri: &Uri) -> String {
+/// True when the request says `Cache-Control: no-store`: it may be answered from the cache,
+/// but nothing fetched for it is stored (RFC 9111 §5.2.1.5).
+pub fn request_forbids_storing(h: &HeaderMap) -> bool {
+    h.get_all(header::CACHE_CONTROL).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|d| d.trim().eq_ignore_ascii_case("no-store")))
+    })
+}
+
+/// True for methods that change what they target: their success invalidates it (RFC 9111 §4.4).
+pub fn is_unsafe(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+}
+
+/// The primary key: scheme, the host as the upstream receives it (`Host` or `:authority`,
+/// port included, lower-cased) and the target's path and query, as a URL
+/// (`https://shop.example/api/dresses?page=2`), the form purges name. Keyed on the host as
+/// forwarded, so that `Host: shop.example:6666`, which an upstream may echo into links, can
+/// never fill the object of `shop.example`.
+pub fn primary_key(scheme: &str, host: &[u8], uri: &Uri) -> String {
     let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
     let mut key = String::with_capacity(scheme.len() + 3 + host.len() + pq.len());
     key.push_str(scheme);
     key.push_str("://");
-    key.push_str(host);
+    for b in host {
+        push_byte(&mut key, b.to_ascii_lowercase());
+    }
     key.push_str(pq);
     key
 }
 
-/// A URL given to purge, in the form of [`primary_key`]: `None` when it is not an absolute
-/// http(s) URL. A prefix keeps what it names (`https://shop.example/api/`).
+/// A byte into a key: printable ASCII as it is, anything else escaped (`\xNN`), so that no two
+/// different values share a key.
+fn push_byte(key: &mut String, b: u8) {
+    if b.is_ascii_graphic() || b == b' ' {
+        if b == b'\\' {
+            key.push('\\');
+        }
+        key.push(b as char);
+    } else {
+        key.push_str(&format!("\\x{b:02x}"));
+    }
+}
+
+/// A URL given to purge, in the form of [`primary_key`] (the host as clients send it: with its
+/// port unless it is the scheme's default); `None` when it is not an absolute http(s) URL. A
+/// prefix keeps what it names (`https://shop.example/api/`).
 pub fn key_of_url(url: &str) -> Option<String> {
     let uri: Uri = url.trim().parse().ok()?;
     let scheme = uri.scheme_str()?.to_ascii_lowercase();
     if scheme != "http" && scheme != "https" {
         return None;
     }
-    let host = uri.host()?.trim_start_matches('[').trim_end_matches(']');
-    let host = host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase();
+    let authority = uri.authority()?.as_str();
+    if authority.contains('@') {
+        return None;
+    }
     let pq = uri.path_and_query().map_or("", |pq| pq.as_str());
-    Some(format!("{scheme}://{host}{}", if pq.is_empty() { "/" } else { pq }))
+    let pq = if pq.is_empty() { "/" } else { pq };
+    Some(primary_key(&scheme, authority.as_bytes(), &Uri::try_from(pq).ok()?))
 }
 
 /// The secondary key: the values of the request headers the response varies on. Not
@@ -193,7 +246,9 @@ pub fn secondary_key(vary: &[HeaderName], h: &HeaderMap) -> String {
             if i > 0 {
                 key.push(',');
             }
-            key.push_str(&String::from_utf8_lossy(v.as_bytes()));
+            for b in v.as_bytes() {
+                push_byte(&mut key, *b);
+            }
         }
         key.push('\n');
     }
@@ -251,6 +306,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!((f.initial_age.as_secs(), f.stale_ok), (3, false));
+        let f = storable(ok, &headers(&[("cache-control", "s-maxage=9")]), TTL).unwrap();
+        assert!(!f.stale_ok, "s-maxage implies proxy-revalidate");
+        assert!(
+            storable(ok, &headers(&[("cache-control", "max-age=9")]), TTL)
+                .unwrap()
+                .stale_ok
+        );
+        // values past 2^31 seconds, however long, are 2^31 seconds
+        let huge = headers(&[
+            ("cache-control", "max-age=99999999999999999999999"),
+            ("age", "18446744073709551615"),
+        ]);
+        let f = storable(ok, &huge, TTL).unwrap();
+        assert_eq!((f.lifetime.as_secs(), f.initial_age.as_secs()), (1 << 31, 1 << 31));
+        assert_eq!(
+            life(&[("cache-control", "max-age=-5")]),
+            None,
+            "malformed: stale at once"
+        );
     }
 
     #[test]
@@ -285,21 +359,34 @@ mod tests {
             false,
             &[]
         ));
+        let comma = headers(&[("cookie", "csrftoken=x, sessionid=y")]);
+        assert!(!request_cacheable(&get, &comma, false, &ignore));
+        assert!(request_forbids_storing(&headers(&[(
+            "cache-control",
+            "max-age=0, No-Store"
+        )])));
+        assert!(!request_forbids_storing(&headers(&[("cache-control", "no-cache")])));
     }
 
     #[test]
     fn keys() {
         let uri: Uri = "/api/dresses?page=2".parse().unwrap();
         assert_eq!(
-            primary_key("https", "shop.example", &uri),
+            primary_key("https", b"Shop.example", &uri),
             "https://shop.example/api/dresses?page=2"
+        );
+        assert_ne!(
+            primary_key("https", b"shop.example:6666", &uri),
+            primary_key("https", b"shop.example", &uri),
+            "another port is another key"
         );
         assert_eq!(
             key_of_url("HTTPS://Shop.Example:8443/api/dresses?page=2").unwrap(),
-            "https://shop.example/api/dresses?page=2"
+            "https://shop.example:8443/api/dresses?page=2"
         );
         assert_eq!(key_of_url("https://shop.example").unwrap(), "https://shop.example/");
         assert!(key_of_url("/relative").is_none() && key_of_url("ftp://x/").is_none());
+        assert!(key_of_url("https://user@shop.example/").is_none());
         let vary = vary(&headers(&[
             ("vary", "Accept-Encoding, Accept-Language"),
             ("vary", "cookie"),
@@ -312,5 +399,13 @@ mod tests {
         ]);
         assert_eq!(secondary_key(&vary, &h), "accept-language:es\n");
         assert_eq!(secondary_key(&vary, &HeaderMap::new()), "accept-language:\n");
+        // bytes that are not text stay apart
+        let raw = |b: &[u8]| {
+            let mut h = HeaderMap::new();
+            h.insert("accept-language", HeaderValue::from_bytes(b).unwrap());
+            secondary_key(&vary, &h)
+        };
+        assert_ne!(raw(b"\xff"), raw(b"\xfe"));
+        assert_ne!(raw(b"\\xff"), raw(b"\xff"));
     }
 }

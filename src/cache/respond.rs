@@ -99,7 +99,7 @@ impl Zone {
             .await
             .clone();
         // the entry holds more bytes now
-        self.reweigh(primary);
+        self.reweigh(primary, object);
         made
     }
 }

@@ -4,7 +4,7 @@
 //! others wait for it); and the zone's counters.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -12,11 +12,15 @@ use bytes::Bytes;
 use http::StatusCode;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use moka::Expiry;
+use moka::ops::compute::Op;
 use moka::sync::Cache;
 use tokio::sync::{OnceCell, watch};
 
 use super::policy::{self, Freshness};
 use crate::config::{CacheZoneSpec, RouteCacheSpec};
+
+/// The longest an entry is kept, whatever its freshness says (a year).
+const KEEP_AT_MOST: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Variants kept under one primary key at most (the oldest goes first).
 const MAX_VARIANTS: usize = 32;
@@ -126,7 +130,7 @@ impl Object {
 
     /// The object's current age (RFC 9111 §4.2.3, with the upstream's `Age` as its start).
     pub fn age(&self) -> Duration {
-        self.fresh.initial_age + self.stored.elapsed()
+        self.fresh.initial_age.saturating_add(self.stored.elapsed())
     }
 
     pub fn state(&self) -> Age {
@@ -134,9 +138,9 @@ impl Object {
         let life = self.fresh.lifetime;
         if age < life {
             Age::Fresh
-        } else if age < life + self.stale_while_revalidate {
+        } else if age < life.saturating_add(self.stale_while_revalidate) {
             Age::Revalidate
-        } else if age < life + self.stale_if_error {
+        } else if age < life.saturating_add(self.stale_if_error) {
             Age::IfError
         } else {
             Age::Dead
@@ -144,13 +148,18 @@ impl Object {
     }
 
     /// How much longer the object is kept: while it may be of use (fresh or stale), then for
-    /// a grace as long as its lifetime (at most 10 minutes), so that the request that fetches
-    /// it again is told `expired` rather than `miss`. Space is never held for it: moka evicts
+    /// a grace as long as its lifetime (1 to 10 minutes), so that the request that fetches it
+    /// again is told `expired` rather than `miss`. Space is never held for it: moka evicts
     /// the least used entries first when the zone is full.
-    fn keep_for(&self) -> Duration {
+    pub fn keep_for(&self) -> Duration {
         let stale = self.stale_while_revalidate.max(self.stale_if_error);
-        let grace = self.fresh.lifetime.min(Duration::from_secs(600));
-        (self.fresh.lifetime + stale + grace).saturating_sub(self.age())
+        let grace = self
+            .fresh
+            .lifetime
+            .clamp(Duration::from_secs(60), Duration::from_secs(600));
+        let kept = self.fresh.lifetime.saturating_add(stale).saturating_add(grace);
+        // (moka adds it to an Instant: keep it far from overflowing)
+        kept.saturating_sub(self.age()).min(KEEP_AT_MOST)
     }
 
     /// True for the one caller that should refresh it in the background.
@@ -193,14 +202,14 @@ impl Entry {
 /// Entries expire when their last variant is of no more use, even stale (and its grace ends).
 struct UsefulFor;
 
-impl Expiry<Arc<str>, Arc<Entry>> for UsefulFor {
-    fn expire_after_create(&self, _k: &Arc<str>, v: &Arc<Entry>, _now: std::time::Instant) -> Option<Duration> {
+impl Expiry<String, Arc<Entry>> for UsefulFor {
+    fn expire_after_create(&self, _k: &String, v: &Arc<Entry>, _now: std::time::Instant) -> Option<Duration> {
         v.variants.iter().map(|(_, o)| o.keep_for()).max()
     }
 
     fn expire_after_update(
         &self,
-        k: &Arc<str>,
+        k: &String,
         v: &Arc<Entry>,
         now: std::time::Instant,
         _left: Option<Duration>,
@@ -241,16 +250,18 @@ impl Drop for FillGuard {
 
 pub struct Zone {
     pub spec: CacheZoneSpec,
-    entries: Cache<Arc<str>, Arc<Entry>>,
+    entries: Cache<String, Arc<Entry>>,
     fills: Mutex<HashMap<String, watch::Receiver<()>>>,
     counts: [AtomicU64; 6],
+    /// Moves on with every purge: a fill that began before one does not store what it fetched.
+    generation: AtomicU64,
 }
 
 impl Zone {
     pub fn new(spec: CacheZoneSpec) -> Arc<Self> {
         let entries = Cache::builder()
             .max_capacity(spec.max_size)
-            .weigher(|k: &Arc<str>, v: &Arc<Entry>| v.weight(k))
+            .weigher(|k: &String, v: &Arc<Entry>| v.weight(k))
             .expire_after(UsefulFor)
             .build();
         Arc::new(Self {
@@ -258,6 +269,7 @@ impl Zone {
             entries,
             fills: Mutex::new(HashMap::new()),
             counts: Default::default(),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -317,51 +329,75 @@ impl Zone {
         })
     }
 
-    /// Stores `object` for `primary`, as the variant the request headers `h` select under the
-    /// response's `vary`.
-    pub fn store(&self, primary: &str, vary: Vec<HeaderName>, h: &HeaderMap, object: Arc<Object>) {
-        let secondary: Box<str> = policy::secondary_key(&vary, h).into();
-        let mut variants = Vec::with_capacity(2);
-        if let Some(old) = self.entries.get(primary)
-            && *old.vary == *vary
-        {
-            variants.extend(
-                old.variants
-                    .iter()
-                    .filter(|(k, o)| *k != secondary && o.state() != Age::Dead)
-                    .take(MAX_VARIANTS - 1)
-                    .cloned(),
-            );
-        }
-        variants.insert(0, (secondary, object));
-        let entry = Entry {
-            vary: vary.into(),
-            variants,
-        };
-        self.entries.insert(primary.into(), Arc::new(entry));
+    /// The purge generation, to give [`Zone::store`] when the fill it stores began.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(SeqCst)
     }
 
-    /// Weighs `primary`'s entry again (an object under it grew a compressed variant).
-    pub fn reweigh(&self, primary: &str) {
-        if let Some(entry) = self.entries.get(primary) {
-            self.entries.insert(primary.into(), entry);
-        }
+    /// Stores `object` for `primary`, as the variant the request headers `h` select under the
+    /// response's `vary`, unless a purge came since `since` (what was fetched before it may be
+    /// what it purged). Atomic per key: concurrent stores of two variants keep both.
+    pub fn store(&self, primary: &str, vary: Vec<HeaderName>, h: &HeaderMap, object: Arc<Object>, since: u64) {
+        let secondary: Box<str> = policy::secondary_key(&vary, h).into();
+        let vary: Box<[HeaderName]> = vary.into();
+        self.entries.entry_by_ref(primary).and_compute_with(|current| {
+            if self.generation.load(SeqCst) != since {
+                return Op::Nop;
+            }
+            let mut variants = Vec::with_capacity(2);
+            if let Some(old) = current
+                && *old.value().vary == *vary
+            {
+                variants.extend(
+                    old.value()
+                        .variants
+                        .iter()
+                        .filter(|(k, o)| *k != secondary && o.state() != Age::Dead)
+                        .take(MAX_VARIANTS - 1)
+                        .cloned(),
+                );
+            }
+            variants.insert(0, (secondary, object));
+            Op::Put(Arc::new(Entry { vary, variants }))
+        });
+    }
+
+    /// Weighs `primary`'s entry again (`object`, one of its variants, grew a compressed
+    /// variant); nothing if the entry was replaced or purged meanwhile.
+    pub fn reweigh(&self, primary: &str, object: &Arc<Object>) {
+        self.entries
+            .entry_by_ref(primary)
+            .and_compute_with(|current| match current {
+                Some(e) if e.value().variants.iter().any(|(_, o)| Arc::ptr_eq(o, object)) => Op::Put(e.into_value()),
+                _ => Op::Nop,
+            });
     }
 
     /// Drops the objects of one URL (every variant); returns how many there were.
     pub fn purge_url(&self, primary: &str) -> u64 {
-        self.entries.remove(primary).map_or(0, |e| e.variants.len() as u64)
+        self.generation.fetch_add(1, SeqCst);
+        self.remove(primary)
+    }
+
+    fn remove(&self, primary: &str) -> u64 {
+        let mut removed = 0;
+        self.entries.entry_by_ref(primary).and_compute_with(|current| {
+            removed = current.map_or(0, |e| e.value().variants.len() as u64);
+            Op::Remove
+        });
+        removed
     }
 
     /// Drops the objects of every URL starting with `prefix`; returns how many there were.
     pub fn purge_prefix(&self, prefix: &str) -> u64 {
+        self.generation.fetch_add(1, SeqCst);
         let doomed: Vec<String> = self
             .entries
             .iter()
             .filter(|(k, _)| k.starts_with(prefix))
             .map(|(k, _)| k.to_string())
             .collect();
-        doomed.iter().map(|k| self.purge_url(k)).sum()
+        doomed.iter().map(|k| self.remove(k)).sum()
     }
 }
 
@@ -406,6 +442,8 @@ mod tests {
 
     #[test]
     fn an_object_ages_through_its_windows() {
+        assert_ne!(object(b"x", u64::MAX, u64::MAX).state(), Age::Fresh, "no overflow");
+        assert!(object(b"x", u64::MAX, 0).keep_for() <= KEEP_AT_MOST);
         assert_eq!(object(b"x", 10, 0).state(), Age::Fresh);
         assert_eq!(object(b"x", 10, 12).state(), Age::Revalidate);
         assert_eq!(object(b"x", 10, 20).state(), Age::IfError);
@@ -421,13 +459,17 @@ mod tests {
         let mut en = HeaderMap::new();
         en.insert("accept-language", HeaderValue::from_static("en"));
         let url = "https://shop.example/a";
-        zone.store(url, vary.clone(), &es, object(b"hola", 10, 0));
-        zone.store(url, vary, &en, object(b"hello", 10, 0));
+        zone.store(url, vary.clone(), &es, object(b"hola", 10, 0), zone.generation());
+        zone.store(url, vary, &en, object(b"hello", 10, 0), zone.generation());
         let body = |h: &HeaderMap| zone.lookup(url, h).found.map(|o| o.body.clone());
         assert_eq!(body(&es).unwrap(), "hola");
         assert_eq!(body(&en).unwrap(), "hello");
         assert!(body(&HeaderMap::new()).is_none());
+        let before_purge = zone.generation();
         assert_eq!(zone.purge_prefix("https://shop.example/"), 2);
+        assert!(body(&es).is_none());
+        // a fill that began before the purge does not store what it fetched
+        zone.store(url, vec![], &es, object(b"old", 10, 0), before_purge);
         assert!(body(&es).is_none());
     }
 
@@ -459,6 +501,7 @@ mod tests {
                 vec![],
                 &HeaderMap::new(),
                 object(&BODY, 60, 0),
+                0,
             );
         }
         assert!(zone.bytes() <= 256 << 10, "{}", zone.bytes());

@@ -28,19 +28,44 @@ pub(super) struct CachedProxy<'a> {
     pub upstream: &'a Arc<Upstream>,
     pub compression: &'a CompressionSettings,
     pub limits: BodyLimits,
-    /// The host routed on (lower case, no port): part of the key.
-    pub host: &'a str,
 }
 
-/// Request headers a fill does not pass on: the stored object must be the whole identity
-/// representation, whatever this one client asked for.
-const NOT_FOR_FILLS: [header::HeaderName; 5] = [
-    header::RANGE,
-    header::IF_RANGE,
-    header::IF_NONE_MATCH,
-    header::IF_MODIFIED_SINCE,
-    header::ACCEPT_ENCODING,
-];
+/// Request headers a fill does not pass on. The stored object must be the whole identity
+/// representation, whatever this one client asked for; and it is served to everyone, so
+/// nothing of this one client's that is not in the key may shape it: no cookies (the key
+/// ignores the ones a route lists), no forwarding or override headers an upstream may build
+/// URLs or choose methods from (the gateway adds its own X-Forwarded-For/-Host/-Proto after).
+fn strip_for_fill(h: &mut HeaderMap) {
+    for name in [
+        header::RANGE,
+        header::IF_RANGE,
+        header::IF_NONE_MATCH,
+        header::IF_MODIFIED_SINCE,
+        header::ACCEPT_ENCODING,
+        header::COOKIE,
+        header::FORWARDED,
+    ] {
+        h.remove(name);
+    }
+    let unkeyed = |n: &str| {
+        n.starts_with("x-forwarded-")
+            || matches!(
+                n,
+                "x-original-url"
+                    | "x-rewrite-url"
+                    | "x-host"
+                    | "x-http-method-override"
+                    | "x-http-method"
+                    | "x-method-override"
+            )
+    };
+    if h.keys().any(|k| unkeyed(k.as_str())) {
+        let doomed: Vec<_> = h.keys().filter(|k| unkeyed(k.as_str())).cloned().collect();
+        for name in doomed {
+            h.remove(name);
+        }
+    }
+}
 
 impl CachedProxy<'_> {
     /// The answer, and what the cache did for it.
@@ -67,11 +92,22 @@ impl CachedProxy<'_> {
     ) -> (CacheStatus, Result<Response<Body>, HttpError>) {
         let spec = &self.route.spec;
         let has_body = !req.body().is_end_stream();
+        let host = ctx.host_header.as_ref().map_or(&b""[..], |h| h.as_bytes());
+        let primary = policy::primary_key(ctx.scheme(), host, req.uri());
         if !policy::request_cacheable(req.method(), req.headers(), has_body, &spec.ignore_cookies) {
-            return (CacheStatus::Bypass, self.pass(ctx, req, answered).await);
+            let unsafe_method = policy::is_unsafe(req.method());
+            let result = self.pass(ctx, req, answered).await;
+            if unsafe_method
+                && result
+                    .as_ref()
+                    .is_ok_and(|r| r.status().is_success() || r.status().is_redirection())
+            {
+                // a POST, PUT, PATCH or DELETE that worked changed what the URL shows
+                self.route.zone.purge_url(&primary);
+            }
+            return (CacheStatus::Bypass, result);
         }
         let zone = &self.route.zone;
-        let primary = policy::primary_key(ctx.scheme(), self.host, req.uri());
         let lookup = zone.lookup(&primary, req.headers());
         let (stale, status) = match lookup.found {
             Some(object) => match object.state() {
@@ -95,8 +131,9 @@ impl CachedProxy<'_> {
             },
             None => (None, CacheStatus::Miss),
         };
-        if req.method() == Method::HEAD {
-            // a HEAD does not fill (it brings no body); it is answered by the upstream
+        if req.method() == Method::HEAD || policy::request_forbids_storing(req.headers()) {
+            // a HEAD does not fill (it brings no body), nor a request that says no-store: the
+            // upstream answers them
             let client = req.headers().clone();
             let result = self.pass(ctx, req, answered).await;
             return self
@@ -158,16 +195,21 @@ impl CachedProxy<'_> {
         let client = req.headers().clone();
         let method = req.method().clone();
         let (mut parts, body) = req.into_parts();
-        for name in &NOT_FOR_FILLS {
-            parts.headers.remove(name);
-        }
+        strip_for_fill(&mut parts.headers);
         let sent = Request::from_parts(parts, body);
+        let since = self.route.zone.generation();
         let result = proxy::forward(self.upstream, ctx, sent, self.limits, answered).await;
         let result = result.map(|resp| {
             if stale.is_some() && resp.status().is_server_error() {
                 return resp;
             }
-            let resp = fill_from(self.route, primary.clone(), client.clone(), resp, Some(guard));
+            let fill = Fill {
+                primary: primary.clone(),
+                request: client.clone(),
+                guard: Some(guard),
+                since,
+            };
+            let resp = fill_from(self.route, fill, resp);
             compression::compress_response(self.compression, &method, client.get(header::ACCEPT_ENCODING), resp)
         });
         self.or_stale(&primary, stale, (&method, &client), status, result).await
@@ -217,10 +259,9 @@ impl CachedProxy<'_> {
         *head.uri_mut() = req.uri().clone();
         *head.version_mut() = req.version();
         *head.headers_mut() = req.headers().clone();
-        for name in &NOT_FOR_FILLS {
-            head.headers_mut().remove(name);
-        }
+        strip_for_fill(head.headers_mut());
         let client = req.headers().clone();
+        let since = self.route.zone.generation();
         let (route, upstream, limits) = (self.route.clone(), self.upstream.clone(), self.limits);
         let conn = ctx.conn.clone();
         let (client_ip, request_id, host_header) = (ctx.client_ip, ctx.request_id.clone(), ctx.host_header.clone());
@@ -235,7 +276,18 @@ impl CachedProxy<'_> {
             if let Ok(resp) = proxy::forward(&upstream, &ctx, head, limits, &mut answered).await
                 && !resp.status().is_server_error()
             {
-                let mut body = fill_from(&route, primary, client, resp, None).into_body();
+                if policy::storable(resp.status(), resp.headers(), route.spec.ttl).is_none() {
+                    // the upstream no longer lets it be stored: stop serving the old one
+                    route.zone.purge_url(&primary);
+                    return;
+                }
+                let fill = Fill {
+                    primary,
+                    request: client,
+                    guard: None,
+                    since,
+                };
+                let mut body = fill_from(&route, fill, resp).into_body();
                 use http_body_util::BodyExt;
                 while let Some(Ok(_)) = body.frame().await {}
             }
@@ -245,14 +297,17 @@ impl CachedProxy<'_> {
     }
 }
 
-/// The upstream's response, its body filling the cache as it flows when it may be stored.
-fn fill_from(
-    route: &Arc<RouteCache>,
+/// What a response fills: the key, the request's headers (for the variant), the guard of the
+/// fill, the purge generation when it went upstream.
+struct Fill {
     primary: String,
     request: HeaderMap,
-    resp: Response<Body>,
     guard: Option<FillGuard>,
-) -> Response<Body> {
+    since: u64,
+}
+
+/// The upstream's response, its body filling the cache as it flows when it may be stored.
+fn fill_from(route: &Arc<RouteCache>, fill: Fill, resp: Response<Body>) -> Response<Body> {
     let Some(fresh) = policy::storable(resp.status(), resp.headers(), route.spec.ttl) else {
         return resp;
     };
@@ -268,13 +323,14 @@ fn fill_from(
     let (parts, body) = resp.into_parts();
     let pending = Pending {
         route: route.clone(),
-        primary,
-        request,
+        primary: fill.primary,
+        request: fill.request,
         status: parts.status,
         headers: parts.headers.clone(),
         vary,
         fresh,
-        guard,
+        guard: fill.guard,
+        since: fill.since,
     };
     Response::from_parts(parts, Body::boxed(Filling::new(body, pending)))
 }

@@ -206,7 +206,6 @@ async fn route<'s>(
                     upstream,
                     compression: &snap.config.compression,
                     limits,
-                    host: &host,
                 };
                 let (status, resp) = cached.handle(ctx, req, &mut meta.upstream).await;
                 meta.cache = Some(status.as_str());
