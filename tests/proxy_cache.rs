@@ -136,7 +136,8 @@ async fn answer(
     });
     let mut body = format!("{pq} #{n}{}{}", varied.unwrap_or_default(), shown.unwrap_or_default());
     if let Some(size) = param(&req, "size").and_then(|v| v.parse::<usize>().ok()) {
-        body = format!("{body:<size$}");
+        let pad = size.saturating_sub(body.len());
+        body.push_str(&" ".repeat(pad));
     }
     let mut r = Response::new(Body::full(body));
     let h = r.headers_mut();
@@ -382,6 +383,51 @@ async fn a_hundred_concurrent_misses_make_one_upstream_request() {
     }
     assert_eq!(origin.hits("/busy?ms=300"), 1, "one upstream request: {statuses:?}");
     assert_eq!(statuses.get("miss"), Some(&1), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_or_leaves_neither_holds_nor_loses_the_fill() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start().await;
+    let toml = config(&origin, r#"ttl = "60s""#, "256MiB", "")
+        .replace("max_object_size = \"64KiB\"", "max_object_size = \"64MiB\"");
+    let gw = TestGateway::start(&toml).await;
+    let c = plain_client();
+    // far more than the sockets between them buffer
+    let pq = "/big?size=33554432";
+    let request = format!("GET {pq} HTTP/1.1\r\nHost: {}\r\n\r\n", gw.http());
+    let mut stalled = tokio::net::TcpStream::connect(gw.http()).await.unwrap();
+    stalled.write_all(request.as_bytes()).await.unwrap();
+    let mut head = [0u8; 64];
+    let n = stalled.read(&mut head).await.unwrap();
+    assert!(
+        head[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    // the first client reads no more; another asks for the same object and gets it from the
+    // cache, well within the 5 s a waiter would wait for a fill
+    let started = Instant::now();
+    let got = get(&c, &gw.http_url(pq), &[]).await;
+    assert_eq!(
+        (got.status, got.cache.as_str(), got.body.len()),
+        (200, "hit", 33_554_432)
+    );
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    drop(stalled);
+    // a client that leaves as soon as the head arrives does not cost the object either
+    let pq = "/left?size=4194304";
+    let request = format!("GET {pq} HTTP/1.1\r\nHost: {}\r\n\r\n", gw.http());
+    let mut leaving = tokio::net::TcpStream::connect(gw.http()).await.unwrap();
+    leaving.write_all(request.as_bytes()).await.unwrap();
+    let n = leaving.read(&mut head).await.unwrap();
+    assert!(head[..n].starts_with(b"HTTP/1.1 200"));
+    drop(leaving);
+    wait_until(Duration::from_secs(10), "the object the client left", || async {
+        get(&c, &gw.http_url(pq), &[]).await.cache == "hit"
+    })
+    .await;
+    assert_eq!((origin.hits("/big?size=33554432"), origin.hits(pq)), (1, 1));
 }
 
 #[tokio::test]

@@ -1,20 +1,33 @@
-//! Filling the cache from an upstream response as it streams to the client: the body passes
-//! through untouched and is copied aside until it ends (then stored) or turns out larger than
-//! the zone's `max_object_size`, fails or is dropped (then abandoned, never buffered further).
+//! Filling the cache from an upstream response. The upstream's body is read by a task of its
+//! own, at the upstream's pace, not at the first client's: while the object is being kept
+//! (up to the zone's `max_object_size`) every chunk is copied aside and queued for the client
+//! at once, so a slow or stalled client neither holds the fill (and every request waiting for
+//! it) nor loses it by leaving; the queue then holds no more than the object itself. Past
+//! `max_object_size`, or once the object is stored, the body flows to the client with
+//! back-pressure (a small window), and nobody left to read it ends the read. A body that fails
+//! or pauses longer than the upstream's `read_timeout` is abandoned, and the client's response
+//! fails with it rather than end as if complete.
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use http::header::{HeaderMap, HeaderName};
+use http_body_util::BodyExt;
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tokio::sync::{Notify, mpsc};
 
 use super::policy::Freshness;
 use super::store::{FillGuard, Object, RouteCache};
 use crate::proto::BoxError;
 use crate::proto::body::Body;
+
+/// Bytes queued for the client at most once nothing more is being kept.
+const WINDOW: usize = 256 * 1024;
 
 /// What is stored when the body has arrived whole.
 pub struct Pending {
@@ -30,31 +43,30 @@ pub struct Pending {
     pub guard: Option<FillGuard>,
     /// The zone's purge generation when the request went upstream.
     pub since: u64,
+    /// The longest pause between two chunks of the upstream's body.
+    pub read_timeout: Duration,
 }
 
-/// A response body copied into the cache as it flows.
-pub struct Filling {
-    inner: Body,
+/// The upstream body aside: its bytes so far, while the object may still be kept.
+struct Keeping {
     buf: BytesMut,
     limit: usize,
     pending: Option<Pending>,
 }
 
-impl Filling {
-    pub fn new(inner: Body, pending: Pending) -> Self {
-        let limit = pending.route.zone.spec.max_object_size as usize;
-        let expected = inner.size_hint().exact().unwrap_or(0) as usize;
-        let mut filling = Self {
-            inner,
-            buf: BytesMut::with_capacity(expected.min(limit)),
-            limit,
-            pending: Some(pending),
-        };
-        if filling.inner.is_end_stream() {
-            // no body to wait for (204, an empty 200): stored at once
-            filling.store();
+impl Keeping {
+    fn active(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    fn take(&mut self, data: &[u8]) {
+        if self.pending.is_some() {
+            if self.buf.len() + data.len() > self.limit {
+                self.abandon();
+            } else {
+                self.buf.extend_from_slice(data);
+            }
         }
-        filling
     }
 
     fn abandon(&mut self) {
@@ -74,40 +86,154 @@ impl Filling {
     }
 }
 
-impl HttpBody for Filling {
+enum Msg {
+    Data(Bytes),
+    Failed(BoxError),
+    End,
+}
+
+/// Bytes queued for the client, and a wake-up for the reader of the upstream when it takes some.
+#[derive(Default)]
+struct Queued {
+    bytes: AtomicUsize,
+    taken: Notify,
+}
+
+/// Starts reading `inner` (the upstream's body) into the cache; the returned body is what the
+/// client receives. Dropping it is fine: the object is still kept if it may be.
+pub fn fill(inner: Body, pending: Pending) -> Body {
+    let size = inner.size_hint();
+    let limit = pending.route.zone.spec.max_object_size as usize;
+    let expected = size.exact().unwrap_or(0) as usize;
+    let read_timeout = pending.read_timeout;
+    let keeping = Keeping {
+        buf: BytesMut::with_capacity(expected.min(limit)),
+        limit,
+        pending: Some(pending),
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let queued = Arc::new(Queued::default());
+    tokio::spawn(read(inner, keeping, tx, queued.clone(), read_timeout));
+    Body::boxed(ClientBody {
+        rx,
+        queued,
+        remaining: size.exact(),
+        ended: false,
+    })
+}
+
+/// Reads the upstream's body to its end (or until nobody wants it), keeping it and queueing it
+/// for the client.
+async fn read(
+    mut inner: Body,
+    mut keeping: Keeping,
+    tx: mpsc::UnboundedSender<Msg>,
+    queued: Arc<Queued>,
+    read_timeout: Duration,
+) {
+    loop {
+        if inner.is_end_stream() {
+            keeping.store();
+            let _ = tx.send(Msg::End);
+            return;
+        }
+        if !keeping.active() {
+            if tx.is_closed() {
+                // nobody reads it and nothing is kept: the rest need not be read
+                return;
+            }
+            // the client's pace from here on
+            while queued.bytes.load(SeqCst) > WINDOW && !tx.is_closed() {
+                let taken = queued.taken.notified();
+                if queued.bytes.load(SeqCst) <= WINDOW {
+                    break;
+                }
+                tokio::select! {
+                    _ = taken => {}
+                    _ = tx.closed() => {}
+                }
+            }
+        }
+        match tokio::time::timeout(read_timeout, inner.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    keeping.take(&data);
+                    let n = data.len();
+                    if tx.send(Msg::Data(data)).is_ok() {
+                        queued.bytes.fetch_add(n, SeqCst);
+                    }
+                }
+            }
+            Ok(None) => {
+                keeping.store();
+                let _ = tx.send(Msg::End);
+                return;
+            }
+            Ok(Some(Err(e))) => {
+                keeping.abandon();
+                let _ = tx.send(Msg::Failed(e));
+                return;
+            }
+            Err(_) => {
+                keeping.abandon();
+                let _ = tx.send(Msg::Failed("the upstream paused its body past read_timeout".into()));
+                return;
+            }
+        }
+    }
+}
+
+/// The body the client receives: the chunks the reader queued.
+struct ClientBody {
+    rx: mpsc::UnboundedReceiver<Msg>,
+    queued: Arc<Queued>,
+    /// Bytes still to come, when the upstream said.
+    remaining: Option<u64>,
+    ended: bool,
+}
+
+impl HttpBody for ClientBody {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref()
-                    && this.pending.is_some()
-                {
-                    if this.buf.len() + data.len() > this.limit {
-                        this.abandon();
-                    } else {
-                        this.buf.extend_from_slice(data);
-                    }
-                }
-                if this.inner.is_end_stream() {
-                    this.store();
-                }
-            }
-            Poll::Ready(None) => this.store(),
-            Poll::Ready(Some(Err(_))) => this.abandon(),
-            Poll::Pending => {}
+        if self.ended {
+            return Poll::Ready(None);
         }
-        polled
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(Msg::Data(data))) => {
+                self.queued.bytes.fetch_sub(data.len(), SeqCst);
+                self.queued.taken.notify_one();
+                if let Some(r) = &mut self.remaining {
+                    *r = r.saturating_sub(data.len() as u64);
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Poll::Ready(Some(Msg::End)) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Msg::Failed(e))) => {
+                self.ended = true;
+                Poll::Ready(Some(Err(e)))
+            }
+            // the reader is gone without saying the body ended: it did not end
+            Poll::Ready(None) => {
+                self.ended = true;
+                Poll::Ready(Some(Err("the upstream body was cut short".into())))
+            }
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ended || self.remaining == Some(0)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self.remaining {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
     }
 }

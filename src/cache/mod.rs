@@ -12,5 +12,5 @@ pub mod policy;
 mod respond;
 mod store;
 
-pub use fill::{Filling, Pending};
+pub use fill::{Pending, fill};
 pub use store::{Age, CacheStatus, Claim, FillGuard, Object, RouteCache, Zone};

@@ -10,7 +10,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response};
 use hyper::body::Body as _;
 
-use crate::cache::{Age, CacheStatus, Claim, FillGuard, Filling, Object, Pending, RouteCache, policy};
+use crate::cache::{self, Age, CacheStatus, Claim, FillGuard, Object, Pending, RouteCache, policy};
 use crate::config::CompressionSettings;
 use crate::handler::proxy::{self, BodyLimits};
 use crate::http::context::RequestCtx;
@@ -209,7 +209,7 @@ impl CachedProxy<'_> {
                 guard: Some(guard),
                 since,
             };
-            let resp = fill_from(self.route, fill, resp);
+            let resp = fill_from(self.route, fill, self.upstream.spec.read_timeout, resp);
             compression::compress_response(self.compression, &method, client.get(header::ACCEPT_ENCODING), resp)
         });
         self.or_stale(&primary, stale, (&method, &client), status, result).await
@@ -287,11 +287,11 @@ impl CachedProxy<'_> {
                     guard: None,
                     since,
                 };
-                let mut body = fill_from(&route, fill, resp).into_body();
-                use http_body_util::BodyExt;
-                while let Some(Ok(_)) = body.frame().await {}
+                // nobody reads this answer: the cache's reader keeps it all the same
+                drop(fill_from(&route, fill, upstream.spec.read_timeout, resp));
             }
-            // stored (a new object stands in for this one) or failed (a later request may try)
+            // answered (the cache's reader stores the new object) or failed: a later request may
+            // try again
             object.refresh_failed();
         });
     }
@@ -307,7 +307,12 @@ struct Fill {
 }
 
 /// The upstream's response, its body filling the cache as it flows when it may be stored.
-fn fill_from(route: &Arc<RouteCache>, fill: Fill, resp: Response<Body>) -> Response<Body> {
+fn fill_from(
+    route: &Arc<RouteCache>,
+    fill: Fill,
+    read_timeout: std::time::Duration,
+    resp: Response<Body>,
+) -> Response<Body> {
     let Some(fresh) = policy::storable(resp.status(), resp.headers(), route.spec.ttl) else {
         return resp;
     };
@@ -331,6 +336,7 @@ fn fill_from(route: &Arc<RouteCache>, fill: Fill, resp: Response<Body>) -> Respo
         fresh,
         guard: fill.guard,
         since: fill.since,
+        read_timeout,
     };
-    Response::from_parts(parts, Body::boxed(Filling::new(body, pending)))
+    Response::from_parts(parts, cache::fill(body, pending))
 }
