@@ -487,6 +487,33 @@ async fn stale_if_error_keeps_answering_while_the_upstream_fails_then_502() {
 }
 
 #[tokio::test]
+async fn a_waiter_behind_a_fill_stuck_on_a_hung_upstream_gets_the_stale_object() {
+    let origin = Origin::start().await;
+    let gw = gateway(&origin, r#"stale_if_error = "1h", lock_timeout = "300ms""#, "8MiB", "").await;
+    let c = plain_client();
+    let pq = "/hung?cc=max-age=1";
+    let first = get(&c, &gw.http_url(pq), &[]).await;
+    let stored = Instant::now();
+    outlive(1.0, stored).await;
+    // the origin hangs now: the next request fills, and waits for it
+    origin.delay.store(20_000, SeqCst);
+    let filler = {
+        let (c, url) = (c.clone(), gw.http_url(pq));
+        tokio::spawn(async move { get(&c, &url, &[]).await })
+    };
+    wait_until(Duration::from_secs(5), "the fill to reach the origin", || async {
+        origin.hits(pq) == 2
+    })
+    .await;
+    let started = Instant::now();
+    let got = get(&c, &gw.http_url(pq), &[]).await;
+    assert_eq!((got.status, got.cache.as_str(), &got.body), (200, "stale", &first.body));
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert_eq!(origin.hits(pq), 2, "the waiter did not join the hung origin");
+    filler.abort();
+}
+
+#[tokio::test]
 async fn head_ranges_conditionals_and_compression_are_answered_from_the_cache() {
     let origin = Origin::start().await;
     let gw = gateway(&origin, r#"ttl = "60s""#, "8MiB", "").await;

@@ -134,17 +134,15 @@ impl CachedProxy<'_> {
         if req.method() == Method::HEAD || policy::request_forbids_storing(req.headers()) {
             // a HEAD does not fill (it brings no body), nor a request that says no-store: the
             // upstream answers them
-            let client = req.headers().clone();
+            let (method, client) = (req.method().clone(), req.headers().clone());
             let result = self.pass(ctx, req, answered).await;
-            return self
-                .or_stale(&primary, stale, (&Method::HEAD, &client), status, result)
-                .await;
+            return self.or_stale(&primary, stale, (&method, &client), status, result).await;
         }
         match zone.claim(lookup.fill_key) {
             Claim::Fill(guard) => self.fill(ctx, req, primary, stale, status, guard, answered).await,
             Claim::Wait(mut done) => {
                 // another request is filling this object: wait for it, within bounds
-                let _ = tokio::time::timeout(spec.lock_timeout, done.changed()).await;
+                let woke = tokio::time::timeout(spec.lock_timeout, done.changed()).await.is_ok();
                 if let Some(object) = zone.lookup(&primary, req.headers()).found
                     && object.state() == Age::Fresh
                 {
@@ -152,6 +150,11 @@ impl CachedProxy<'_> {
                         CacheStatus::Hit,
                         Ok(self.answer_from_cache(&primary, &object, &req).await),
                     );
+                }
+                if !woke && let Some(object) = &stale {
+                    // the fill is stuck on a hung upstream: don't join it there
+                    let resp = self.answer_from_cache(&primary, object, &req).await;
+                    return (CacheStatus::Stale, Ok(resp));
                 }
                 let client = req.headers().clone();
                 let result = self.pass(ctx, req, answered).await;
