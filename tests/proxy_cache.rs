@@ -431,6 +431,57 @@ async fn a_client_that_stops_reading_or_leaves_neither_holds_nor_loses_the_fill(
 }
 
 #[tokio::test]
+async fn fills_in_progress_hold_no_more_than_the_zone() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let origin = Origin::start().await;
+    let toml = config(&origin, r#"ttl = "60s""#, "4MiB", "")
+        .replace("max_object_size = \"64KiB\"", "max_object_size = \"4MiB\"");
+    let gw = TestGateway::start(&toml).await;
+    let c = plain_client();
+    let admin = gw.gw().admin_addr().unwrap();
+    let filling = || async {
+        let metrics = metrics_text(&plain_client(), admin).await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("proxy_cache_filling_bytes{zone=\"z\"} "))
+            .unwrap_or_else(|| panic!("no proxy_cache_filling_bytes in {metrics}"))
+            .parse::<f64>()
+            .unwrap()
+    };
+    // clients that ask for 3 MiB objects and read nothing: kept whole, each would hold 6 MiB
+    // (the copy aside and the copy queued for its client)
+    let mut stalled = Vec::new();
+    for i in 0..6 {
+        let request = format!("GET /stall{i}?size=3145728 HTTP/1.1\r\nHost: {}\r\n\r\n", gw.http());
+        let mut s = tokio::net::TcpStream::connect(gw.http()).await.unwrap();
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut head = [0u8; 16];
+        s.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head[..12], b"HTTP/1.1 200");
+        stalled.push(s);
+    }
+    wait_until(
+        Duration::from_secs(10),
+        "the origin to have sent every answer",
+        || async { (0..6).all(|i| origin.hits(&format!("/stall{i}?size=3145728")) == 1) },
+    )
+    .await;
+    for _ in 0..10 {
+        let held = filling().await;
+        assert!(held <= (4 << 20) as f64, "{held} bytes held by fills");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // a client that reads gets a whole answer all the same
+    let got = get(&c, &gw.http_url("/stall0?size=3145728"), &[]).await;
+    assert_eq!((got.status, got.body.len()), (200, 3_145_728));
+    drop(stalled);
+    wait_until(Duration::from_secs(10), "fills to give their room back", || async {
+        filling().await == 0.0
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn stale_while_revalidate_answers_at_once_and_refreshes_once() {
     let origin = Origin::start().await;
     let gw = gateway(&origin, r#"stale_while_revalidate = "30s""#, "8MiB", "").await;

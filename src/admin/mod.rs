@@ -227,12 +227,16 @@ fn proxy_cache_series(snap: &Snapshot) -> Vec<Gauge> {
     for (name, help) in [
         ("proxy_cache_bytes", "Bytes held by the proxy cache zone"),
         ("proxy_cache_objects", "Responses held by the proxy cache zone"),
+        (
+            "proxy_cache_filling_bytes",
+            "Bytes held by fills in progress of the proxy cache zone (at most its max_size)",
+        ),
     ] {
         for z in &zones {
-            let value = if name == "proxy_cache_bytes" {
-                z.bytes()
-            } else {
-                z.objects()
+            let value = match name {
+                "proxy_cache_bytes" => z.bytes(),
+                "proxy_cache_objects" => z.objects(),
+                _ => z.filling_bytes(),
             };
             out.push(Gauge {
                 name,

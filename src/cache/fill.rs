@@ -4,7 +4,9 @@
 //! at once, so a slow or stalled client neither holds the fill (and every request waiting for
 //! it) nor loses it by leaving; the queue then holds no more than the object itself. Past
 //! `max_object_size`, or once the object is stored, the body flows to the client with
-//! back-pressure (a small window), and nobody left to read it ends the read. A body that fails
+//! back-pressure (a small window), and nobody left to read it ends the read. What fills in
+//! progress hold together (copies aside and queued) is at most the zone's `max_size`: past it,
+//! a fill stops keeping and streams through with back-pressure. A body that fails
 //! or pauses longer than the upstream's `read_timeout` is abandoned, and the client's response
 //! fails with it rather than end as if complete.
 
@@ -22,7 +24,7 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tokio::sync::{Notify, mpsc};
 
 use super::policy::Freshness;
-use super::store::{FillGuard, Object, RouteCache};
+use super::store::{FillGuard, Object, RouteCache, Zone};
 use crate::proto::BoxError;
 use crate::proto::body::Body;
 
@@ -49,6 +51,7 @@ pub struct Pending {
 
 /// The upstream body aside: its bytes so far, while the object may still be kept.
 struct Keeping {
+    zone: Arc<Zone>,
     buf: BytesMut,
     limit: usize,
     pending: Option<Pending>,
@@ -59,23 +62,31 @@ impl Keeping {
         self.pending.is_some()
     }
 
-    fn take(&mut self, data: &[u8]) {
-        if self.pending.is_some() {
-            if self.buf.len() + data.len() > self.limit {
-                self.abandon();
-            } else {
-                self.buf.extend_from_slice(data);
-            }
+    /// Copies a chunk aside; true when it is kept, with as many bytes reserved again for its
+    /// copy queued for the client (released as the client takes it). Past `max_object_size`,
+    /// or past the zone's room for fills in progress, the object is abandoned.
+    fn take(&mut self, data: &[u8]) -> bool {
+        if self.pending.is_none() {
+            return false;
         }
+        let n = data.len() as u64;
+        if self.buf.len() + data.len() > self.limit || !self.zone.reserve(2 * n) {
+            self.abandon();
+            return false;
+        }
+        self.buf.extend_from_slice(data);
+        true
     }
 
     fn abandon(&mut self) {
         self.pending = None;
+        self.zone.release(self.buf.len() as u64);
         self.buf = BytesMut::new();
     }
 
     fn store(&mut self) {
         let Some(p) = self.pending.take() else { return };
+        self.zone.release(self.buf.len() as u64);
         let body: Bytes = std::mem::take(&mut self.buf).freeze();
         let object = Object::new(p.status, p.headers, body, p.fresh, &p.route.spec);
         p.route
@@ -87,7 +98,8 @@ impl Keeping {
 }
 
 enum Msg {
-    Data(Bytes),
+    /// A chunk, and whether bytes of the zone's room for fills are reserved for it.
+    Data(Bytes, bool),
     Failed(BoxError),
     End,
 }
@@ -106,7 +118,9 @@ pub fn fill(inner: Body, pending: Pending) -> Body {
     let limit = pending.route.zone.spec.max_object_size as usize;
     let expected = size.exact().unwrap_or(0) as usize;
     let read_timeout = pending.read_timeout;
+    let zone = pending.route.zone.clone();
     let keeping = Keeping {
+        zone: zone.clone(),
         buf: BytesMut::with_capacity(expected.min(limit)),
         limit,
         pending: Some(pending),
@@ -116,6 +130,7 @@ pub fn fill(inner: Body, pending: Pending) -> Body {
     tokio::spawn(read(inner, keeping, tx, queued.clone(), read_timeout));
     Body::boxed(ClientBody {
         rx,
+        zone,
         queued,
         remaining: size.exact(),
         ended: false,
@@ -157,10 +172,14 @@ async fn read(
         match tokio::time::timeout(read_timeout, inner.frame()).await {
             Ok(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
-                    keeping.take(&data);
+                    let reserved = keeping.take(&data);
                     let n = data.len();
-                    if tx.send(Msg::Data(data)).is_ok() {
-                        queued.bytes.fetch_add(n, SeqCst);
+                    queued.bytes.fetch_add(n, SeqCst);
+                    if tx.send(Msg::Data(data, reserved)).is_err() {
+                        queued.bytes.fetch_sub(n, SeqCst);
+                        if reserved {
+                            keeping.zone.release(n as u64);
+                        }
                     }
                 }
             }
@@ -186,6 +205,7 @@ async fn read(
 /// The body the client receives: the chunks the reader queued.
 struct ClientBody {
     rx: mpsc::UnboundedReceiver<Msg>,
+    zone: Arc<Zone>,
     queued: Arc<Queued>,
     /// Bytes still to come, when the upstream said.
     remaining: Option<u64>,
@@ -201,8 +221,11 @@ impl HttpBody for ClientBody {
             return Poll::Ready(None);
         }
         match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(Msg::Data(data))) => {
+            Poll::Ready(Some(Msg::Data(data, reserved))) => {
                 self.queued.bytes.fetch_sub(data.len(), SeqCst);
+                if reserved {
+                    self.zone.release(data.len() as u64);
+                }
                 self.queued.taken.notify_one();
                 if let Some(r) = &mut self.remaining {
                     *r = r.saturating_sub(data.len() as u64);
@@ -235,5 +258,19 @@ impl HttpBody for ClientBody {
             Some(n) => SizeHint::with_exact(n),
             None => SizeHint::default(),
         }
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        // what the client never took gives its room back (later sends fail, and the reader
+        // gives theirs back itself)
+        self.rx.close();
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Msg::Data(data, true) = msg {
+                self.zone.release(data.len() as u64);
+            }
+        }
+        self.queued.taken.notify_one();
     }
 }

@@ -255,6 +255,9 @@ pub struct Zone {
     counts: [AtomicU64; 6],
     /// Moves on with every purge: a fill that began before one does not store what it fetched.
     generation: AtomicU64,
+    /// Bytes held by fills in progress (copies kept aside, and queued for their clients while
+    /// being kept): at most `max_size`, past which fills stop keeping and stream through.
+    filling: AtomicU64,
 }
 
 impl Zone {
@@ -270,6 +273,7 @@ impl Zone {
             fills: Mutex::new(HashMap::new()),
             counts: Default::default(),
             generation: AtomicU64::new(0),
+            filling: AtomicU64::new(0),
         })
     }
 
@@ -327,6 +331,30 @@ impl Zone {
             key,
             _done: tx,
         })
+    }
+
+    /// Reserves `n` bytes for a fill in progress; `false` (nothing reserved) when the fills
+    /// would hold more than the zone's `max_size` together.
+    pub(super) fn reserve(&self, n: u64) -> bool {
+        let mut held = self.filling.load(SeqCst);
+        loop {
+            if held.saturating_add(n) > self.spec.max_size {
+                return false;
+            }
+            match self.filling.compare_exchange_weak(held, held + n, SeqCst, SeqCst) {
+                Ok(_) => return true,
+                Err(now) => held = now,
+            }
+        }
+    }
+
+    pub(super) fn release(&self, n: u64) {
+        self.filling.fetch_sub(n, SeqCst);
+    }
+
+    /// Bytes held by fills in progress, for `/metrics`.
+    pub fn filling_bytes(&self) -> u64 {
+        self.filling.load(SeqCst)
     }
 
     /// The purge generation, to give [`Zone::store`] when the fill it stores began.
