@@ -69,6 +69,12 @@ pub struct ServerSettings {
     /// Pass request fields whose names hold `_` (dropped by default: CGI and WSGI backends
     /// read `X_Forwarded_For` as `X-Forwarded-For`).
     pub underscores_in_headers: bool,
+    /// HTTP/3 (QUIC) on the UDP port of `https`.
+    pub http3: bool,
+    /// `ma` of the `Alt-Svc` that advertises HTTP/3 on HTTPS answers over TCP.
+    pub alt_svc_max_age: Duration,
+    /// The UDP port advertised in `Alt-Svc` (0: the port `https` is bound to).
+    pub http3_advertised_port: u16,
 }
 
 impl Default for ServerSettings {
@@ -92,6 +98,9 @@ impl Default for ServerSettings {
             hosts_file: None,
             server_header: false,
             underscores_in_headers: false,
+            http3: false,
+            alt_svc_max_age: Duration::from_secs(24 * 3600),
+            http3_advertised_port: 0,
         }
     }
 }

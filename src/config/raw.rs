@@ -28,6 +28,9 @@ pub struct RawServer {
     pub server_header: Option<S<bool>>,
     pub underscores_in_headers: Option<S<bool>>,
     pub hosts_file: Option<S<String>>,
+    pub http3: Option<S<bool>>,
+    pub alt_svc_max_age: Option<S<String>>,
+    pub http3_advertised_port: Option<S<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -94,6 +94,7 @@ pub async fn handle(state: &State, conn: &ConnInfo, mut req: Request<ReqBody>) -
     let record = access_log.as_ref().map(|_| access_record(&ctx, &req));
     let accept = req.headers().get(header::ACCEPT).cloned();
     let h1 = req.version() < Version::HTTP_2;
+    let h3 = req.version() == Version::HTTP_3;
     let mut matched = None;
     let mut meta = Meta::default();
     let routed = match host_error {
@@ -120,13 +121,7 @@ pub async fn handle(state: &State, conn: &ConnInfo, mut req: Request<ReqBody>) -
         .map_or(&snap.config.headers, |r: &Route| &r.headers)
         .apply(h, conn.tls, meta.from_upstream);
     h.insert(X_REQUEST_ID.clone(), ctx.request_id);
-    if server.server_header {
-        h.insert(header::SERVER, HeaderValue::from_static("orta-gateway"));
-    }
-    if h1 && state.shutting_down() {
-        // draining: this client should reconnect (to the next process) for its next request
-        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
+    connection_headers(state, server.server_header, h, conn.tls && !h3, h1);
     let status = resp.status().as_u16();
     let log = access_log.zip(record).map(|(log, mut rec)| {
         rec.status = status;
@@ -146,6 +141,20 @@ pub async fn handle(state: &State, conn: &ConnInfo, mut req: Request<ReqBody>) -
         log,
     };
     (resp, completion)
+}
+
+/// `Server` when asked for; `Alt-Svc` on HTTPS over TCP while HTTP/3 is served; on HTTP/1.1
+/// while draining, `Connection: close` (the client should reconnect, to the next process).
+fn connection_headers(state: &State, server_header: bool, h: &mut http::HeaderMap, tcp_tls: bool, h1: bool) {
+    if server_header {
+        h.insert(header::SERVER, HeaderValue::from_static("orta-gateway"));
+    }
+    if tcp_tls && let Some(alt_svc) = state.alt_svc() {
+        h.insert(header::ALT_SVC, alt_svc);
+    }
+    if h1 && state.shutting_down() {
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
 }
 
 /// The access-log fields known before the request is handled.

@@ -37,6 +37,8 @@ pub struct State {
     /// What the ACME manager shares: its challenge answers (tls-alpn-01 handshakes, http-01
     /// tokens) and its status.
     acme: Arc<acme::Shared>,
+    /// `Alt-Svc` for HTTPS answers over TCP while HTTP/3 is served (`h3=":PORT"; ma=SECS`).
+    alt_svc: ArcSwapOption<http::HeaderValue>,
 }
 
 /// What `/status` reports beside the snapshot.
@@ -71,6 +73,7 @@ impl State {
                 ..Status::default()
             }),
             acme,
+            alt_svc: ArcSwapOption::empty(),
         })
     }
 
@@ -155,5 +158,18 @@ impl State {
 
     pub fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// The `Alt-Svc` value advertising HTTP/3, while it is served.
+    pub fn alt_svc(&self) -> Option<http::HeaderValue> {
+        self.alt_svc.load().as_deref().cloned()
+    }
+
+    /// Advertises HTTP/3 on `port` for `max_age`, or stops advertising it (`None`).
+    pub fn set_alt_svc(&self, advertised: Option<(u16, std::time::Duration)>) {
+        let value = advertised.and_then(|(port, max_age)| {
+            http::HeaderValue::from_str(&format!("h3=\":{port}\"; ma={}", max_age.as_secs())).ok()
+        });
+        self.alt_svc.store(value.map(Arc::new));
     }
 }

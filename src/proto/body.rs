@@ -28,11 +28,13 @@ pub enum Body {
     Boxed(BoxBody<Bytes, BoxError>),
 }
 
-/// A client's request body: from hyper (HTTP/2) or from the gateway's own HTTP/1.1 server.
+/// A client's request body: from hyper (HTTP/2), from the gateway's own HTTP/1.1 server, or
+/// from an HTTP/3 stream.
 pub enum ReqBody {
     Empty,
     Hyper(Incoming),
     H1(crate::proto::h1::server::RequestBody),
+    H3(Box<crate::proto::h3::H3Body>),
 }
 
 impl HttpBody for ReqBody {
@@ -44,6 +46,7 @@ impl HttpBody for ReqBody {
             ReqBody::Empty => Poll::Ready(None),
             ReqBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             ReqBody::H1(b) => Pin::new(b).poll_frame(cx),
+            ReqBody::H3(b) => Pin::new(&mut **b).poll_frame(cx),
         }
     }
 
@@ -52,6 +55,7 @@ impl HttpBody for ReqBody {
             ReqBody::Empty => true,
             ReqBody::Hyper(b) => b.is_end_stream(),
             ReqBody::H1(b) => b.is_end_stream(),
+            ReqBody::H3(b) => b.is_end_stream(),
         }
     }
 
@@ -60,6 +64,7 @@ impl HttpBody for ReqBody {
             ReqBody::Empty => SizeHint::with_exact(0),
             ReqBody::Hyper(b) => b.size_hint(),
             ReqBody::H1(b) => b.size_hint(),
+            ReqBody::H3(b) => b.size_hint(),
         }
     }
 }
@@ -205,7 +210,7 @@ pub fn client_body_error(err: &(dyn std::error::Error + 'static)) -> Option<Clie
         if e.is::<BodyTimeout>() {
             return Some(ClientBodyError::Timeout);
         }
-        if e.is::<BodyBroken>() || e.is::<BodyLengthMismatch>() {
+        if e.is::<BodyBroken>() || e.is::<BodyLengthMismatch>() || e.is::<crate::proto::h3::LengthMismatch>() {
             return Some(ClientBodyError::Broken);
         }
         cur = e.source();

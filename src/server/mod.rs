@@ -7,6 +7,7 @@
 mod conn;
 pub mod embedded;
 pub mod listener;
+mod quic;
 mod reload;
 mod reload_watch;
 
@@ -61,8 +62,32 @@ impl Bound {
 struct Listeners {
     http: Option<Bound>,
     https: Option<Bound>,
+    /// HTTP/3 on the UDP port of `https`.
+    quic: Option<Quic>,
     admin: Option<Bound>,
     api: Vec<Bound>,
+}
+
+/// The QUIC endpoint and its accept loop.
+struct Quic {
+    endpoint: quinn::Endpoint,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Quic {
+    /// Serves HTTP/3 on the UDP side of the HTTPS listener's address, and advertises it.
+    fn start(https: SocketAddr, config: &Config, state: &Arc<State>) -> Result<Quic, String> {
+        let endpoint = quic::bind(https, config, state)?;
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(quic::serve(endpoint.clone(), state.clone(), stop_rx));
+        let port = match config.server.http3_advertised_port {
+            0 => https.port(),
+            p => p,
+        };
+        state.set_alt_svc(Some((port, config.server.alt_svc_max_age)));
+        Ok(Quic { endpoint, stop, task })
+    }
 }
 
 /// The slot of a single listener (not the API replicas).
@@ -155,6 +180,11 @@ impl Gateway {
             .https
             .map(|a| bind(Kind::Https, a, &state, None))
             .transpose()?;
+        if config.server.http3
+            && let Some(https) = &l.https
+        {
+            l.quic = Some(Quic::start(https.local, &config, &state)?);
+        }
         l.http = config
             .server
             .http
@@ -233,6 +263,13 @@ impl Gateway {
             let _ = b.stop.send(true);
             tasks.push(b.task);
         }
+        // HTTP/3: no new connections, GOAWAY on the open ones
+        self.state.set_alt_svc(None);
+        let quic = l.quic.map(|q| {
+            let _ = q.stop.send(true);
+            tasks.push(q.task);
+            q.endpoint
+        });
         // the accept loops take what is queued, then close their sockets
         for t in tasks {
             let _ = t.await;
@@ -240,6 +277,11 @@ impl Gateway {
         let drained = tokio::time::timeout(grace, self.state.connections().drained())
             .await
             .is_ok();
+        if let Some(endpoint) = quic {
+            // the requests in flight had the grace too
+            let _ = tokio::time::timeout(grace.min(quic::CLOSE_WAIT), endpoint.wait_idle()).await;
+            quic::close(&endpoint);
+        }
         for b in l.api.into_iter().chain(l.admin) {
             b.stop();
         }

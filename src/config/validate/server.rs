@@ -41,6 +41,19 @@ impl Validator<'_> {
         self.listen_addr(v, what, claims)
     }
 
+    /// `http3` (on the UDP port of `https`), `alt_svc_max_age`, `http3_advertised_port`.
+    fn http3(&mut self, r: &RawServer, s: &mut ServerSettings) {
+        s.http3 = r.http3.as_ref().map_or(s.http3, |b| *b.get_ref());
+        if let Some(v) = &r.http3
+            && *v.get_ref()
+            && s.https.is_none()
+        {
+            self.err(v.span(), "http3 needs an `https` listener: HTTP/3 runs on its UDP port");
+        }
+        s.alt_svc_max_age = self.positive_duration(r.alt_svc_max_age.as_ref(), s.alt_svc_max_age);
+        s.http3_advertised_port = self.count(r.http3_advertised_port.as_ref(), 0, 0, 65_535) as u16;
+    }
+
     pub(super) fn server(&mut self, raw: Option<&(Range<usize>, RawServer)>, claims: &mut Claims) -> ServerSettings {
         let mut s = ServerSettings::default();
         let Some((span, r)) = raw else {
@@ -79,6 +92,7 @@ impl Validator<'_> {
         s.max_connections = self.count(r.max_connections.as_ref(), s.max_connections as u64, 1, 10_000_000) as usize;
         s.server_header = r.server_header.as_ref().is_some_and(|b| *b.get_ref());
         s.underscores_in_headers = r.underscores_in_headers.as_ref().is_some_and(|b| *b.get_ref());
+        self.http3(r, &mut s);
         s.body_read_timeout = self.positive_duration(r.body_read_timeout.as_ref(), s.body_read_timeout);
         s.send_timeout = self.positive_duration(r.send_timeout.as_ref(), s.send_timeout);
         s.max_connections_per_ip = self.count(

@@ -71,6 +71,7 @@ impl AccessRecord {
             tls_version,
             http_version: match req.version() {
                 Version::HTTP_2 => "HTTP/2",
+                Version::HTTP_3 => "HTTP/3",
                 Version::HTTP_10 => "HTTP/1.0",
                 _ => "HTTP/1.1",
             },

@@ -1,0 +1,222 @@
+//! HTTP/3: a real QUIC + h3 client (quinn and h3-quinn, trusting the gateway's self-signed CA)
+//! against the gateway's UDP side of the HTTPS listener: static files with and without
+//! compression, proxied GET and a 10 MiB upload streamed to a real upstream, the gateway's own
+//! 404/413/429 answers, security headers and the access log; `Alt-Svc` over TCP only.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use common::*;
+
+type Sender = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
+
+/// An HTTP/3 connection to `addr`, trusting `ca_pem`, for `localhost`.
+async fn connect(addr: SocketAddr, ca_pem: &[u8]) -> (quinn::Endpoint, Sender, tokio::task::JoinHandle<()>) {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    let conn = endpoint
+        .connect(addr, "localhost")
+        .unwrap()
+        .await
+        .expect("QUIC handshake");
+    let (mut driver, sender) = h3::client::new(h3_quinn::Connection::new(conn)).await.unwrap();
+    let drive = tokio::spawn(async move {
+        let _ = std::future::poll_fn(|cx| driver.poll_close(cx)).await;
+    });
+    (endpoint, sender, drive)
+}
+
+struct Answer {
+    status: u16,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+/// Sends `method path` with `headers` and `body` (streamed in 64 KiB chunks), reads the answer.
+async fn send(
+    sender: &mut Sender,
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Answer {
+    let mut req = http::Request::builder()
+        .method(method)
+        .uri(format!("https://localhost:{port}{path}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = &body {
+        req = req.header("content-length", b.len());
+    }
+    let mut stream = sender.send_request(req.body(()).unwrap()).await.unwrap();
+    let mut sent_whole = true;
+    if let Some(b) = body {
+        for chunk in b.chunks(64 * 1024) {
+            if let Err(e) = stream.send_data(Bytes::copy_from_slice(chunk)).await {
+                // the gateway answered without the rest (a 413): it may ask us to stop, politely
+                assert!(
+                    e.to_string().contains("H3_NO_ERROR") || format!("{e:?}").contains("0x100"),
+                    "{e:?}"
+                );
+                sent_whole = false;
+                break;
+            }
+        }
+    }
+    if sent_whole {
+        stream.finish().await.unwrap();
+    }
+    let resp = stream.recv_response().await.unwrap();
+    let mut body = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await.unwrap() {
+        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    Answer {
+        status: resp.status().as_u16(),
+        headers: resp.headers().clone(),
+        body,
+    }
+}
+
+/// A gateway with HTTP/3 on: `/` static from `{dir}/www`, `/api/` proxied to `upstream`
+/// (rate-limited by `limit`), `max_body_size` 16 MiB, an access log in `{dir}`.
+async fn gateway(upstream: SocketAddr, extra_server: &str, limit: &str) -> TestGateway {
+    let dir = tempfile::tempdir().unwrap();
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("index.html"), "<!doctype html><p>orta</p>\n".repeat(200)).unwrap();
+    let toml = base_config().replace(
+        "redirect_to_https = false\n",
+        &format!("redirect_to_https = false\nmax_body_size = \"16MiB\"\n{extra_server}\n"),
+    ) + &format!(
+        r#"
+[log]
+access = "{{dir}}/access.log"
+rotation = "never"
+[[rate_limit]]
+name = "limit"
+rate = "{limit}"
+[[upstream]]
+name = "backend"
+servers = ["{upstream}"]
+[[route]]
+path = "/api/"
+upstream = "backend"
+rate_limit = "limit"
+[[route]]
+path = "/"
+root = "{{dir}}/www"
+index = "index.html"
+"#
+    );
+    TestGateway::start_in(dir, &toml).await
+}
+
+#[tokio::test]
+async fn static_proxied_and_gateway_answers_over_http3() {
+    let upstream = TestUpstream::start("u1").await;
+    let gw = gateway(upstream.addr, "http3 = true", "1000/s").await;
+    let port = gw.https().port();
+    let (_endpoint, mut h3, _drive) = connect(gw.https(), &gw.ca_pem()).await;
+
+    let page = send(&mut h3, port, "GET", "/", &[], None).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.body.len(), "<!doctype html><p>orta</p>\n".len() * 200);
+    assert_eq!(page.headers["x-content-type-options"], "nosniff");
+    assert!(page.headers.contains_key("x-request-id"));
+    assert!(!page.headers.contains_key("alt-svc"), "HTTP/3 answers need no Alt-Svc");
+    let gz = send(&mut h3, port, "GET", "/", &[("accept-encoding", "gzip")], None).await;
+    assert_eq!(gz.headers["content-encoding"], "gzip");
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz.body[..]), &mut plain).unwrap();
+    assert_eq!(plain, page.body);
+
+    let echo = send(&mut h3, port, "GET", "/api/echo", &[], None).await;
+    assert_eq!(echo.status, 200);
+    let json: serde_json::Value = serde_json::from_slice(&echo.body).unwrap();
+    assert_eq!(json["headers"]["host"], format!("localhost:{port}"));
+    assert_eq!(json["headers"]["x-forwarded-proto"], "https");
+    assert!(!echo.headers.contains_key("x-powered-by"));
+
+    // 10 MiB streamed up through the gateway to the upstream, which counts it
+    let upload = send(&mut h3, port, "POST", "/api/upload", &[], Some(vec![b'x'; 10 << 20])).await;
+    assert_eq!(
+        (upload.status, String::from_utf8_lossy(&upload.body).as_ref()),
+        (200, "10485760")
+    );
+
+    let missing = send(
+        &mut h3,
+        port,
+        "GET",
+        "/nothing-here",
+        &[("accept", "application/json")],
+        None,
+    )
+    .await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.headers["x-content-type-options"], "nosniff");
+    let too_large = send(&mut h3, port, "POST", "/api/upload", &[], Some(vec![b'x'; 17 << 20])).await;
+    assert_eq!(too_large.status, 413);
+
+    let log = gw.dir.path().join("access.log");
+    wait_until(Duration::from_secs(5), "HTTP/3 lines in the access log", || async {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["http_version"] == "HTTP/3")
+            .count()
+            >= 6
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rate_limits_apply_over_http3() {
+    let upstream = TestUpstream::start("u1").await;
+    let gw = gateway(upstream.addr, "http3 = true", "1/m").await;
+    let port = gw.https().port();
+    let (_endpoint, mut h3, _drive) = connect(gw.https(), &gw.ca_pem()).await;
+    assert_eq!(send(&mut h3, port, "GET", "/api/x", &[], None).await.status, 200);
+    let limited = send(&mut h3, port, "GET", "/api/x", &[], None).await;
+    assert_eq!(limited.status, 429);
+    assert!(limited.headers.contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn alt_svc_is_sent_over_tcp_tls_only_and_only_with_http3_on() {
+    let upstream = TestUpstream::start("u1").await;
+    let gw = gateway(upstream.addr, "http3 = true\nalt_svc_max_age = \"1h\"", "1000/s").await;
+    let tls = gw.client().get(gw.https_url("/")).send().await.unwrap();
+    let port = gw.https().port();
+    assert_eq!(tls.headers()["alt-svc"], format!("h3=\":{port}\"; ma=3600").as_str());
+    let plain = plain_client().get(gw.http_url("/")).send().await.unwrap();
+    assert!(!plain.headers().contains_key("alt-svc"));
+
+    let advertised = gateway(upstream.addr, "http3 = true\nhttp3_advertised_port = 443", "1000/s").await;
+    let tls = advertised.client().get(advertised.https_url("/")).send().await.unwrap();
+    assert_eq!(tls.headers()["alt-svc"], "h3=\":443\"; ma=86400");
+
+    let off = gateway(upstream.addr, "http3 = false", "1000/s").await;
+    let tls = off.client().get(off.https_url("/")).send().await.unwrap();
+    assert!(!tls.headers().contains_key("alt-svc"));
+}
