@@ -220,3 +220,78 @@ async fn alt_svc_is_sent_over_tcp_tls_only_and_only_with_http3_on() {
     let tls = off.client().get(off.https_url("/")).send().await.unwrap();
     assert!(!tls.headers().contains_key("alt-svc"));
 }
+
+#[tokio::test]
+async fn quic_connections_count_toward_the_limits_and_show_in_status_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("www")).unwrap();
+    std::fs::write(dir.path().join("www/index.html"), "hi").unwrap();
+    let toml = base_config().replace(
+        "redirect_to_https = false\n",
+        "redirect_to_https = false\nhttp3 = true\nmax_connections_per_ip = 1\n",
+    ) + "[admin]\nlisten = \"127.0.0.1:0\"\n[[route]]\npath = \"/\"\nroot = \"{dir}/www\"\nindex = \"index.html\"\n";
+    let gw = TestGateway::start_in(dir, &toml).await;
+    let port = gw.https().port();
+    let (_e1, mut first, _d1) = connect(gw.https(), &gw.ca_pem()).await;
+    assert_eq!(send(&mut first, port, "GET", "/", &[], None).await.status, 200);
+    // a second connection from the same address is one too many
+    let second = tokio::time::timeout(Duration::from_secs(5), try_connect(gw.https(), &gw.ca_pem())).await;
+    assert!(matches!(second, Ok(Err(_))), "a second QUIC connection was accepted");
+    let admin = gw.gw().admin_addr().unwrap();
+    let metrics = metrics_text(&plain_client(), admin).await;
+    assert!(metrics.contains("quic_connections_open 1"), "{metrics}");
+    let status: serde_json::Value = plain_client()
+        .get(format!("http://{admin}/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["quic_connections_open"], 1);
+    assert_eq!(status["listeners"]["http3"], gw.https().to_string());
+}
+
+/// Like `connect`, but the handshake's failure is returned.
+async fn try_connect(addr: SocketAddr, ca_pem: &[u8]) -> Result<quinn::Connection, quinn::ConnectionError> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    endpoint.connect(addr, "localhost").unwrap().await
+}
+
+#[tokio::test]
+async fn shutdown_lets_a_request_in_flight_finish_then_closes() {
+    let upstream = TestUpstream::start("u1").await;
+    let gw = gateway(upstream.addr, "http3 = true", "1000/s").await;
+    let (port, addr, ca) = (gw.https().port(), gw.https(), gw.ca_pem());
+    let (_endpoint, mut h3, _drive) = connect(addr, &ca).await;
+    let slow = tokio::spawn(async move { send(&mut h3, port, "GET", "/api/slow?ms=800", &[], None).await });
+    wait_until(Duration::from_secs(5), "the request to reach the upstream", || async {
+        upstream.hits() == 1
+    })
+    .await;
+    // SIGTERM's path: stop, with the request still in flight
+    let drained = gw.shutdown().await;
+    let answer = slow.await.unwrap();
+    assert_eq!(
+        (answer.status, String::from_utf8_lossy(&answer.body).as_ref()),
+        (200, "slow u1")
+    );
+    assert!(drained, "the QUIC connection closed once its request was answered");
+    // and no new connection is taken
+    let after = tokio::time::timeout(Duration::from_secs(5), try_connect(addr, &ca)).await;
+    assert!(!matches!(after, Ok(Ok(_))), "a connection after shutdown");
+}

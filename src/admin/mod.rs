@@ -173,9 +173,15 @@ fn scrape_time_series(state: &State) -> Vec<Gauge> {
         ),
         (
             "connections_open",
-            "Open client connections",
+            "Open client connections (QUIC ones included)",
             "gauge",
             state.connections().open() as f64,
+        ),
+        (
+            "quic_connections_open",
+            "Open QUIC (HTTP/3) client connections",
+            "gauge",
+            state.quic_connections() as f64,
         ),
         (
             "config_generation",
@@ -301,7 +307,8 @@ fn status(state: &State) -> serde_json::Value {
         "config": { "path": snap.config.file.display().to_string(), "loaded_at": st.loaded_at.map(rfc3339) },
         "last_reload_error": st.last_reload_error,
         "shutting_down": state.shutting_down(),
-        "listeners": { "http": st.http, "https": st.https, "admin": st.admin, "api": st.api },
+        "listeners": { "http": st.http, "https": st.https, "http3": st.http3, "admin": st.admin, "api": st.api },
+        "quic_connections_open": state.quic_connections(),
         "connections_open": state.connections().open(),
         "upstreams": upstreams.iter().map(|u| serde_json::json!({
             "name": u.spec.name,

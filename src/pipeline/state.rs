@@ -4,7 +4,7 @@
 //! signal, and what `/status` reports.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -39,6 +39,17 @@ pub struct State {
     acme: Arc<acme::Shared>,
     /// `Alt-Svc` for HTTPS answers over TCP while HTTP/3 is served (`h3=":PORT"; ma=SECS`).
     alt_svc: ArcSwapOption<http::HeaderValue>,
+    /// Open QUIC connections (they are in `connections` too), for `/status` and `/metrics`.
+    quic_open: Arc<AtomicUsize>,
+}
+
+/// Counts one open QUIC connection while it lives.
+pub struct QuicOpen(Arc<AtomicUsize>);
+
+impl Drop for QuicOpen {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
 }
 
 /// What `/status` reports beside the snapshot.
@@ -48,6 +59,8 @@ pub struct Status {
     pub last_reload_error: Option<String>,
     pub http: Option<SocketAddr>,
     pub https: Option<SocketAddr>,
+    /// The UDP address HTTP/3 is served on.
+    pub http3: Option<SocketAddr>,
     pub admin: Option<SocketAddr>,
     pub api: Vec<SocketAddr>,
 }
@@ -74,6 +87,7 @@ impl State {
             }),
             acme,
             alt_svc: ArcSwapOption::empty(),
+            quic_open: Arc::default(),
         })
     }
 
@@ -158,6 +172,17 @@ impl State {
 
     pub fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// Counts a QUIC connection as open until the returned guard is dropped.
+    pub fn quic_connection_opened(&self) -> QuicOpen {
+        self.quic_open.fetch_add(1, Relaxed);
+        QuicOpen(self.quic_open.clone())
+    }
+
+    /// Open QUIC (HTTP/3) connections.
+    pub fn quic_connections(&self) -> usize {
+        self.quic_open.load(Relaxed)
     }
 
     /// The `Alt-Svc` value advertising HTTP/3, while it is served.

@@ -244,6 +244,7 @@ impl Gateway {
         let mut status = self.state.status();
         status.http = l.http.as_ref().map(|b| b.local);
         status.https = l.https.as_ref().map(|b| b.local);
+        status.http3 = l.quic.as_ref().and_then(|q| q.endpoint.local_addr().ok());
         status.admin = l.admin.as_ref().map(|b| b.local);
         status.api = l.api.iter().map(|b| b.local).collect();
     }

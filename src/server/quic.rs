@@ -1,20 +1,25 @@
 //! The HTTP/3 listener: QUIC (quinn) on the UDP port of the HTTPS listener, with the same
 //! certificates (the rustls config of TCP TLS, ALPN `h3`, TLS 1.3, no 0-RTT), and h3 on each
 //! connection. Every request goes through the one pipeline (`pipeline::service`), its body
-//! adapted by `proto::h3`; the answer streams back on its QUIC stream. When the gateway stops,
-//! each connection is sent GOAWAY and its requests in flight finish.
+//! adapted by `proto::h3`; the answer streams back on its QUIC stream. QUIC connections count
+//! toward `max_connections` and `max_connections_per_ip` with the TCP ones; past
+//! [`RETRY_PAST_HANDSHAKES`] handshakes in progress, new clients must first prove their address
+//! (Retry). When the gateway stops, each connection is sent GOAWAY, its requests in flight
+//! finish (within `shutdown_grace`: the connection holds its slot until then), and it closes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::BodyExt;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
 use crate::http::context::ConnInfo;
+use crate::net::ConnSlot;
 use crate::pipeline::service;
 use crate::pipeline::state::State;
 use crate::proto::body::ReqBody;
@@ -95,32 +100,95 @@ fn server_config(config: &Config, state: &State) -> Result<quinn::ServerConfig, 
     Ok(server)
 }
 
+/// Handshakes in progress past which new connections must first prove their address (a Retry
+/// round trip), so that a flood of Initial packets from spoofed sources costs the gateway
+/// little and makes it send nothing larger than what it received.
+pub(super) const RETRY_PAST_HANDSHAKES: usize = 64;
+
 /// Accepts QUIC connections until `stop` turns true; then tells each one to finish.
 pub(super) async fn serve(endpoint: quinn::Endpoint, state: Arc<State>, mut stop: watch::Receiver<bool>) {
     let local = endpoint
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let handshaking = Arc::new(AtomicUsize::new(0));
     loop {
         let incoming = tokio::select! {
             incoming = endpoint.accept() => incoming,
             _ = stop.changed() => break,
         };
         let Some(incoming) = incoming else { break };
-        let (state, stop) = (state.clone(), stop.clone());
-        tokio::spawn(connection(incoming, local, state, stop));
+        if handshaking.load(SeqCst) >= RETRY_PAST_HANDSHAKES && !incoming.remote_address_validated() {
+            if let Err(e) = incoming.retry() {
+                e.into_incoming().refuse();
+            }
+            continue;
+        }
+        let Some(slot) = admit(&state, incoming.remote_address()) else {
+            // over max_connections or max_connections_per_ip, as on TCP
+            incoming.refuse();
+            continue;
+        };
+        let (state, stop, handshaking) = (state.clone(), stop.clone(), handshaking.clone());
+        tokio::spawn(async move {
+            let Some(conn) = handshake(incoming, &state, &handshaking).await else {
+                return;
+            };
+            connection(conn, local, state, slot, stop).await;
+        });
     }
     // no new connections; those open get GOAWAY from their own tasks
     endpoint.set_server_config(None);
 }
 
-async fn connection(incoming: quinn::Incoming, local: SocketAddr, state: Arc<State>, mut stop: watch::Receiver<bool>) {
-    let remote = incoming.remote_address();
-    let Ok(connecting) = incoming.accept() else { return };
-    let handshake = state.snapshot().config.server.header_read_timeout;
-    let Ok(Ok(conn)) = tokio::time::timeout(handshake, connecting).await else {
-        return;
-    };
-    let mut info = ConnInfo::new(remote, local, true);
+/// A connection slot for a client at `remote`, counted with the TCP connections against
+/// `max_connections` and `max_connections_per_ip` (trusted proxies exempt from the latter).
+fn admit(state: &State, remote: SocketAddr) -> Option<ConnSlot> {
+    let snap = state.snapshot();
+    let server = &snap.config.server;
+    let mut slot = state.connections().try_acquire(server.max_connections)?;
+    let ip = crate::proto::client_ip::canonical(remote.ip());
+    if !server.trusted_proxies.contains(ip) && !slot.bind_ip(ip, server.max_connections_per_ip) {
+        return None;
+    }
+    Some(slot)
+}
+
+/// Completes the QUIC handshake within `header_read_timeout`, counted while it runs.
+async fn handshake(incoming: quinn::Incoming, state: &State, handshaking: &AtomicUsize) -> Option<quinn::Connection> {
+    let connecting = incoming.accept().ok()?;
+    handshaking.fetch_add(1, SeqCst);
+    let limit = state.snapshot().config.server.header_read_timeout;
+    let done = tokio::time::timeout(limit, connecting).await;
+    handshaking.fetch_sub(1, SeqCst);
+    done.ok()?.ok()
+}
+
+/// Requests in flight on one connection, and a wake-up when the last one ends.
+#[derive(Default)]
+struct InFlight {
+    n: AtomicUsize,
+    idle: Notify,
+}
+
+struct InFlightGuard(Arc<InFlight>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if self.0.n.fetch_sub(1, SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+async fn connection(
+    conn: quinn::Connection,
+    local: SocketAddr,
+    state: Arc<State>,
+    slot: ConnSlot,
+    mut stop: watch::Receiver<bool>,
+) {
+    let _open = state.quic_connection_opened();
+    let mut info = ConnInfo::new(conn.remote_address(), local, true);
     info.tls_version = Some("TLSv1.3");
     let info = Arc::new(info);
     let max_head = state.snapshot().config.server.max_header_size as u64;
@@ -129,15 +197,20 @@ async fn connection(incoming: quinn::Incoming, local: SocketAddr, state: Arc<Sta
         .build(h3_quinn::Connection::new(conn))
         .await;
     let Ok(mut h3c) = built else { return };
-    let mut draining = *stop.borrow();
-    if draining {
-        let _ = h3c.shutdown(0).await;
-    }
+    let in_flight = Arc::new(InFlight::default());
+    let mut draining = false;
     loop {
+        let idle = in_flight.idle.notified();
+        if draining && in_flight.n.load(SeqCst) == 0 {
+            // told to stop and nothing left in flight: close
+            break;
+        }
         tokio::select! {
             accepted = h3c.accept() => match accepted {
                 Ok(Some(resolver)) => {
-                    tokio::spawn(request(resolver, state.clone(), info.clone()));
+                    in_flight.n.fetch_add(1, SeqCst);
+                    let guard = InFlightGuard(in_flight.clone());
+                    tokio::spawn(request(resolver, state.clone(), info.clone(), guard));
                 }
                 Ok(None) | Err(_) => break,
             },
@@ -146,14 +219,16 @@ async fn connection(incoming: quinn::Incoming, local: SocketAddr, state: Arc<Sta
                 // GOAWAY: the requests already accepted finish, no new ones
                 let _ = h3c.shutdown(0).await;
             }
+            _ = idle, if draining => {}
         }
     }
+    drop(slot);
 }
 
 type Resolver = h3::server::RequestResolver<h3_quinn::Connection, Bytes>;
 
 /// One request: through the pipeline, its answer streamed back.
-async fn request(resolver: Resolver, state: Arc<State>, info: Arc<ConnInfo>) {
+async fn request(resolver: Resolver, state: Arc<State>, info: Arc<ConnInfo>, _in_flight: InFlightGuard) {
     let Ok((req, stream)) = resolver.resolve_request().await else {
         return;
     };
