@@ -295,3 +295,43 @@ async fn shutdown_lets_a_request_in_flight_finish_then_closes() {
     let after = tokio::time::timeout(Duration::from_secs(5), try_connect(addr, &ca)).await;
     assert!(!matches!(after, Ok(Ok(_))), "a connection after shutdown");
 }
+
+#[tokio::test]
+async fn a_reload_keeps_open_quic_connections_and_turns_http3_off_and_on() {
+    let upstream = TestUpstream::start("u1").await;
+    let gw = gateway(upstream.addr, "http3 = true", "1000/s").await;
+    let (port, addr, ca) = (gw.https().port(), gw.https(), gw.ca_pem());
+    let (_endpoint, mut h3, _drive) = connect(addr, &ca).await;
+    assert_eq!(send(&mut h3, port, "GET", "/", &[], None).await.status, 200);
+    let dir = gw.dir.path().to_str().unwrap().to_string();
+    let config = |extra: &str| {
+        let toml = base_config().replace(
+            "redirect_to_https = false\n",
+            &format!("redirect_to_https = false\nmax_body_size = \"16MiB\"\n{extra}\n"),
+        ) + &format!(
+            "[[upstream]]\nname = \"backend\"\nservers = [\"{}\"]\n[[route]]\npath = \"/api/\"\nupstream = \"backend\"\n[[route]]\npath = \"/\"\nroot = \"{{dir}}/www\"\nindex = \"index.html\"\n",
+            upstream.addr
+        );
+        let toml = toml.replace("{dir}", &dir);
+        orta_gateway::config::parse(std::path::Path::new("t.toml"), &toml)
+            .unwrap()
+            .config
+    };
+    // an unrelated change: the open connection goes on, the new max-age is advertised
+    gw.gw()
+        .reload(config("http3 = true\nalt_svc_max_age = \"1h\""))
+        .unwrap();
+    assert_eq!(send(&mut h3, port, "GET", "/", &[], None).await.status, 200);
+    let tls = gw.client().get(gw.https_url("/")).send().await.unwrap();
+    assert_eq!(tls.headers()["alt-svc"], format!("h3=\":{port}\"; ma=3600").as_str());
+    // off: no more advertising, no new connections
+    gw.gw().reload(config("http3 = false")).unwrap();
+    let tls = gw.client().get(gw.https_url("/")).send().await.unwrap();
+    assert!(!tls.headers().contains_key("alt-svc"));
+    let refused = tokio::time::timeout(Duration::from_secs(3), try_connect(addr, &ca)).await;
+    assert!(!matches!(refused, Ok(Ok(_))), "a QUIC connection with http3 off");
+    // on again, on the same port
+    gw.gw().reload(config("http3 = true")).unwrap();
+    let (_endpoint2, mut again, _drive2) = connect(addr, &ca).await;
+    assert_eq!(send(&mut again, port, "GET", "/", &[], None).await.status, 200);
+}

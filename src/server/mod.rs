@@ -71,6 +71,8 @@ struct Listeners {
 /// The QUIC endpoint and its accept loop.
 struct Quic {
     endpoint: quinn::Endpoint,
+    /// The UDP address it is bound to (the HTTPS listener's).
+    local: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -78,16 +80,39 @@ struct Quic {
 impl Quic {
     /// Serves HTTP/3 on the UDP side of the HTTPS listener's address, and advertises it.
     fn start(https: SocketAddr, config: &Config, state: &Arc<State>) -> Result<Quic, String> {
-        let endpoint = quic::bind(https, config, state)?;
+        let quic = Quic::run(quic::bind(https, config, state)?, https, state);
+        advertise_http3(Some(&quic), config, state);
+        Ok(quic)
+    }
+
+    /// Serves a bound endpoint.
+    fn run(endpoint: quinn::Endpoint, local: SocketAddr, state: &Arc<State>) -> Quic {
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(quic::serve(endpoint.clone(), state.clone(), stop_rx));
+        Quic {
+            endpoint,
+            local,
+            stop,
+            task,
+        }
+    }
+
+    /// Takes no new connections; those open get GOAWAY, finish their requests and close.
+    fn retire(self) {
+        let _ = self.stop.send(true);
+        drop(self.task);
+    }
+}
+
+/// `Alt-Svc` for the HTTP/3 endpoint being served (none without one).
+fn advertise_http3(quic: Option<&Quic>, config: &Config, state: &State) {
+    state.set_alt_svc(quic.map(|q| {
         let port = match config.server.http3_advertised_port {
-            0 => https.port(),
+            0 => q.local.port(),
             p => p,
         };
-        state.set_alt_svc(Some((port, config.server.alt_svc_max_age)));
-        Ok(Quic { endpoint, stop, task })
-    }
+        (port, config.server.alt_svc_max_age)
+    }));
 }
 
 /// The slot of a single listener (not the API replicas).
@@ -244,7 +269,7 @@ impl Gateway {
         let mut status = self.state.status();
         status.http = l.http.as_ref().map(|b| b.local);
         status.https = l.https.as_ref().map(|b| b.local);
-        status.http3 = l.quic.as_ref().and_then(|q| q.endpoint.local_addr().ok());
+        status.http3 = l.quic.as_ref().map(|q| q.local);
         status.admin = l.admin.as_ref().map(|b| b.local);
         status.api = l.api.iter().map(|b| b.local).collect();
     }

@@ -1,7 +1,8 @@
 //! Reload with one commit point: everything that can fail is prepared first with nothing
 //! visible (certificates, TLS settings, the access log, the API database, an ACME manager,
-//! sockets for listeners whose address changed); then one step that cannot fail swaps the
-//! snapshot, starts the new listeners and stops the old ones.
+//! sockets for listeners whose address changed, HTTP/3's UDP socket when it moves or starts);
+//! then one step that cannot fail swaps the snapshot, starts the new listeners and stops the
+//! old ones.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use super::embedded::{self, Ready};
-use super::{Bound, Gateway, Kind, Listeners, listen, load_certs, prepare_api, slot, start};
+use super::{Bound, Gateway, Kind, Listeners, Quic, advertise_http3, listen, load_certs, prepare_api, slot, start};
 use crate::config::{self, AccessTarget, CertSource, Config};
 use crate::telemetry::access::AccessLog;
 use crate::tls::{self, acme};
@@ -53,6 +54,14 @@ struct Prepared {
     same_api: bool,
     /// Sockets for the replicas that start.
     new_api: Vec<(SocketAddr, TcpListener)>,
+    /// HTTP/3: stays, starts on a new endpoint (bound), or stops.
+    quic: QuicMove,
+}
+
+enum QuicMove {
+    Keep,
+    Start(quinn::Endpoint, SocketAddr),
+    Close,
 }
 
 /// Whether a running API replica stays: its address still wanted, its service the same.
@@ -142,7 +151,9 @@ impl Gateway {
                 new_api.push((addr, listen(Kind::Api, addr)?));
             }
         }
+        let quic = self.plan_quic(config, &moves, listeners)?;
         Ok(Prepared {
+            quic,
             certs,
             acceptor,
             access_log,
@@ -152,6 +163,26 @@ impl Gateway {
             wanted_api,
             same_api,
             new_api,
+        })
+    }
+
+    /// HTTP/3 follows the HTTPS listener: it stays where that stays, moves with it (a new UDP
+    /// socket, bound now so that a failure leaves everything as it was), or stops.
+    fn plan_quic(&self, config: &Config, moves: &[(Kind, Move)], listeners: &Listeners) -> Result<QuicMove, String> {
+        let https_after = moves
+            .iter()
+            .find(|(k, _)| *k == Kind::Https)
+            .and_then(|(_, mv)| match mv {
+                Move::Keep => listeners.https.as_ref().map(|b| b.local),
+                Move::Rebind(_, socket) => socket.local_addr().ok(),
+                Move::Close => None,
+            });
+        Ok(match (config.server.http3, https_after) {
+            (true, Some(addr)) => match &listeners.quic {
+                Some(q) if q.local == addr => QuicMove::Keep,
+                _ => QuicMove::Start(super::quic::bind(addr, config, &self.state)?, addr),
+            },
+            _ => QuicMove::Close,
         })
     }
 
@@ -200,6 +231,20 @@ impl Gateway {
                 Move::Close => replaced.extend(slot.take()),
             }
         }
+        match p.quic {
+            QuicMove::Keep => {}
+            QuicMove::Start(endpoint, local) => {
+                if let Some(old) = listeners.quic.replace(Quic::run(endpoint, local, state)) {
+                    old.retire();
+                }
+            }
+            QuicMove::Close => {
+                if let Some(old) = listeners.quic.take() {
+                    old.retire();
+                }
+            }
+        }
+        advertise_http3(listeners.quic.as_ref(), &state.snapshot().config, state);
         let (keep, gone): (Vec<Bound>, Vec<Bound>) = std::mem::take(&mut listeners.api)
             .into_iter()
             .partition(|b| replica_stays(b, p.same_api, &p.wanted_api));
