@@ -2,7 +2,8 @@
 //! (self-signed HTTPS, the bundled API behind `/api/`, the site from `www/`), headless Chromium
 //! loads it over HTTPS and is driven over the DevTools protocol: the catalog renders dress cards
 //! from the API, the booking form submits and shows its confirmation, and no Content-Security-
-//! Policy violation is reported. Screenshots go to `target/browser-*.png`.
+//! Policy violation is reported. Screenshots go to `target/browser-*.png`. And Chromium with QUIC
+//! forced for the gateway's origin loads the catalog over HTTP/3 (the access log says so).
 
 mod common;
 
@@ -343,4 +344,88 @@ async fn the_site_renders_the_catalog_and_books_a_fitting_in_chromium() {
     assert_eq!(violations, json!([]), "CSP violations");
     assert!(page.csp_messages().is_empty(), "{:?}", page.csp_messages());
     drop(gw);
+}
+
+/// The base64 SHA-256 of a PEM certificate's public key (what Chromium's
+/// `--ignore-certificate-errors-spki-list` takes), by openssl.
+fn spki_sha256(cert: &std::path::Path) -> String {
+    need("openssl", "openssl");
+    let script = format!(
+        "openssl x509 -pubkey -noout -in '{}' | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64",
+        cert.display()
+    );
+    let out = Command::new("sh").args(["-c", &script]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test]
+async fn chromium_loads_the_site_over_http3() {
+    assert!(
+        std::path::Path::new(CHROMIUM).exists(),
+        "Chromium is needed for this test: apt-get install chromium (scripts/test installs it)"
+    );
+    // the default config with HTTP/3 on, on ports of its own (the other browser test has the
+    // default ones), its access log in one file
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (https, http, a, b) = (free_port(), free_port(), free_port(), free_port());
+    let text = std::fs::read_to_string(repo.join("conf/gateway.toml"))
+        .unwrap()
+        .replace("127.0.0.1:8443", &format!("127.0.0.1:{https}"))
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{http}"))
+        .replace("127.0.0.1:8001", &format!("127.0.0.1:{a}"))
+        .replace("127.0.0.1:8002", &format!("127.0.0.1:{b}"))
+        .replace("http3 = false", "http3 = true")
+        .replace("rotation = \"daily\"", "rotation = \"never\"")
+        .replace("listen = \"127.0.0.1:9901\"", "listen = \"127.0.0.1:0\"");
+    let gw = BinGateway::start_with(&text, |dir| {
+        for d in ["www", "media"] {
+            std::os::unix::fs::symlink(repo.join(d), dir.join(d)).unwrap();
+        }
+    });
+    let spki = spki_sha256(&gw.dir.path().join("certs/self-signed/cert.pem"));
+    let profile = tempfile::tempdir().unwrap();
+    let origin = format!("127.0.0.1:{https}");
+    let mut chromium = Command::new(CHROMIUM);
+    chromium
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        .args([
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-dev-shm-usage",
+        ])
+        .arg("--enable-quic")
+        .arg(format!("--origin-to-force-quic-on={origin}"))
+        .arg(format!("--ignore-certificate-errors-spki-list={spki}"))
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--virtual-time-budget=5000", "--dump-dom"])
+        .arg(format!("https://{origin}/catalog.html"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::task::spawn_blocking(move || chromium.output()),
+    )
+    .await
+    .expect("chromium finishes")
+    .unwrap()
+    .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(dom.contains("Orta Novias"), "the page did not load: {dom}");
+    let log = gw.dir.path().join("logs/access.log");
+    wait_until(
+        Duration::from_secs(5),
+        "Chromium's requests over HTTP/3 in the access log",
+        || async {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let h3: Vec<String> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| v["http_version"] == "HTTP/3")
+                .filter_map(|v| v["path"].as_str().map(str::to_string))
+                .collect();
+            h3.iter().any(|p| p == "/catalog.html") && h3.iter().any(|p| p.starts_with("/api/dresses"))
+        },
+    )
+    .await;
 }
