@@ -375,7 +375,6 @@ async fn chromium_loads_the_site_over_http3() {
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{http}"))
         .replace("127.0.0.1:8001", &format!("127.0.0.1:{a}"))
         .replace("127.0.0.1:8002", &format!("127.0.0.1:{b}"))
-        .replace("http3 = false", "http3 = true")
         .replace("rotation = \"daily\"", "rotation = \"never\"")
         .replace("listen = \"127.0.0.1:9901\"", "listen = \"127.0.0.1:0\"");
     let gw = BinGateway::start_with(&text, |dir| {

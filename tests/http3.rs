@@ -335,3 +335,68 @@ async fn a_reload_keeps_open_quic_connections_and_turns_http3_off_and_on() {
     let (_endpoint2, mut again, _drive2) = connect(addr, &ca).await;
     assert_eq!(send(&mut again, port, "GET", "/", &[], None).await.status, 200);
 }
+
+#[tokio::test]
+async fn garbage_datagrams_neither_crash_nor_stop_http3() {
+    let upstream = TestUpstream::start("u1").await;
+    let gw = gateway(upstream.addr, "http3 = true", "1000/s").await;
+    let (port, addr, ca) = (gw.https().port(), gw.https(), gw.ca_pem());
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    for i in 0..2000usize {
+        // random bytes, and headers that look like QUIC long and short packets
+        let len = 1 + (i * 37) % 1400;
+        let mut datagram = vec![0u8; len];
+        for b in datagram.iter_mut() {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            *b = rng as u8;
+        }
+        match i % 3 {
+            0 => datagram[0] = 0xc0 | (datagram[0] & 0x0f),
+            1 => datagram[0] = 0x40 | (datagram[0] & 0x3f),
+            _ => {}
+        }
+        socket.send_to(&datagram, addr).await.unwrap();
+    }
+    let (_endpoint, mut h3, _drive) = connect(addr, &ca).await;
+    assert_eq!(send(&mut h3, port, "GET", "/", &[], None).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_changed_https_address_moves_http3_with_it() {
+    let (first, second) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("www")).unwrap();
+    std::fs::write(dir.path().join("www/index.html"), "hi").unwrap();
+    let config = |port: u16| {
+        base_config()
+            .replace("https = \"127.0.0.1:0\"", &format!("https = \"127.0.0.1:{port}\""))
+            .replace(
+                "redirect_to_https = false\n",
+                "redirect_to_https = false\nhttp3 = true\n",
+            )
+            + "[[route]]\npath = \"/\"\nroot = \"{dir}/www\"\nindex = \"index.html\"\n"
+    };
+    let gw = TestGateway::start_in(dir, &config(first)).await;
+    let ca = gw.ca_pem();
+    let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let (_e1, mut h3, _d1) = connect(at(first), &ca).await;
+    assert_eq!(send(&mut h3, first, "GET", "/", &[], None).await.status, 200);
+    let text = config(second).replace("{dir}", gw.dir.path().to_str().unwrap());
+    let loaded = orta_gateway::config::parse(std::path::Path::new("t.toml"), &text).unwrap();
+    gw.gw().reload(loaded.config).unwrap();
+    // HTTP/3 is on the new port, advertised there, and gone from the old one
+    let (_e2, mut moved, _d2) = connect(at(second), &ca).await;
+    assert_eq!(send(&mut moved, second, "GET", "/", &[], None).await.status, 200);
+    let tls = gw
+        .client()
+        .get(format!("https://127.0.0.1:{second}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tls.headers()["alt-svc"], format!("h3=\":{second}\"; ma=86400").as_str());
+    let old = tokio::time::timeout(Duration::from_secs(3), try_connect(at(first), &ca)).await;
+    assert!(!matches!(old, Ok(Ok(_))), "HTTP/3 still taken on the old port");
+}

@@ -22,6 +22,7 @@ use crate::http::context::ConnInfo;
 use crate::net::ConnSlot;
 use crate::pipeline::service;
 use crate::pipeline::state::State;
+use crate::proto::block::Pooled;
 use crate::proto::body::ReqBody;
 use crate::proto::h3::{H3Body, strip_connection_fields};
 
@@ -210,7 +211,10 @@ async fn connection(
                 Ok(Some(resolver)) => {
                     in_flight.n.fetch_add(1, SeqCst);
                     let guard = InFlightGuard(in_flight.clone());
-                    tokio::spawn(request(resolver, state.clone(), info.clone(), guard));
+                    let (state, info) = (state.clone(), info.clone());
+                    // built in a pooled block: the request's future (the pipeline's) is large,
+                    // and moving it into the task would copy it (as for HTTP/2)
+                    tokio::spawn(Pooled::with(|| request(resolver, state, info, guard)));
                 }
                 Ok(None) | Err(_) => break,
             },
