@@ -14,8 +14,8 @@ use common::*;
 
 type Sender = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 
-/// An HTTP/3 connection to `addr`, trusting `ca_pem`, for `localhost`.
-async fn connect(addr: SocketAddr, ca_pem: &[u8]) -> (quinn::Endpoint, Sender, tokio::task::JoinHandle<()>) {
+/// A QUIC client config trusting exactly `ca_pem`, offering h3.
+fn client_config(ca_pem: &[u8]) -> quinn::ClientConfig {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem) {
@@ -28,9 +28,15 @@ async fn connect(addr: SocketAddr, ca_pem: &[u8]) -> (quinn::Endpoint, Sender, t
         .with_root_certificates(roots)
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"h3".to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
+    ))
+}
+
+/// An HTTP/3 connection to `addr`, trusting `ca_pem`, for `localhost`.
+async fn connect(addr: SocketAddr, ca_pem: &[u8]) -> (quinn::Endpoint, Sender, tokio::task::JoinHandle<()>) {
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    endpoint.set_default_client_config(client_config(ca_pem));
     let conn = endpoint
         .connect(addr, "localhost")
         .unwrap()
@@ -254,21 +260,8 @@ async fn quic_connections_count_toward_the_limits_and_show_in_status_and_metrics
 
 /// Like `connect`, but the handshake's failure is returned.
 async fn try_connect(addr: SocketAddr, ca_pem: &[u8]) -> Result<quinn::Connection, quinn::ConnectionError> {
-    use rustls::pki_types::{CertificateDer, pem::PemObject};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(quic)));
+    endpoint.set_default_client_config(client_config(ca_pem));
     endpoint.connect(addr, "localhost").unwrap().await
 }
 
@@ -399,4 +392,169 @@ async fn a_changed_https_address_moves_http3_with_it() {
     assert_eq!(tls.headers()["alt-svc"], format!("h3=\":{second}\"; ma=86400").as_str());
     let old = tokio::time::timeout(Duration::from_secs(3), try_connect(at(first), &ca)).await;
     assert!(!matches!(old, Ok(Ok(_))), "HTTP/3 still taken on the old port");
+}
+
+/// A UDP socket that sends but never hears anything back: a client whose handshakes stay in
+/// progress on the server (as with spoofed source addresses).
+#[derive(Debug)]
+struct Deaf(Arc<dyn quinn::AsyncUdpSocket>);
+
+impl quinn::AsyncUdpSocket for Deaf {
+    fn create_io_poller(self: Arc<Self>) -> std::pin::Pin<Box<dyn quinn::UdpPoller>> {
+        self.0.clone().create_io_poller()
+    }
+
+    fn try_send(&self, transmit: &quinn::udp::Transmit) -> std::io::Result<()> {
+        self.0.try_send(transmit)
+    }
+
+    fn poll_recv(
+        &self,
+        _cx: &mut std::task::Context,
+        _bufs: &mut [std::io::IoSliceMut<'_>],
+        _meta: &mut [quinn::udp::RecvMeta],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Pending
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.0.local_addr()
+    }
+}
+
+#[tokio::test]
+async fn a_handshake_flood_makes_new_clients_prove_their_address() {
+    use quinn::Runtime;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("www")).unwrap();
+    std::fs::write(dir.path().join("www/index.html"), "hi").unwrap();
+    let toml = base_config().replace(
+        "redirect_to_https = false\n",
+        "redirect_to_https = false\nhttp3 = true\n",
+    ) + "[admin]\nlisten = \"127.0.0.1:0\"\n[[route]]\npath = \"/\"\nroot = \"{dir}/www\"\nindex = \"index.html\"\n";
+    let gw = TestGateway::start_in(dir, &toml).await;
+    let (addr, ca) = (gw.https(), gw.ca_pem());
+    let admin = gw.gw().admin_addr().unwrap();
+    let retries = || async {
+        let metrics = metrics_text(&plain_client(), admin).await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("quic_retries_total "))
+            .unwrap_or_else(|| panic!("no quic_retries_total in {metrics}"))
+            .parse::<f64>()
+            .unwrap()
+    };
+    assert_eq!(retries().await, 0.0, "no Retry while handshakes are few");
+    // 80 clients whose handshakes never finish: they stay in progress on the gateway
+    let mut deaf = Vec::new();
+    for _ in 0..80 {
+        let socket = quinn::TokioRuntime
+            .wrap_udp_socket(std::net::UdpSocket::bind("127.0.0.1:0").unwrap())
+            .unwrap();
+        let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
+            quinn::EndpointConfig::default(),
+            None,
+            Arc::new(Deaf(socket)),
+            Arc::new(quinn::TokioRuntime),
+        )
+        .unwrap();
+        endpoint.set_default_client_config(client_config(&ca));
+        let connecting = endpoint.connect(addr, "localhost").unwrap();
+        deaf.push((endpoint, tokio::spawn(connecting)));
+    }
+    wait_until(
+        Duration::from_secs(5),
+        "the gateway to answer new clients with Retry",
+        || async {
+            // a real client: past the threshold it is sent a Retry, answers it, and is served
+            let (_endpoint, mut h3, _drive) = connect(addr, &ca).await;
+            assert_eq!(send(&mut h3, addr.port(), "GET", "/", &[], None).await.status, 200);
+            retries().await > 0.0
+        },
+    )
+    .await;
+    for (_, connecting) in deaf {
+        connecting.abort();
+    }
+}
+
+#[tokio::test]
+async fn a_reload_with_new_certificate_files_reaches_new_quic_handshakes() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("www")).unwrap();
+    std::fs::write(dir.path().join("www/index.html"), "hi").unwrap();
+    let localhost: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let write = |which: &str| {
+        let (ca, leaf, key) = ca_and_leaf(&["localhost"], &[localhost]);
+        let (cert_path, key_path) = (
+            dir.path().join(format!("{which}.pem")),
+            dir.path().join(format!("{which}.key")),
+        );
+        std::fs::write(&cert_path, &leaf).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        (ca, leaf)
+    };
+    let (ca_a, leaf_a) = write("a");
+    let (ca_b, leaf_b) = write("b");
+    let config = |which: &str| {
+        format!(
+            "[server]\nhttp = \"\"\nhttps = \"127.0.0.1:0\"\nhttp3 = true\n[tls]\nsource = \"files\"\ncert = \"{{dir}}/{which}.pem\"\nkey = \"{{dir}}/{which}.key\"\n[[route]]\npath = \"/\"\nroot = \"{{dir}}/www\"\nindex = \"index.html\"\n"
+        )
+    };
+    let gw = TestGateway::start_in(dir, &config("a")).await;
+    let served = |conn: &quinn::Connection| {
+        let chain = conn
+            .peer_identity()
+            .unwrap()
+            .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .unwrap();
+        chain[0].to_vec()
+    };
+    let der = |pem: &str| {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        CertificateDer::from_pem_slice(pem.as_bytes()).unwrap().to_vec()
+    };
+    let before = try_connect(gw.https(), ca_a.as_bytes())
+        .await
+        .expect("a handshake with certificate a");
+    assert_eq!(served(&before), der(&leaf_a));
+    let text = config("b").replace("{dir}", gw.dir.path().to_str().unwrap());
+    let loaded = orta_gateway::config::parse(std::path::Path::new("t.toml"), &text).unwrap();
+    // (server.https is the same `127.0.0.1:0`: the listeners and the QUIC endpoint stay)
+    gw.gw().reload(loaded.config).unwrap();
+    let after = try_connect(gw.https(), ca_b.as_bytes())
+        .await
+        .expect("a handshake with certificate b");
+    assert_eq!(served(&after), der(&leaf_b));
+    // the connection made before the reload is still open
+    assert!(before.close_reason().is_none(), "{:?}", before.close_reason());
+}
+
+#[tokio::test]
+async fn a_malformed_control_stream_closes_the_connection_with_an_http3_error() {
+    let upstream = TestUpstream::start("u1").await;
+    let gw = gateway(upstream.addr, "http3 = true", "1000/s").await;
+    let (addr, ca) = (gw.https(), gw.ca_pem());
+    let conn = try_connect(addr, &ca).await.unwrap();
+    // a control stream (type 0x00) whose first frame is DATA, not SETTINGS: H3_MISSING_SETTINGS
+    let mut control = conn.open_uni().await.unwrap();
+    control
+        .write_all(&[0x00, 0x00, 0x04, b'j', b'u', b'n', b'k'])
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .expect("the gateway closes it");
+    match closed {
+        quinn::ConnectionError::ApplicationClosed(close) => {
+            let code = close.error_code.into_inner();
+            assert_eq!(code, 0x10a, "H3_MISSING_SETTINGS, got {code:#x}");
+        }
+        other => panic!("closed with {other:?}, not an HTTP/3 error code"),
+    }
+    // and the gateway goes on serving
+    let (_endpoint, mut h3, _drive) = connect(addr, &ca).await;
+    assert_eq!(send(&mut h3, addr.port(), "GET", "/", &[], None).await.status, 200);
 }

@@ -184,6 +184,12 @@ fn scrape_time_series(state: &State) -> Vec<Gauge> {
             state.quic_connections() as f64,
         ),
         (
+            "quic_retries_total",
+            "Retry packets sent to make new QUIC clients prove their address (handshake floods)",
+            "counter",
+            state.quic_retries() as f64,
+        ),
+        (
             "config_generation",
             "Generation of the running config (1 at start, +1 per reload)",
             "gauge",
@@ -199,7 +205,14 @@ fn scrape_time_series(state: &State) -> Vec<Gauge> {
         labels: vec![],
         value,
     }));
+    out.extend(certificate_series(state));
+    out
+}
+
+/// Seconds until each certificate expires, by domain.
+fn certificate_series(state: &State) -> Vec<Gauge> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as f64;
+    let mut out = Vec::new();
     for c in state.certs().describe() {
         for domain in &c.names {
             out.push(Gauge {

@@ -41,6 +41,8 @@ pub struct State {
     alt_svc: ArcSwapOption<http::HeaderValue>,
     /// Open QUIC connections (they are in `connections` too), for `/status` and `/metrics`.
     quic_open: Arc<AtomicUsize>,
+    /// Retry packets sent to make new QUIC clients prove their address.
+    quic_retries: AtomicU64,
 }
 
 /// Counts one open QUIC connection while it lives.
@@ -88,6 +90,7 @@ impl State {
             acme,
             alt_svc: ArcSwapOption::empty(),
             quic_open: Arc::default(),
+            quic_retries: AtomicU64::new(0),
         })
     }
 
@@ -183,6 +186,15 @@ impl State {
     /// Open QUIC (HTTP/3) connections.
     pub fn quic_connections(&self) -> usize {
         self.quic_open.load(Relaxed)
+    }
+
+    /// Counts a Retry sent (address validation of a new QUIC client).
+    pub fn quic_retry_sent(&self) {
+        self.quic_retries.fetch_add(1, Relaxed);
+    }
+
+    pub fn quic_retries(&self) -> u64 {
+        self.quic_retries.load(Relaxed)
     }
 
     /// The `Alt-Svc` value advertising HTTP/3, while it is served.

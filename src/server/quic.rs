@@ -119,8 +119,9 @@ pub(super) async fn serve(endpoint: quinn::Endpoint, state: Arc<State>, mut stop
         };
         let Some(incoming) = incoming else { break };
         if handshaking.load(SeqCst) >= RETRY_PAST_HANDSHAKES && !incoming.remote_address_validated() {
-            if let Err(e) = incoming.retry() {
-                e.into_incoming().refuse();
+            match incoming.retry() {
+                Ok(()) => state.quic_retry_sent(),
+                Err(e) => e.into_incoming().refuse(),
             }
             continue;
         }
