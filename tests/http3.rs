@@ -558,3 +558,80 @@ async fn a_malformed_control_stream_closes_the_connection_with_an_http3_error() 
     let (_endpoint, mut h3, _drive) = connect(addr, &ca).await;
     assert_eq!(send(&mut h3, addr.port(), "GET", "/", &[], None).await.status, 200);
 }
+
+#[tokio::test]
+async fn oversized_field_sections_and_idle_connections_end_over_http3() {
+    let upstream = TestUpstream::start("u1").await;
+    let gw = gateway(
+        upstream.addr,
+        "http3 = true\nmax_header_size = \"1KiB\"\nkeepalive_timeout = \"1s\"",
+        "1000/s",
+    )
+    .await;
+    let (addr, port, ca) = (gw.https(), gw.https().port(), gw.ca_pem());
+    let (_endpoint, mut h3, _drive) = connect(addr, &ca).await;
+    // a field section past max_header_size is not taken
+    let big = "x".repeat(2048);
+    let req = http::Request::get(format!("https://localhost:{port}/"))
+        .header("x-big", big.as_str())
+        .body(())
+        .unwrap();
+    let refused = async {
+        let mut stream = h3.send_request(req).await.ok()?;
+        stream.finish().await.ok()?;
+        stream.recv_response().await.ok()
+    }
+    .await;
+    // 431, as on HTTP/1.1 (h3 answers it itself as it reads the section)
+    assert_eq!(refused.map(|r| r.status().as_u16()), Some(431));
+    assert_eq!(send(&mut h3, port, "GET", "/", &[], None).await.status, 200);
+    // an idle connection closes after keepalive_timeout
+    let idle = try_connect(addr, &ca).await.unwrap();
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle.closed())
+        .await
+        .expect("closed when idle");
+    assert!(matches!(closed, quinn::ConnectionError::TimedOut), "{closed:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+}
+
+#[test]
+fn sigterm_lets_an_http3_request_in_flight_finish() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let upstream = rt.block_on(TestUpstream::start("u1"));
+    let toml = base_config().replace(
+        "redirect_to_https = false\n",
+        "redirect_to_https = false\nhttp3 = true\n",
+    ) + &format!(
+        "[[upstream]]\nname = \"backend\"\nservers = [\"{}\"]\n[[route]]\npath = \"/\"\nupstream = \"backend\"\n",
+        upstream.addr
+    );
+    let mut gw = BinGateway::start(&toml);
+    let (addr, ca) = (gw.https.unwrap(), gw.ca_pem());
+    let answer = rt.block_on(async {
+        let (_endpoint, mut h3, _drive) = connect(addr, &ca).await;
+        let slow = tokio::spawn(async move { send(&mut h3, addr.port(), "GET", "/slow?ms=800", &[], None).await });
+        wait_until(Duration::from_secs(5), "the request to reach the upstream", || async {
+            upstream.hits() == 1
+        })
+        .await;
+        gw.signal("TERM");
+        slow.await.unwrap()
+    });
+    assert_eq!(
+        (answer.status, String::from_utf8_lossy(&answer.body).as_ref()),
+        (200, "slow u1")
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = gw.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}
