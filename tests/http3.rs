@@ -635,3 +635,22 @@ fn sigterm_lets_an_http3_request_in_flight_finish() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn bodiless_requests_connection_fields_and_head_over_http3() {
+    let upstream = TestUpstream::start("u1").await;
+    let gw = gateway(upstream.addr, "http3 = true", "1000/s").await;
+    let (addr, port, ca) = (gw.https(), gw.https().port(), gw.ca_pem());
+    let (_endpoint, mut h3, _drive) = connect(addr, &ca).await;
+    // a GET without a body reaches the upstream without one (no chunked framing)
+    let echo = send(&mut h3, port, "GET", "/api/echo", &[], None).await;
+    let json: serde_json::Value = serde_json::from_slice(&echo.body).unwrap();
+    assert!(json["headers"].get("transfer-encoding").is_none(), "{json}");
+    assert!(json["headers"].get("content-length").is_none(), "{json}");
+    // fields HTTP/3 forbids in a request: 400
+    let bad = send(&mut h3, port, "GET", "/", &[("transfer-encoding", "chunked")], None).await;
+    assert_eq!(bad.status, 400);
+    // HEAD: the head only, also for the gateway's own answers
+    let head = send(&mut h3, port, "HEAD", "/nothing-here", &[], None).await;
+    assert_eq!((head.status, head.body.len()), (404, 0));
+}

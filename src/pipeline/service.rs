@@ -312,6 +312,18 @@ fn admit(route: &Route, ctx: &RequestCtx<'_>, meta: &mut Meta) -> Result<(), Htt
 /// reads the framing (`server::h1`), so only HTTP/2 requests are looked at for it.
 fn check_framing(req: &Request<ReqBody>) -> Result<Option<u64>, HttpError> {
     let h = req.headers();
+    if req.version() == Version::HTTP_3
+        && (h.contains_key(header::CONNECTION)
+            || h.contains_key(header::TRANSFER_ENCODING)
+            || h.contains_key(header::UPGRADE)
+            || h.contains_key("keep-alive")
+            || h.contains_key("proxy-connection"))
+    {
+        // malformed in HTTP/3 (RFC 9114 §4.2); hyper refuses them for HTTP/2 already
+        return Err(HttpError::BadRequest(
+            "Connection-specific fields are not allowed in HTTP/3.",
+        ));
+    }
     if req.version() >= Version::HTTP_2 {
         if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
             return Err(HttpError::BadRequest(

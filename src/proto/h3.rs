@@ -18,6 +18,8 @@ pub type RecvStream = h3::server::RequestStream<h3_quinn::RecvStream, Bytes>;
 /// A request body arriving on an HTTP/3 stream.
 pub struct H3Body {
     stream: RecvStream,
+    /// A chunk read before the body was handed over (to tell an empty body from one to come).
+    first: Option<Bytes>,
     /// Bytes still due, when the request declared its length.
     remaining: Option<u64>,
     done: bool,
@@ -29,18 +31,32 @@ pub struct H3Body {
 pub struct LengthMismatch;
 
 impl H3Body {
-    /// The body of a request with these fields; `None` when its `Content-Length` is invalid
-    /// (several different values, or not a number).
-    pub fn new(stream: RecvStream, fields: &HeaderMap) -> Option<Self> {
+    /// The body of a request with these fields, `first` its first chunk if it was read already;
+    /// `None` when its `Content-Length` is invalid (several different values, or not a number).
+    pub fn new(stream: RecvStream, fields: &HeaderMap, first: Option<Bytes>) -> Option<Self> {
         let mut lengths = crate::proto::h1::fields::Lengths::default();
         for v in fields.get_all(header::CONTENT_LENGTH) {
             lengths.add(v.as_bytes()).ok()?;
         }
         Some(Self {
             stream,
+            first,
             remaining: lengths.value,
             done: false,
         })
+    }
+
+    /// Counts `data` against the declared length.
+    fn count(&mut self, data: &Bytes) -> Result<(), LengthMismatch> {
+        if let Some(left) = &mut self.remaining {
+            let n = data.len() as u64;
+            if n > *left {
+                self.done = true;
+                return Err(LengthMismatch);
+            }
+            *left -= n;
+        }
+        Ok(())
     }
 }
 
@@ -52,19 +68,18 @@ impl HttpBody for H3Body {
         if self.done {
             return Poll::Ready(None);
         }
-        match self.stream.poll_recv_data(cx) {
-            Poll::Ready(Ok(Some(mut chunk))) => {
-                let data = chunk.copy_to_bytes(chunk.remaining());
-                if let Some(left) = &mut self.remaining {
-                    let n = data.len() as u64;
-                    if n > *left {
-                        self.done = true;
-                        return Poll::Ready(Some(Err(Box::new(LengthMismatch))));
-                    }
-                    *left -= n;
-                }
-                Poll::Ready(Some(Ok(Frame::data(data))))
-            }
+        let next = match self.first.take() {
+            Some(data) => Poll::Ready(Ok(Some(data))),
+            None => self
+                .stream
+                .poll_recv_data(cx)
+                .map_ok(|chunk| chunk.map(|mut c| c.copy_to_bytes(c.remaining()))),
+        };
+        match next {
+            Poll::Ready(Ok(Some(data))) => match self.count(&data) {
+                Ok(()) => Poll::Ready(Some(Ok(Frame::data(data)))),
+                Err(e) => Poll::Ready(Some(Err(Box::new(e)))),
+            },
             Poll::Ready(Ok(None)) => {
                 self.done = true;
                 if self.remaining.is_some_and(|left| left > 0) {
@@ -81,7 +96,7 @@ impl HttpBody for H3Body {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done || self.remaining == Some(0)
+        self.first.is_none() && (self.done || self.remaining == Some(0))
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes};
 use http::Request;
 use http_body_util::BodyExt;
 use tokio::sync::{Notify, watch};
@@ -49,7 +49,8 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
-        socket.set_only_v6(false)?;
+        // as the TCP listeners: [::] is IPv6 only
+        socket.set_only_v6(true)?;
     }
     for (what, set, get) in [
         (
@@ -95,9 +96,17 @@ fn server_config(config: &Config, state: &State) -> Result<quinn::ServerConfig, 
     transport
         .max_concurrent_bidi_streams(quinn::VarInt::from_u32(100))
         .max_concurrent_uni_streams(quinn::VarInt::from_u32(8))
-        .max_idle_timeout(Some(idle));
+        .max_idle_timeout(Some(idle))
+        // what a client can make the gateway hold, as for HTTP/2: 64 KiB a stream, 256 KiB a
+        // connection (quinn's defaults are 1.25 MB a stream and no connection bound)
+        .stream_receive_window(quinn::VarInt::from_u32(64 * 1024))
+        .receive_window(quinn::VarInt::from_u32(256 * 1024))
+        .send_window(1 << 20)
+        .datagram_receive_buffer_size(None);
     let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     server.transport_config(Arc::new(transport));
+    // the client's address is checked once (limits, allow-lists, rate limits): it may not move
+    server.migration(false);
     Ok(server)
 }
 
@@ -126,13 +135,24 @@ pub(super) async fn serve(endpoint: quinn::Endpoint, state: Arc<State>, mut stop
             continue;
         }
         let Some(slot) = admit(&state, incoming.remote_address()) else {
-            // over max_connections or max_connections_per_ip, as on TCP
-            incoming.refuse();
+            // over max_connections or max_connections_per_ip, as on TCP; a source address not
+            // yet proven must prove it first (else spoofed packets could use up another
+            // client's share)
+            if incoming.remote_address_validated() {
+                incoming.refuse();
+            } else {
+                match incoming.retry() {
+                    Ok(()) => state.quic_retry_sent(),
+                    Err(e) => e.into_incoming().refuse(),
+                }
+            }
             continue;
         };
-        let (state, stop, handshaking) = (state.clone(), stop.clone(), handshaking.clone());
+        // counted before its task runs, so that a burst cannot pass the threshold unseen
+        let counted = Handshaking::start(&handshaking);
+        let (state, stop) = (state.clone(), stop.clone());
         tokio::spawn(async move {
-            let Some(conn) = handshake(incoming, &state, &handshaking).await else {
+            let Some(conn) = handshake(incoming, &state, counted).await else {
                 return;
             };
             connection(conn, local, state, slot, stop).await;
@@ -155,14 +175,27 @@ fn admit(state: &State, remote: SocketAddr) -> Option<ConnSlot> {
     Some(slot)
 }
 
+/// One handshake in progress, counted until dropped.
+struct Handshaking(Arc<AtomicUsize>);
+
+impl Handshaking {
+    fn start(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, SeqCst);
+        Handshaking(count.clone())
+    }
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, SeqCst);
+    }
+}
+
 /// Completes the QUIC handshake within `header_read_timeout`, counted while it runs.
-async fn handshake(incoming: quinn::Incoming, state: &State, handshaking: &AtomicUsize) -> Option<quinn::Connection> {
+async fn handshake(incoming: quinn::Incoming, state: &State, _counted: Handshaking) -> Option<quinn::Connection> {
     let connecting = incoming.accept().ok()?;
-    handshaking.fetch_add(1, SeqCst);
     let limit = state.snapshot().config.server.header_read_timeout;
-    let done = tokio::time::timeout(limit, connecting).await;
-    handshaking.fetch_sub(1, SeqCst);
-    done.ok()?.ok()
+    tokio::time::timeout(limit, connecting).await.ok()?.ok()
 }
 
 /// Requests in flight on one connection, and a wake-up when the last one ends.
@@ -193,12 +226,22 @@ async fn connection(
     let mut info = ConnInfo::new(conn.remote_address(), local, true);
     info.tls_version = Some("TLSv1.3");
     let info = Arc::new(info);
-    let max_head = state.snapshot().config.server.max_header_size as u64;
-    let built = h3::server::builder()
-        .max_field_section_size(max_head)
-        .build(h3_quinn::Connection::new(conn))
-        .await;
-    let Ok(mut h3c) = built else { return };
+    let (max_head, setup) = {
+        let snap = state.snapshot();
+        (
+            snap.config.server.max_header_size as u64,
+            snap.config.server.header_read_timeout,
+        )
+    };
+    // kept to let the last answers' bytes leave before the connection is dropped
+    let quic = conn.clone();
+    let mut builder = h3::server::builder();
+    builder.max_field_section_size(max_head);
+    let built = builder.build(h3_quinn::Connection::new(conn));
+    // a client that never lets the gateway open its control streams does not hold a slot
+    let Ok(Ok(mut h3c)) = tokio::time::timeout(setup, built).await else {
+        return;
+    };
     let in_flight = Arc::new(InFlight::default());
     let mut draining = false;
     loop {
@@ -222,11 +265,17 @@ async fn connection(
             _ = stop.changed(), if !draining => {
                 draining = true;
                 // GOAWAY: the requests already accepted finish, no new ones
-                let _ = h3c.shutdown(0).await;
+                let _ = tokio::time::timeout(setup, h3c.shutdown(0)).await;
             }
             _ = idle, if draining => {}
         }
     }
+    if draining {
+        // the client closes once it has read the last answers (after GOAWAY): dropping the
+        // connection before that would cut their ends off
+        let _ = tokio::time::timeout(CLOSE_WAIT, quic.closed()).await;
+    }
+    drop(h3c);
     drop(slot);
 }
 
@@ -234,47 +283,94 @@ type Resolver = h3::server::RequestResolver<h3_quinn::Connection, Bytes>;
 
 /// One request: through the pipeline, its answer streamed back.
 async fn request(resolver: Resolver, state: Arc<State>, info: Arc<ConnInfo>, _in_flight: InFlightGuard) {
-    let Ok((req, stream)) = resolver.resolve_request().await else {
+    let (head_limit, send_limit) = {
+        let snap = state.snapshot();
+        (snap.config.server.header_read_timeout, snap.config.server.send_timeout)
+    };
+    // a stream that never sends its head does not stay open (as `header_read_timeout` on TCP)
+    let Ok(Ok((req, stream))) = tokio::time::timeout(head_limit, resolver.resolve_request()).await else {
         return;
     };
-    let (mut send, recv) = stream.split();
+    let (mut send, mut recv) = stream.split();
     let (parts, ()) = req.into_parts();
-    let Some(body) = H3Body::new(recv, &parts.headers) else {
-        // an invalid Content-Length: malformed (RFC 9114 §4.1.2)
-        send.stop_stream(h3::error::Code::H3_MESSAGE_ERROR);
-        return;
+    // a request whose stream already ended has no body (most GETs): say so, so that it is
+    // forwarded without one, may be retried and may be answered from the cache
+    let first = match futures_util::FutureExt::now_or_never(recv.recv_data()) {
+        Some(Ok(None)) => None,
+        Some(Ok(Some(mut chunk))) => Some(Some(chunk.copy_to_bytes(chunk.remaining()))),
+        Some(Err(_)) => return,
+        None => Some(None),
     };
-    let req = Request::from_parts(parts, ReqBody::H3(Box::new(body)));
-    let (resp, completion) = service::handle(&state, &info, req).await;
-    let (mut head, mut body) = resp.into_parts();
-    strip_connection_fields(&mut head.headers);
-    let mut sent: u64 = 0;
-    if send.send_response(http::Response::from_parts(head, ())).await.is_err() {
-        completion.finish(0);
-        return;
-    }
-    loop {
-        match body.frame().await {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    sent += data.len() as u64;
-                    if send.send_data(data).await.is_err() {
-                        break;
-                    }
-                }
-            }
-            Some(Err(_)) => {
-                // the answer cannot be completed: the client must not take it as whole
-                send.stop_stream(h3::error::Code::H3_INTERNAL_ERROR);
-                break;
-            }
+    let body = match first {
+        None if !parts.headers.contains_key(http::header::CONTENT_LENGTH) => ReqBody::Empty,
+        first => match H3Body::new(recv, &parts.headers, first.flatten()) {
+            Some(b) => ReqBody::H3(Box::new(b)),
             None => {
-                let _ = send.finish().await;
-                break;
+                // an invalid Content-Length: malformed (RFC 9114 §4.1.2)
+                send.stop_stream(h3::error::Code::H3_MESSAGE_ERROR);
+                return;
+            }
+        },
+    };
+    let head_only = parts.method == http::Method::HEAD;
+    let req = Request::from_parts(parts, body);
+    let (resp, completion) = service::handle(&state, &info, req).await;
+    let (mut head, body) = resp.into_parts();
+    strip_connection_fields(&mut head.headers);
+    // no content after HEAD, 204 or 304 (the HTTP/1.1 encoder and hyper drop it too)
+    let bodiless = head_only || matches!(head.status.as_u16(), 204 | 304);
+    let sent = respond(&mut send, head, body, bodiless, send_limit).await;
+    completion.finish(sent);
+}
+
+/// Sends the answer; returns the body bytes sent. A client that takes nothing for
+/// `send_timeout` loses the answer (as on HTTP/1.1), and an answer that cannot be completed
+/// resets the stream, so the client never takes it as whole.
+async fn respond(
+    send: &mut h3::server::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>,
+    head: http::response::Parts,
+    mut body: crate::proto::body::Body,
+    bodiless: bool,
+    limit: Duration,
+) -> u64 {
+    use h3::error::Code;
+    if !matches!(
+        tokio::time::timeout(limit, send.send_response(http::Response::from_parts(head, ()))).await,
+        Ok(Ok(()))
+    ) {
+        send.stop_stream(Code::H3_REQUEST_CANCELLED);
+        return 0;
+    }
+    let mut sent: u64 = 0;
+    loop {
+        let frame = if bodiless { None } else { body.frame().await };
+        let (written, last) = match frame {
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    sent += data.len() as u64;
+                    (tokio::time::timeout(limit, send.send_data(data)).await, false)
+                }
+                Err(frame) => match frame.into_trailers() {
+                    // (gRPC's status travels in trailers; `finish` follows)
+                    Ok(trailers) => (tokio::time::timeout(limit, send.send_trailers(trailers)).await, false),
+                    Err(_) => continue,
+                },
+            },
+            Some(Err(_)) => {
+                send.stop_stream(Code::H3_INTERNAL_ERROR);
+                return sent;
+            }
+            None => (tokio::time::timeout(limit, send.finish()).await, true),
+        };
+        match written {
+            Ok(Ok(())) if last => return sent,
+            Ok(Ok(())) => {}
+            _ => {
+                send.stop_stream(Code::H3_REQUEST_CANCELLED);
+                return sent;
             }
         }
     }
-    completion.finish(sent);
 }
 
 /// How long to wait, at most, for the idle QUIC connections to close once told to.
