@@ -548,5 +548,12 @@ services:
     )
     .await;
     let served = load.finish(&gateway).await;
-    assert!(served > 20, "{served} requests served");
+    // the load ran the whole roll (a request every 125 ms plus its own time); how long the roll
+    // takes depends on the machine, so the count is weighed against it
+    let took = started.elapsed();
+    let paced = (took.as_millis() / 125) as usize;
+    assert!(
+        served >= 4 && served * 3 >= paced,
+        "{served} requests served in {took:?}"
+    );
 }
