@@ -290,11 +290,12 @@ impl CachedProxy<'_> {
                     guard: None,
                     since,
                 };
-                // nobody reads this answer: the cache's reader keeps it all the same
+                // nobody reads this answer: the cache's reader keeps it all the same, and the new
+                // object replaces this one (whose flag stays set: no second refresh meanwhile)
                 drop(fill_from(&route, fill, upstream.spec.read_timeout, resp));
+                return;
             }
-            // answered (the cache's reader stores the new object) or failed: a later request may
-            // try again
+            // failed: a later request may try again
             object.refresh_failed();
         });
     }
