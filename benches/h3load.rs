@@ -67,6 +67,17 @@ struct Tally {
     errors: u64,
 }
 
+impl Tally {
+    /// One request that began at `started`: its latency when it succeeded, else an error.
+    fn record(&mut self, started: Instant, ok: bool) {
+        if ok {
+            self.latencies_us.push(started.elapsed().as_micros() as u32);
+        } else {
+            self.errors += 1;
+        }
+    }
+}
+
 async fn run_h3(a: Arc<Args>, deadline: Instant) -> Tally {
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls(&a.ca, b"h3")).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -98,10 +109,7 @@ async fn run_h3(a: Arc<Args>, deadline: Instant) -> Tally {
                     resp.status().is_success().then_some(())
                 }
                 .await;
-                match ok {
-                    Some(()) => t.latencies_us.push(started.elapsed().as_micros() as u32),
-                    None => t.errors += 1,
-                }
+                t.record(started, ok.is_some());
             }
             t
         });
@@ -136,11 +144,7 @@ async fn run_h2(a: Arc<Args>, deadline: Instant) -> Tally {
                     Ok(resp) => resp.status().is_success() && resp.into_body().collect().await.is_ok(),
                     Err(_) => false,
                 };
-                if ok {
-                    t.latencies_us.push(started.elapsed().as_micros() as u32);
-                } else {
-                    t.errors += 1;
-                }
+                t.record(started, ok);
             }
             t
         });

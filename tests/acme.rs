@@ -264,14 +264,7 @@ async fn a_ca_down_at_start_means_a_temporary_certificate_then_issuance() {
         issuer.contains("orta-gateway"),
         "temporary self-signed, issued by {issuer}"
     );
-    let status: serde_json::Value = plain_client()
-        .get(format!("http://127.0.0.1:{admin}/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = status_json(&plain_client(), format!("127.0.0.1:{admin}")).await;
     assert!(
         status["acme"]["pending"].as_str().unwrap().contains("waiting"),
         "{status}"

@@ -246,14 +246,7 @@ async fn quic_connections_count_toward_the_limits_and_show_in_status_and_metrics
     let admin = gw.gw().admin_addr().unwrap();
     let metrics = metrics_text(&plain_client(), admin).await;
     assert!(metrics.contains("quic_connections_open 1"), "{metrics}");
-    let status: serde_json::Value = plain_client()
-        .get(format!("http://{admin}/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = status_json(&plain_client(), admin).await;
     assert_eq!(status["quic_connections_open"], 1);
     assert_eq!(status["listeners"]["http3"], gw.https().to_string());
 }

@@ -123,14 +123,7 @@ async fn a_bad_edit_keeps_the_old_config_and_is_reported() {
     );
     let metrics = metrics_text(&c, &admin).await;
     assert!(metrics.contains("reloads_total{result=\"failed\"} 1"), "{metrics}");
-    let status: serde_json::Value = c
-        .get(format!("http://{admin}/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = status_json(&c, admin).await;
     assert!(status["last_reload_error"].as_str().unwrap().contains("nowhere"));
     assert_eq!(status["generation"], 1);
 }
@@ -521,14 +514,7 @@ listen = "{admin}"
     assert_eq!(value(&down, "upstream_up", Some(("server", &b.addr.to_string()))), 0.0);
     let healthz = c.get(format!("http://{admin}/healthz")).send().await.unwrap();
     assert_eq!(healthz.status(), 200);
-    let status: serde_json::Value = c
-        .get(format!("http://{admin}/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = status_json(&c, admin).await;
     assert_eq!(status["generation"], 1);
     assert_eq!(status["listeners"]["http"], gw.http().to_string());
     assert!(

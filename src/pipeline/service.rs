@@ -203,8 +203,6 @@ async fn route<'s>(
     admit(route, ctx, meta)?;
     match &route.handler {
         Handler::Proxy(upstream) => {
-            let method = req.method().clone();
-            let accept_encoding = req.headers().get(header::ACCEPT_ENCODING).cloned();
             let limits = proxy::BodyLimits {
                 max_size: server.max_body_size,
                 read_timeout: server.body_read_timeout,
@@ -221,6 +219,8 @@ async fn route<'s>(
                 meta.from_upstream = true;
                 return resp;
             }
+            let method = req.method().clone();
+            let accept_encoding = req.headers().get(header::ACCEPT_ENCODING).cloned();
             // not boxed: the request's future is built in place in a pooled block and never
             // moves, so the proxy's state machine costs room in the block, not copies
             let resp = proxy::forward(upstream, ctx, req, limits, &mut meta.upstream).await?;
@@ -313,11 +313,12 @@ fn admit(route: &Route, ctx: &RequestCtx<'_>, meta: &mut Meta) -> Result<(), Htt
 fn check_framing(req: &Request<ReqBody>) -> Result<Option<u64>, HttpError> {
     let h = req.headers();
     if req.version() == Version::HTTP_3
-        && (h.contains_key(header::CONNECTION)
-            || h.contains_key(header::TRANSFER_ENCODING)
-            || h.contains_key(header::UPGRADE)
-            || h.contains_key("keep-alive")
-            || h.contains_key("proxy-connection"))
+        && h.keys().any(|k| {
+            matches!(
+                k.as_str(),
+                "connection" | "transfer-encoding" | "upgrade" | "keep-alive" | "proxy-connection"
+            )
+        })
     {
         // malformed in HTTP/3 (RFC 9114 §4.2); hyper refuses them for HTTP/2 already
         return Err(HttpError::BadRequest(

@@ -117,15 +117,8 @@ impl Drop for H3Body {
     }
 }
 
-/// Removes the fields HTTP/3 forbids in a message (RFC 9114 §4.2): connection-specific ones.
+/// Removes the fields HTTP/3 forbids in a message (RFC 9114 §4.2): the hop-by-hop ones, those
+/// `Connection` names, and `Upgrade` (the HTTP/1.1 codec's one pass over the names).
 pub fn strip_connection_fields(h: &mut HeaderMap) {
-    for name in [
-        header::CONNECTION,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-        header::HeaderName::from_static("keep-alive"),
-        header::HeaderName::from_static("proxy-connection"),
-    ] {
-        h.remove(name);
-    }
+    crate::proto::h1::fields::strip_hop_by_hop(h, |name| name == "upgrade");
 }

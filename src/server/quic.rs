@@ -226,13 +226,18 @@ async fn connection(
     let mut info = ConnInfo::new(conn.remote_address(), local, true);
     info.tls_version = Some("TLSv1.3");
     let info = Arc::new(info);
-    let (max_head, setup) = {
+    // the connection's settings, read once (as a TCP connection's): each request then loads
+    // the snapshot only in the pipeline
+    let (max_head, limits) = {
         let snap = state.snapshot();
-        (
-            snap.config.server.max_header_size as u64,
-            snap.config.server.header_read_timeout,
-        )
+        let server = &snap.config.server;
+        let limits = Limits {
+            head: server.header_read_timeout,
+            send: server.send_timeout,
+        };
+        (server.max_header_size as u64, limits)
     };
+    let setup = limits.head;
     // kept to let the last answers' bytes leave before the connection is dropped
     let quic = conn.clone();
     let mut builder = h3::server::builder();
@@ -258,7 +263,7 @@ async fn connection(
                     let (state, info) = (state.clone(), info.clone());
                     // built in a pooled block: the request's future (the pipeline's) is large,
                     // and moving it into the task would copy it (as for HTTP/2)
-                    tokio::spawn(Pooled::with(|| request(resolver, state, info, guard)));
+                    tokio::spawn(Pooled::with(|| request(resolver, state, info, limits, guard)));
                 }
                 Ok(None) | Err(_) => break,
             },
@@ -281,14 +286,23 @@ async fn connection(
 
 type Resolver = h3::server::RequestResolver<h3_quinn::Connection, Bytes>;
 
+/// How long a request's head may take to arrive, and an answer's writes to be taken.
+#[derive(Clone, Copy)]
+struct Limits {
+    head: Duration,
+    send: Duration,
+}
+
 /// One request: through the pipeline, its answer streamed back.
-async fn request(resolver: Resolver, state: Arc<State>, info: Arc<ConnInfo>, _in_flight: InFlightGuard) {
-    let (head_limit, send_limit) = {
-        let snap = state.snapshot();
-        (snap.config.server.header_read_timeout, snap.config.server.send_timeout)
-    };
+async fn request(
+    resolver: Resolver,
+    state: Arc<State>,
+    info: Arc<ConnInfo>,
+    limits: Limits,
+    _in_flight: InFlightGuard,
+) {
     // a stream that never sends its head does not stay open (as `header_read_timeout` on TCP)
-    let Ok(Ok((req, stream))) = tokio::time::timeout(head_limit, resolver.resolve_request()).await else {
+    let Ok(Ok((req, stream))) = tokio::time::timeout(limits.head, resolver.resolve_request()).await else {
         return;
     };
     let (mut send, mut recv) = stream.split();
@@ -319,7 +333,7 @@ async fn request(resolver: Resolver, state: Arc<State>, info: Arc<ConnInfo>, _in
     strip_connection_fields(&mut head.headers);
     // no content after HEAD, 204 or 304 (the HTTP/1.1 encoder and hyper drop it too)
     let bodiless = head_only || matches!(head.status.as_u16(), 204 | 304);
-    let sent = respond(&mut send, head, body, bodiless, send_limit).await;
+    let sent = respond(&mut send, head, body, bodiless, limits.send).await;
     completion.finish(sent);
 }
 

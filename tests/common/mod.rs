@@ -89,6 +89,17 @@ pub async fn metrics_text(c: &reqwest::Client, admin: impl std::fmt::Display) ->
         .unwrap()
 }
 
+/// The admin listener's `/status` JSON.
+pub async fn status_json(c: &reqwest::Client, admin: impl std::fmt::Display) -> serde_json::Value {
+    c.get(format!("http://{admin}/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Sends raw bytes, returns everything read until the server closes (or 5 s pass).
 pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
