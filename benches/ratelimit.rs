@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use governor::clock::DefaultClock;
-use orta_gateway::config::ZoneSpec;
+use orta_gateway::config::{ZoneScope, ZoneSpec};
 use orta_gateway::middleware::ratelimit::Zone;
 use std::hint::black_box;
 
@@ -16,6 +16,7 @@ fn bench(c: &mut Criterion) {
         count: 1_000_000,
         period: Duration::from_secs(1),
         burst: 1_000_000,
+        scope: ZoneScope::Local,
     };
     let one = Zone::with_clock(spec.clone(), DefaultClock::default());
     let ip: IpAddr = "198.51.100.7".parse().unwrap();

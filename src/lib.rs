@@ -14,7 +14,9 @@
 //! 4. runtime parts, one room each: `tls` (+ ACME), `upstream` (servers, pools, balancing,
 //!    health, discovery), `middleware` (rate limits, headers, compression), `handler` (files,
 //!    proxy, redirect), `cache` (the proxy response cache), `telemetry` (access log, metrics),
-//!    `http` (request context, the gateway's own error answers, conditional requests);
+//!    `http` (request context, the gateway's own error answers, conditional requests),
+//!    `cluster` (state shared with other gateways through Redis: global rate limits, the ACME
+//!    lease, sealed values);
 //! 5. `pipeline`: the running snapshot (routes compiled to handlers), the state beside it
 //!    (metrics, access log, certificates, connections, shutdown) and the service that takes each
 //!    request through them;
@@ -33,6 +35,7 @@
 mod admin;
 pub mod api;
 pub mod cache;
+pub mod cluster;
 pub mod config;
 mod fs_atomic;
 pub mod handler;

@@ -81,6 +81,15 @@ fn check(path: &Path) -> ExitCode {
             for w in loaded.warnings.warning_lines() {
                 eprintln!("{w}");
             }
+            // `[cluster]`: Redis must answer and accept the credentials
+            if loaded.config.cluster.is_some() {
+                let probed =
+                    runtime(1).and_then(|rt| rt.block_on(orta_gateway::server::probe_cluster(&loaded.config, true)));
+                if let Err(e) = probed {
+                    println!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            }
             println!("ok");
             ExitCode::SUCCESS
         }
@@ -124,7 +133,14 @@ fn run(path: &Path) -> ExitCode {
 fn certs(path: &Path) -> ExitCode {
     match config::load(path) {
         Ok(loaded) => {
-            for cert in orta_gateway::tls::certs_report(&loaded.config) {
+            // with `[cluster]`, the certificate the cluster keeps in Redis
+            let shared = match (&loaded.config.cluster, &loaded.config.tls.source) {
+                (Some(c), config::CertSource::Acme(a)) => {
+                    Some(runtime(1).and_then(|rt| rt.block_on(orta_gateway::tls::acme::shared::fetch(c, a))))
+                }
+                _ => None,
+            };
+            for cert in orta_gateway::tls::certs_report(&loaded.config, shared) {
                 println!("{cert}");
             }
             ExitCode::SUCCESS

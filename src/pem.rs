@@ -121,3 +121,12 @@ pub fn describe(der: &[u8]) -> Option<CertInfo> {
         serial: cert.raw_serial_as_string(),
     })
 }
+
+/// A certificate as ACME keeps it (private key PEM, then the chain): the certified key and the
+/// leaf's DER.
+pub fn certified_key(pem: &[u8]) -> Result<(rustls::sign::CertifiedKey, Vec<u8>), String> {
+    let key = parse_key(pem).map_err(|e| format!("private key: {e}"))?;
+    let chain = parse_chain(pem).map_err(|e| format!("certificate chain: {e}"))?;
+    let leaf = chain[0].to_vec();
+    Ok((rustls::sign::CertifiedKey::new(chain, key), leaf))
+}

@@ -64,55 +64,9 @@ fn verified_client(root: &[u8], https: u16, h1: bool) -> reqwest::Client {
     b.build().unwrap()
 }
 
-/// The serial of the certificate the gateway presents for `name` (any certificate accepted).
+/// The serial and issuer of the certificate the gateway on loopback presents for `name`.
 async fn served_serial(https: u16, name: &str) -> Option<(String, String)> {
-    #[derive(Debug)]
-    struct AnyCert;
-    impl rustls::client::danger::ServerCertVerifier for AnyCert {
-        fn verify_server_cert(
-            &self,
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &[rustls::pki_types::CertificateDer<'_>],
-            _: &rustls::pki_types::ServerName<'_>,
-            _: &[u8],
-            _: rustls::pki_types::UnixTime,
-        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        }
-        fn verify_tls12_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn verify_tls13_signature(
-            &self,
-            _: &[u8],
-            _: &rustls::pki_types::CertificateDer<'_>,
-            _: &rustls::DigitallySignedStruct,
-        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
-        }
-        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-            orta_gateway::pem::provider()
-                .signature_verification_algorithms
-                .supported_schemes()
-        }
-    }
-    let cfg = rustls::ClientConfig::builder()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert))
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", https)).await.ok()?;
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
-        .connect(name.to_string().try_into().ok()?, tcp)
-        .await
-        .ok()?;
-    let leaf = tls.get_ref().1.peer_certificates()?.first()?.clone();
-    let info = orta_gateway::pem::describe(&leaf)?;
-    Some((info.serial, info.issuer))
+    common::pebble::served_serial(SocketAddr::from(([127, 0, 0, 1], https)), name).await
 }
 
 async fn wait_for_issued(https: u16) -> String {

@@ -340,7 +340,16 @@ const LAYERS: &[&[&str]] = &[
     &["zerocopy", "fs_atomic", "memory", "net", "pem", "router"],
     &["proto"],
     &["config"],
-    &["tls", "upstream", "middleware", "handler", "cache", "telemetry", "http"],
+    &[
+        "tls",
+        "upstream",
+        "middleware",
+        "handler",
+        "cache",
+        "telemetry",
+        "http",
+        "cluster",
+    ],
     &["pipeline"],
     &["server", "admin", "health", "import"],
     &["api"],
@@ -364,8 +373,11 @@ const ACROSS: &[(&str, &str)] = &[
     // the proxy cache compresses stored bodies once and answers conditional requests
     ("cache", "middleware"),
     ("cache", "http"),
-    // the ACME manager counts renewals in the metrics
+    // the ACME manager counts renewals in the metrics, and shares orders through the cluster
     ("tls", "telemetry"),
+    ("tls", "cluster"),
+    // a cluster-scoped rate-limit zone asks the cluster's Redis
+    ("middleware", "cluster"),
     // `/metrics` and `/status` are served by the server's admin listener
     ("server", "admin"),
 ];

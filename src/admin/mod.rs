@@ -341,5 +341,22 @@ fn status(state: &State) -> serde_json::Value {
                 "why": why.describe(),
             })),
         })),
+        "cluster": state.cluster().map(|c| cluster_status(&c)),
+    })
+}
+
+/// `/status`'s `cluster`: Redis reachable or not, this node, the nodes seen, the ACME lock.
+fn cluster_status(c: &crate::cluster::Cluster) -> serde_json::Value {
+    let v = c.view();
+    serde_json::json!({
+        "redis": c.settings.redis_redacted(),
+        "reachable": v.reachable,
+        "down_reason": v.down,
+        "node": c.node(),
+        "nodes": v.nodes.iter().map(|(name, ago)| serde_json::json!({
+            "name": name,
+            "seen_secs_ago": (ago * 10.0).round() / 10.0,
+        })).collect::<Vec<_>>(),
+        "acme_lock": v.acme_lock.map(|(key, holder)| serde_json::json!({ "key": key, "holder": holder })),
     })
 }

@@ -11,7 +11,8 @@ use rustls::sign::CertifiedKey;
 
 use super::diag::Diagnostics;
 use super::settings::{
-    AccessSettings, CacheSettings, CacheZoneSpec, CompressionSettings, RouteCacheSpec, SecurityHeaders, ZoneSpec,
+    AccessSettings, CacheSettings, CacheZoneSpec, ClusterSettings, CompressionSettings, RouteCacheSpec,
+    SecurityHeaders, ZoneSpec,
 };
 use crate::proto::client_ip::TrustedProxies;
 
@@ -40,6 +41,8 @@ pub struct Config {
     pub log: LogSettings,
     pub admin: AdminSettings,
     pub api: Option<ApiSettings>,
+    /// `[cluster]`: state shared with other gateways through Redis.
+    pub cluster: Option<ClusterSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -101,6 +101,19 @@ pub struct RawRateLimit {
     pub name: Option<S<String>>,
     pub rate: Option<S<String>>,
     pub burst: Option<S<i64>>,
+    pub scope: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub redis: Option<S<String>>,
+    pub key_prefix: Option<S<String>>,
+    pub node_name: Option<S<String>>,
+    pub secret_env: Option<S<String>>,
+    pub secret_file: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+    pub lock_ttl: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -67,6 +67,88 @@ pub struct ZoneSpec {
     pub period: Duration,
     /// Extra requests allowed at once above the rate.
     pub burst: u32,
+    /// Buckets in this gateway, or shared by the cluster in Redis.
+    pub scope: ZoneScope,
+}
+
+/// Where a `[[rate_limit]]` zone keeps its buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ZoneScope {
+    /// In this gateway's memory.
+    #[default]
+    Local,
+    /// In `[cluster].redis`, shared by every gateway of the cluster (this gateway's own
+    /// buckets answer while Redis does not).
+    Cluster,
+}
+
+/// `[cluster]`, validated: the Redis that gateways share ACME state and cluster-scoped rate
+/// limits through.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `redis://` or `rediss://` URL, credentials included (never shown: see `Debug`).
+    pub redis: String,
+    /// Where `redis` is written (`FILE:LINE:COL`), for errors found when connecting.
+    pub redis_at: String,
+    pub key_prefix: String,
+    pub node_name: String,
+    /// The key that encrypts private keys kept in Redis; `None` without ACME.
+    pub secret: Option<ClusterSecret>,
+    /// Longest wait for a Redis answer on the request path (connect and command).
+    pub timeout: Duration,
+    /// How long an ACME order's lock outlives a holder that stopped renewing it.
+    pub lock_ttl: Duration,
+}
+
+impl ClusterSettings {
+    pub const DEFAULT_PREFIX: &str = "orta-gateway:";
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
+    pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(30);
+
+    /// The Redis URL with its password replaced by `***`.
+    pub fn redis_redacted(&self) -> String {
+        redact_url(&self.redis)
+    }
+}
+
+/// A URL with the password of its user info replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user, host)) => {
+            let user = user.split_once(':').map_or(user, |(u, _)| u);
+            let shown = if user.is_empty() {
+                "***".to_string()
+            } else {
+                format!("{user}:***")
+            };
+            format!("{scheme}://{shown}@{host}{path}")
+        }
+        None => url.to_string(),
+    }
+}
+
+impl std::fmt::Debug for ClusterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("redis", &self.redis_redacted())
+            .field("key_prefix", &self.key_prefix)
+            .field("node_name", &self.node_name)
+            .field("secret", &self.secret.as_ref().map(|s| &s.from))
+            .field("timeout", &self.timeout)
+            .field("lock_ttl", &self.lock_ttl)
+            .finish()
+    }
+}
+
+/// The cluster secret and where it came from (`env NAME` or `file PATH`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSecret {
+    pub from: String,
+    pub bytes: Vec<u8>,
 }
 
 /// Where access lines go.

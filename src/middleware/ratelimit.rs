@@ -6,6 +6,10 @@
 //! 17-byte address and an 8-byte state padded to 32, plus a control byte); with the hash
 //! table's 7/8 load factor and growth by doubling that is 38 to 76 bytes a key, so 100k
 //! addresses hold 4 to 8 MB until the next sweep.
+//!
+//! A zone with `scope = "cluster"` asks the cluster's Redis instead (the same GCRA, one script
+//! call); while Redis does not answer within `[cluster].timeout` it falls back to its own
+//! buckets at once, counted in `cluster_fallback_total`.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -19,7 +23,8 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 use prometheus_client::metrics::counter::Counter;
 
-use crate::config::ZoneSpec;
+use crate::cluster::Cluster;
+use crate::config::{ZoneScope, ZoneSpec};
 
 /// Past this many tracked addresses, idle ones are dropped at once rather than on the timer.
 const MAX_KEYS: usize = 200_000;
@@ -36,13 +41,18 @@ pub struct Zone<C: Clock = DefaultClock> {
     checks: AtomicU32,
     /// Requests refused (exported in `/metrics`).
     refused: Counter,
+    /// The cluster a `scope = "cluster"` zone shares its buckets through.
+    shared: Option<Arc<Cluster>>,
 }
 
 impl Zone<DefaultClock> {
     /// A zone with the real clock, swept in the background while it is alive.
-    pub fn start(spec: ZoneSpec, refused: Counter) -> Arc<Self> {
+    pub fn start(spec: ZoneSpec, refused: Counter, cluster: Option<&Arc<Cluster>>) -> Arc<Self> {
         let mut zone = Self::with_clock(spec, DefaultClock::default());
         zone.refused = refused;
+        if zone.spec.scope == ZoneScope::Cluster {
+            zone.shared = cluster.cloned();
+        }
         let zone = Arc::new(zone);
         let weak = Arc::downgrade(&zone);
         tokio::spawn(async move {
@@ -74,6 +84,46 @@ impl<C: Clock + Clone> Zone<C> {
             spec,
             checks: AtomicU32::new(0),
             refused: Counter::default(),
+            shared: None,
+        }
+    }
+
+    /// Whether `check_shared` must be used (the zone's buckets are in Redis).
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// Whether this zone can serve a config with `spec` and `cluster` (a reload keeps it).
+    pub fn serves(&self, spec: &ZoneSpec, cluster: Option<&Arc<Cluster>>) -> bool {
+        let wanted = cluster.filter(|_| spec.scope == ZoneScope::Cluster);
+        self.spec == *spec
+            && match (&self.shared, wanted) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
+
+    /// [`Zone::check`] through the cluster's Redis; this gateway's own bucket when Redis does
+    /// not answer in time.
+    pub async fn check_shared(&self, ip: IpAddr) -> Result<(), Duration> {
+        let Some(cluster) = &self.shared else {
+            return self.check(ip);
+        };
+        let per_request = self.spec.period / self.spec.count.max(1);
+        let interval = per_request.as_micros() as u64;
+        let capacity = u64::from(self.spec.count.saturating_add(self.spec.burst).max(1));
+        let key = cluster.key(&["rl", &self.spec.name, &zone_key(ip).to_string()]);
+        match cluster.gcra(&key, interval, interval * (capacity - 1)).await {
+            Ok(0) => Ok(()),
+            Ok(wait) => {
+                self.refused.inc();
+                Err(Duration::from_micros(wait))
+            }
+            Err(why) => {
+                cluster.count_fallback(why);
+                self.check(ip)
+            }
         }
     }
 
@@ -133,6 +183,7 @@ mod tests {
             count,
             period,
             burst,
+            scope: ZoneScope::Local,
         }
     }
 

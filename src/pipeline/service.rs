@@ -187,6 +187,12 @@ async fn route<'s>(
     };
     let content_length = check_framing(&req)?;
     let server = &snap.config.server;
+    if let Some(token) = req.uri().path().strip_prefix(ACME_CHALLENGE_PREFIX)
+        && let Some(challenges) = state.acme().challenges.load_full()
+        && let Some(key_auth) = challenges.http01(token).await
+    {
+        return Ok(acme_answer(key_auth));
+    }
     if let Some(answer) = answer_before_routing(state, server.redirect_to_https, ctx, &req, &host) {
         return answer;
     }
@@ -200,7 +206,7 @@ async fn route<'s>(
     // resolve the route, admit the request, handle it
     let route = snap.router.lookup(&host, &path).ok_or(HttpError::NotFound)?;
     *matched = Some(route.as_ref());
-    admit(route, ctx, meta)?;
+    admit(route, ctx, meta).await?;
     match &route.handler {
         Handler::Proxy(upstream) => {
             let limits = proxy::BodyLimits {
@@ -249,8 +255,18 @@ async fn route<'s>(
     }
 }
 
-/// What is answered for any host before routing: an ACME http-01 validation (on either
-/// listener), and the redirect of plain HTTP to HTTPS.
+/// The answer to an ACME http-01 validation (on either listener, for any host).
+fn acme_answer(key_auth: String) -> Response<Body> {
+    let mut resp = Response::new(Body::full(key_auth));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    resp
+}
+
+/// What is answered for any host before routing (after ACME validations): the redirect of
+/// plain HTTP to HTTPS.
 fn answer_before_routing(
     state: &State,
     redirect_to_https: bool,
@@ -259,17 +275,6 @@ fn answer_before_routing(
     host: &str,
 ) -> Option<Result<Response<Body>, HttpError>> {
     let path = req.uri().path();
-    if let Some(token) = path.strip_prefix(ACME_CHALLENGE_PREFIX)
-        && let Some(challenges) = state.acme().challenges.load_full()
-        && let Some(key_auth) = challenges.resolver.get_http_01_key_auth(token)
-    {
-        let mut resp = Response::new(Body::full(key_auth));
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/octet-stream"),
-        );
-        return Some(Ok(resp));
-    }
     if !ctx.conn.tls
         && redirect_to_https
         && !path.starts_with(ACME_CHALLENGE_PREFIX)
@@ -286,14 +291,18 @@ fn answer_before_routing(
 }
 
 /// The route's own admission: its `allow` list, then its rate limit.
-fn admit(route: &Route, ctx: &RequestCtx<'_>, meta: &mut Meta) -> Result<(), HttpError> {
+async fn admit(route: &Route, ctx: &RequestCtx<'_>, meta: &mut Meta) -> Result<(), HttpError> {
     if let Some(allow) = &route.allow
         && !allow.iter().any(|n| n.contains(&ctx.client_ip))
     {
         return Err(HttpError::Forbidden);
     }
     if let Some(zone) = &route.rate_limit {
-        zone.check(ctx.client_ip).map_err(|wait| {
+        let checked = match zone.is_shared() {
+            true => zone.check_shared(ctx.client_ip).await,
+            false => zone.check(ctx.client_ip),
+        };
+        checked.map_err(|wait| {
             meta.rate_limited = true;
             HttpError::TooManyRequests {
                 retry_after_secs: ratelimit::retry_after_secs(wait),

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::cache::{RouteCache, Zone as CacheZone};
+use crate::cluster::Cluster;
 use crate::config::SecurityHeaders;
 use crate::config::{Config, RouteSpec};
 use crate::handler::Handler;
@@ -53,7 +54,13 @@ impl RoutePrefix for Route {
 impl Snapshot {
     /// Compiles `config`; reuses the upstreams of `previous` whose spec is unchanged. Must run
     /// inside the runtime (new upstreams start their health checks).
-    pub fn build(config: Arc<Config>, previous: Option<&Snapshot>, generation: u64, metrics: &Metrics) -> Self {
+    pub fn build(
+        config: Arc<Config>,
+        previous: Option<&Snapshot>,
+        generation: u64,
+        metrics: &Metrics,
+        cluster: Option<&Arc<Cluster>>,
+    ) -> Self {
         let mut upstreams = HashMap::new();
         for spec in &config.upstreams {
             let reused = previous
@@ -67,9 +74,9 @@ impl Snapshot {
         for spec in &config.rate_limits {
             let reused = previous
                 .and_then(|p| p.zones.get(&spec.name))
-                .filter(|z| z.spec == *spec)
+                .filter(|z| z.serves(spec, cluster))
                 .cloned();
-            let zone = reused.unwrap_or_else(|| Zone::start(spec.clone(), metrics.zone_counter(&spec.name)));
+            let zone = reused.unwrap_or_else(|| Zone::start(spec.clone(), metrics.zone_counter(&spec.name), cluster));
             zones.insert(spec.name.clone(), zone);
         }
         let mut cache_zones = HashMap::new();

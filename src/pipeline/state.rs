@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use super::snapshot::Snapshot;
+use crate::cluster::{Cluster, FallbackCounters};
 use crate::config::Config;
 use crate::net::ConnTracker;
 use crate::telemetry::access::AccessLog;
@@ -43,6 +44,8 @@ pub struct State {
     quic_open: Arc<AtomicUsize>,
     /// Retry packets sent to make new QUIC clients prove their address.
     quic_retries: AtomicU64,
+    /// `[cluster]`: the Redis shared with other gateways, while configured.
+    cluster: ArcSwapOption<Cluster>,
 }
 
 /// Counts one open QUIC connection while it lives.
@@ -68,12 +71,17 @@ pub struct Status {
 }
 
 impl State {
-    /// Builds the first snapshot (generation 1). Must run inside the runtime.
-    pub fn new(config: Arc<Config>, certs: Arc<CertStore>) -> Arc<Self> {
+    /// Builds the first snapshot (generation 1), with the cluster's connection when
+    /// `[cluster]` is set. Must run inside the runtime.
+    pub fn new(config: Arc<Config>, certs: Arc<CertStore>) -> Result<Arc<Self>, String> {
         let metrics = Arc::new(Metrics::new());
-        let snapshot = Snapshot::build(config, None, 1, &metrics);
+        let cluster = match &config.cluster {
+            Some(c) => Some(Cluster::start(c.clone(), fallback_counters(&metrics))?),
+            None => None,
+        };
+        let snapshot = Snapshot::build(config, None, 1, &metrics, cluster.as_ref());
         let acme = Arc::new(acme::Shared::new(certs.clone(), metrics.clone()));
-        Arc::new(Self {
+        Ok(Arc::new(Self {
             snapshot: ArcSwap::from_pointee(snapshot),
             generation: AtomicU64::new(1),
             https_port: AtomicU16::new(0),
@@ -91,7 +99,26 @@ impl State {
             alt_svc: ArcSwapOption::empty(),
             quic_open: Arc::default(),
             quic_retries: AtomicU64::new(0),
-        })
+            cluster: ArcSwapOption::new(cluster),
+        }))
+    }
+
+    /// The cluster, while `[cluster]` is configured.
+    pub fn cluster(&self) -> Option<Arc<Cluster>> {
+        self.cluster.load_full()
+    }
+
+    /// The cluster a config with `[cluster]` = `settings` uses: the running one when its
+    /// settings are the same, else a new connection. Nothing is swapped in yet.
+    pub fn cluster_for(
+        &self,
+        settings: Option<&crate::config::ClusterSettings>,
+    ) -> Result<Option<Arc<Cluster>>, String> {
+        match (settings, self.cluster()) {
+            (None, _) => Ok(None),
+            (Some(s), Some(c)) if c.settings == *s => Ok(Some(c)),
+            (Some(s), _) => Cluster::start(s.clone(), fallback_counters(&self.metrics)).map(Some),
+        }
     }
 
     /// The snapshot a request should use from start to end.
@@ -100,10 +127,11 @@ impl State {
     }
 
     /// Swaps in a new config; returns its generation.
-    pub fn apply(&self, config: Arc<Config>) -> u64 {
+    pub fn apply(&self, config: Arc<Config>, cluster: Option<Arc<Cluster>>) -> u64 {
         let generation = self.generation.fetch_add(1, Relaxed) + 1;
         let previous = self.snapshot.load_full();
-        let next = Snapshot::build(config, Some(&previous), generation, &self.metrics);
+        let next = Snapshot::build(config, Some(&previous), generation, &self.metrics, cluster.as_ref());
+        self.cluster.store(cluster);
         self.snapshot.store(Arc::new(next));
         let mut status = self.status();
         status.loaded_at = Some(SystemTime::now());
@@ -208,5 +236,14 @@ impl State {
             http::HeaderValue::from_str(&format!("h3=\":{port}\"; ma={}", max_age.as_secs())).ok()
         });
         self.alt_svc.store(value.map(Arc::new));
+    }
+}
+
+/// The `cluster_fallback_total` series, one per reason.
+fn fallback_counters(metrics: &Metrics) -> FallbackCounters {
+    FallbackCounters {
+        timeout: metrics.cluster_fallback("timeout"),
+        unreachable: metrics.cluster_fallback("unreachable"),
+        error: metrics.cluster_fallback("error"),
     }
 }

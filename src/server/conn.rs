@@ -229,7 +229,9 @@ async fn handshake(state: &State, acceptor: &TlsAcceptor, stream: Prefixed<TcpSt
         .ok()?;
     if rustls_acme::is_tls_alpn_challenge(&start.client_hello()) {
         tracing::debug!("ACME tls-alpn-01 validation handshake");
-        let mut tls = start.into_stream(challenges.tls.clone()).await.ok()?;
+        let name = start.client_hello().server_name().map(str::to_string);
+        let config = challenges.alpn_config(name.as_deref()).await?;
+        let mut tls = start.into_stream(config).await.ok()?;
         use tokio::io::AsyncWriteExt;
         let _ = tls.shutdown().await;
         return None;

@@ -182,11 +182,13 @@ impl Gateway {
         let fd_limit = crate::zerocopy::raise_fd_limit();
         tracing::debug!(?fd_limit, "open files limit");
         let certs = Arc::new(CertStore::new(load_certs(&config)?.unwrap_or_default()));
-        let state = State::new(config.clone(), certs);
+        let state = State::new(config.clone(), certs)?;
         let acme = match &config.tls.source {
-            CertSource::Acme(settings) if config.server.https.is_some() => {
-                Some(crate::tls::acme::start(settings.clone(), state.acme().clone())?)
-            }
+            CertSource::Acme(settings) if config.server.https.is_some() => Some(crate::tls::acme::start(
+                settings.clone(),
+                state.cluster(),
+                state.acme().clone(),
+            )?),
             _ => None,
         };
         state.set_access_log(AccessLog::open(&config.log.access)?);
@@ -379,6 +381,7 @@ pub async fn run(path: PathBuf, loaded: config::Loaded, embedded: Option<Arc<dyn
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
 
+    probe_cluster(&loaded.config, false).await?;
     let gateway = Gateway::start(loaded.config.clone(), embedded).await?;
     for (name, addr) in [
         ("http", gateway.http_addr()),
@@ -405,7 +408,7 @@ pub async fn run(path: PathBuf, loaded: config::Loaded, embedded: Option<Arc<dyn
             Some(()) = changed.recv() => {
                 // editors write in several steps: let the burst settle, then reload once
                 reload_watch::settle(&mut changed).await;
-                if gateway.reload_file(&path).is_ok() {
+                if gateway.reload_file(&path).await.is_ok() {
                     let config = gateway.state.snapshot().config.clone();
                     watcher = reload_watch::watch(&watched_files(&path, &config), changed_tx.clone());
                 }
@@ -424,4 +427,22 @@ pub async fn run(path: PathBuf, loaded: config::Loaded, embedded: Option<Arc<dyn
         tracing::warn!("shutdown grace ran out with connections still open");
     }
     Ok(())
+}
+
+/// Asks `[cluster]`'s Redis once. Redis refusing (a wrong password, an unknown user) is an
+/// error; no answer is one too when `strict` (`check`), else it is logged and the gateway serves
+/// on its local state until Redis answers.
+pub async fn probe_cluster(config: &Config, strict: bool) -> Result<(), String> {
+    let Some(c) = &config.cluster else { return Ok(()) };
+    match crate::cluster::probe(c).await {
+        Ok(()) => Ok(()),
+        Err(e) if strict || matches!(e, crate::cluster::ProbeError::Refused(_)) => Err(e.describe(c)),
+        Err(e) => {
+            tracing::error!(
+                "{}; serving with this gateway's local state (certificates, rate limits) until it answers",
+                e.describe(c)
+            );
+            Ok(())
+        }
+    }
 }

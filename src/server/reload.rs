@@ -41,6 +41,8 @@ fn plan(kind: Kind, current: Option<&Bound>, wanted: Option<SocketAddr>) -> Resu
 /// A reload with every fallible part done; applying it cannot fail. `None` fields leave the
 /// running part as it is.
 struct Prepared {
+    /// `[cluster]`'s connection: the running one, a new one, or none.
+    cluster: Option<Arc<crate::cluster::Cluster>>,
     certs: Option<Vec<Arc<CertifiedKey>>>,
     acceptor: Option<TlsAcceptor>,
     /// A new access log (`Some(None)`: logging turns off).
@@ -117,11 +119,12 @@ impl Gateway {
             };
             (next, same)
         };
-        // ACME: a changed domain set starts a new order; the old certificate keeps serving
-        // until the new one is issued. Unchanged settings keep the running manager.
+        let cluster = state.cluster_for(config.cluster.as_ref())?;
+        // ACME: a changed domain set (or cluster) starts a new manager; the old certificate
+        // keeps serving until the new one is issued. Unchanged settings keep the running one.
         let acme = match (&config.tls.source, config.server.https) {
-            (CertSource::Acme(settings), Some(_)) if acme.is_none_or(|a| a.settings != *settings) => {
-                Some(Some(acme::prepare(settings.clone())?))
+            (CertSource::Acme(settings), Some(_)) if acme.is_none_or(|a| !a.serves(settings, cluster.as_ref())) => {
+                Some(Some(acme::prepare(settings.clone(), cluster.clone())?))
             }
             (CertSource::Acme(_), Some(_)) => None,
             _ => Some(None),
@@ -153,6 +156,7 @@ impl Gateway {
         }
         let quic = self.plan_quic(config, &moves, listeners)?;
         Ok(Prepared {
+            cluster,
             quic,
             certs,
             acceptor,
@@ -221,7 +225,7 @@ impl Gateway {
             state.set_access_log(log);
         }
         *self.api.lock().unwrap_or_else(|e| e.into_inner()) = p.api.clone();
-        let generation = state.apply(config);
+        let generation = state.apply(config, p.cluster);
         let mut replaced = Vec::new();
         for (kind, mv) in p.moves {
             let slot = slot(listeners, kind);
@@ -259,13 +263,22 @@ impl Gateway {
     }
 
     /// Reloads from `path`: on a problem, logs it as `check` would, counts it, keeps serving.
-    pub fn reload_file(&self, path: &Path) -> Result<u64, String> {
+    pub async fn reload_file(&self, path: &Path) -> Result<u64, String> {
         let result = match config::load(path) {
             Ok(loaded) => {
                 for w in loaded.warnings.warning_lines() {
                     tracing::warn!("{w}");
                 }
-                self.reload(loaded.config)
+                let old = self.state.cluster().map(|c| c.settings.clone());
+                // a new `[cluster]` whose Redis refuses the credentials is refused
+                let probed = match loaded.config.cluster != old {
+                    true => super::probe_cluster(&loaded.config, false).await,
+                    false => Ok(()),
+                };
+                if let Err(e) = &probed {
+                    tracing::error!("{e}");
+                }
+                probed.and_then(|()| self.reload(loaded.config))
             }
             Err(diags) => {
                 for line in diags.error_lines() {

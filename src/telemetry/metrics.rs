@@ -27,6 +27,7 @@ pub struct Metrics {
     rate_limited: Family<Labels, Counter>,
     reloads: Family<Labels, Counter>,
     acme_renewals: Family<Labels, Counter>,
+    cluster_fallbacks: Family<Labels, Counter>,
     /// Requests that matched no route.
     unrouted: Arc<RouteMetrics>,
 }
@@ -45,6 +46,7 @@ impl Metrics {
         let rate_limited = Family::<Labels, Counter>::default();
         let reloads = Family::<Labels, Counter>::default();
         let acme_renewals = Family::<Labels, Counter>::default();
+        let cluster_fallbacks = Family::<Labels, Counter>::default();
         registry.register("requests", "Requests answered, by route and status", requests.clone());
         registry.register(
             "request_duration_seconds",
@@ -62,6 +64,11 @@ impl Metrics {
             "ACME certificate orders and renewals, by result",
             acme_renewals.clone(),
         );
+        registry.register(
+            "cluster_fallback",
+            "Requests of cluster-scoped rate limits decided by this gateway's own buckets because Redis did not answer, by reason",
+            cluster_fallbacks.clone(),
+        );
         for result in ["ok", "failed"] {
             let _ = reloads.get_or_create(&vec![("result", result.to_string())]);
             let _ = acme_renewals.get_or_create(&vec![("result", result.to_string())]);
@@ -74,6 +81,7 @@ impl Metrics {
             rate_limited,
             reloads,
             acme_renewals,
+            cluster_fallbacks,
             unrouted,
         }
     }
@@ -90,6 +98,12 @@ impl Metrics {
     /// The counter of requests a zone refused.
     pub fn zone_counter(&self, zone: &str) -> Counter {
         self.rate_limited.get_or_create_owned(&vec![("zone", zone.to_string())])
+    }
+
+    /// The counter of cluster fallbacks for one reason (`timeout`, `unreachable`, `error`).
+    pub fn cluster_fallback(&self, reason: &str) -> Counter {
+        self.cluster_fallbacks
+            .get_or_create_owned(&vec![("reason", reason.to_string())])
     }
 
     pub fn reload(&self, ok: bool) {

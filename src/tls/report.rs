@@ -6,8 +6,9 @@ use crate::config::Config;
 use crate::pem::{CertInfo, describe, load_chain};
 
 /// `orta-gateway certs`: each certificate the config uses, with its names, issuer, validity,
-/// days left and (for ACME) the next planned renewal and why. Reads files only, no network.
-pub fn certs_report(config: &Config) -> Vec<String> {
+/// days left and (for ACME) the next planned renewal and why. Reads files, and with `[cluster]`
+/// the certificate the cluster keeps in Redis (`shared`: what [`acme::shared::fetch`] found).
+pub fn certs_report(config: &Config, shared: Option<Result<Option<Vec<u8>>, String>>) -> Vec<String> {
     use crate::config::CertSource;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let date = |t: i64| {
@@ -58,8 +59,10 @@ pub fn certs_report(config: &Config) -> Vec<String> {
         }
         CertSource::Acme(a) => {
             let cache = acme::cache::AcmeCache::new(&a.cache_dir, Box::new(|_| {}));
-            let path = cache.cert_path(&a.domains, &a.directory);
-            match leaf(&path) {
+            let local = cache.cert_path(&a.domains, &a.directory);
+            let (path, found) =
+                from_cluster(config, a, shared, &mut out).unwrap_or_else(|| (local.clone(), leaf(&local)));
+            match found {
                 Some(info) => {
                     let (at, reason) =
                         acme::policy::plan(info.not_before, info.not_after, &info.serial, a.renew_before, None);
@@ -78,4 +81,43 @@ pub fn certs_report(config: &Config) -> Vec<String> {
         }
     }
     out
+}
+
+/// With `[cluster]`: where the cluster's certificate is (its Redis key) and what it says; `None`
+/// (with a note in `out`) when Redis holds none or was not read, and this node's copy is shown.
+fn from_cluster(
+    config: &Config,
+    a: &crate::config::AcmeSettings,
+    shared: Option<Result<Option<Vec<u8>>, String>>,
+    out: &mut Vec<String>,
+) -> Option<(std::path::PathBuf, Option<CertInfo>)> {
+    let (shared, c) = (shared?, config.cluster.as_ref()?);
+    match shared {
+        Ok(Some(pem)) => {
+            let at = format!(
+                "redis {} (key {})",
+                c.redis_redacted(),
+                acme::shared::Keys::new(c, a).cert
+            );
+            let chain = crate::pem::parse_chain(&pem).ok();
+            Some((
+                at.into(),
+                chain.and_then(|chain| chain.first().and_then(|l| describe(l))),
+            ))
+        }
+        Ok(None) => {
+            out.push(format!(
+                "cluster: Redis {} holds no certificate yet",
+                c.redis_redacted()
+            ));
+            None
+        }
+        Err(e) => {
+            out.push(format!(
+                "cluster: Redis {} not read ({e}); showing this node's copy",
+                c.redis_redacted()
+            ));
+            None
+        }
+    }
 }

@@ -6,6 +6,7 @@
 pub mod engine;
 pub mod pebble;
 mod ports;
+pub mod redis_server;
 // each test binary uses a part of the harness (as `dead_code` above)
 #[allow(unused_imports)]
 pub use ports::{ephemeral_low, free_port};

@@ -151,6 +151,22 @@ impl Pebble {
         r.bytes().await.unwrap().to_vec()
     }
 
+    /// Answers `host` with `ip` from now on (pebble's resolver is pebble-challtestsrv).
+    pub async fn set_a(&self, host: &str, ip: &str) {
+        let r = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{}/add-a", self.dns_mgmt))
+            .json(&serde_json::json!({ "host": host, "addresses": [ip] }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "challtestsrv add-a");
+    }
+
+    /// The lines of pebble's log that hold `what`.
+    pub fn log_count(&self, what: &str) -> usize {
+        self.log.lock().unwrap().iter().filter(|l| l.contains(what)).count()
+    }
+
     pub fn issued(&self) -> usize {
         self.log
             .lock()
@@ -159,6 +175,58 @@ impl Pebble {
             .filter(|l| l.contains("Issued certificate"))
             .count()
     }
+}
+
+/// The serial and issuer of the certificate a gateway at `addr` presents for `name` (any
+/// certificate accepted).
+pub async fn served_serial(addr: SocketAddr, name: &str) -> Option<(String, String)> {
+    #[derive(Debug)]
+    struct AnyCert;
+    impl rustls::client::danger::ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &[rustls::pki_types::CertificateDer<'_>],
+            _: &rustls::pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls::pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls::pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            orta_gateway::pem::provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+    let cfg = rustls::ClientConfig::builder()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert))
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name.to_string().try_into().ok()?, tcp)
+        .await
+        .ok()?;
+    let leaf = tls.get_ref().1.peer_certificates()?.first()?.clone();
+    let info = orta_gateway::pem::describe(&leaf)?;
+    Some((info.serial, info.issuer))
 }
 
 impl Drop for Pebble {

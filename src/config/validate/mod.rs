@@ -22,6 +22,7 @@ use super::units::{parse_duration, parse_rate, parse_size};
 use crate::proto::client_ip::{TrustedProxies, parse_net};
 
 mod cache;
+mod cluster;
 mod route;
 mod sections;
 mod server;
@@ -29,7 +30,7 @@ mod tls;
 mod upstream;
 
 const SECTIONS: &str =
-    "server, tls, acme, headers, compression, cache, cache_zone, rate_limit, upstream, route, log, admin, api";
+    "server, tls, acme, headers, compression, cache, cache_zone, rate_limit, upstream, route, log, admin, api, cluster";
 
 /// Everything read from the file, section by section. A section that failed to deserialize is
 /// `None` (its error is already recorded) and the checks that depend on it are skipped.
@@ -48,6 +49,7 @@ struct RawConfig {
     log: Option<(Range<usize>, RawLog)>,
     admin: Option<(Range<usize>, RawAdmin)>,
     api: Option<(Range<usize>, RawApi)>,
+    cluster: Option<(Range<usize>, RawCluster)>,
     /// Some `[[upstream]]` or `[[rate_limit]]` could not be read: don't report references to
     /// them as unknown.
     upstreams_incomplete: bool,
@@ -89,6 +91,7 @@ fn read_sections(d: &mut Diagnostics, root: DeTable<'_>) -> RawConfig {
             "log" => raw.log = section(d, value),
             "admin" => raw.admin = section(d, value),
             "api" => raw.api = section(d, value),
+            "cluster" => raw.cluster = section(d, value),
             "rate_limit" => raw.zones_incomplete = !array_section(d, value, "rate_limit", &mut raw.rate_limits),
             "cache_zone" => {
                 raw.cache_zones_incomplete = !array_section(d, value, "cache_zone", &mut raw.cache_zones);
@@ -256,9 +259,17 @@ impl Validator<'_> {
             .cache
             .as_ref()
             .map_or_else(CacheSettings::default, |(_, c)| self.cache(c));
+        let cluster = raw.cluster.as_ref().and_then(|(span, c)| {
+            self.cluster(
+                path,
+                span.clone(),
+                c,
+                matches!(tls, Some(ref t) if matches!(t.source, CertSource::Acme(_))),
+            )
+        });
         let mut rate_limits: Vec<ZoneSpec> = Vec::new();
         for (span, z) in &raw.rate_limits {
-            if let Some(zone) = self.zone(span.clone(), z) {
+            if let Some(zone) = self.zone(span.clone(), z, raw.cluster.is_some()) {
                 if rate_limits.iter().any(|o| o.name == zone.name) {
                     let name = z.name.as_ref().map_or(span.clone(), |n| n.span());
                     self.err(name, format!("rate_limit zone `{}` is defined twice", zone.name));
@@ -284,6 +295,7 @@ impl Validator<'_> {
             log,
             admin,
             api,
+            cluster,
         })
     }
 

@@ -87,7 +87,22 @@ impl Validator<'_> {
         }
     }
 
-    pub(super) fn zone(&mut self, span: Range<usize>, z: &RawRateLimit) -> Option<ZoneSpec> {
+    pub(super) fn zone(&mut self, span: Range<usize>, z: &RawRateLimit, has_cluster: bool) -> Option<ZoneSpec> {
+        let scope = match z.scope.as_ref().map(|s| (s, s.get_ref().as_str())) {
+            None | Some((_, "local")) => ZoneScope::Local,
+            Some((_, "cluster")) if has_cluster => ZoneScope::Cluster,
+            Some((s, "cluster")) => {
+                self.err(
+                    s.span(),
+                    "scope = \"cluster\" needs a [cluster] section (its Redis keeps the buckets)",
+                );
+                ZoneScope::Local
+            }
+            Some((s, other)) => {
+                self.err(s.span(), format!("scope `{other}` is not one of local, cluster"));
+                ZoneScope::Local
+            }
+        };
         let burst = self.count(z.burst.as_ref(), 0, 0, 1_000_000) as u32;
         let name = match &z.name {
             Some(n) if !n.get_ref().is_empty() => Some(n.get_ref().clone()),
@@ -119,6 +134,7 @@ impl Validator<'_> {
             count,
             period,
             burst,
+            scope,
         })
     }
 

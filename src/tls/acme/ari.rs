@@ -130,6 +130,34 @@ async fn get(url: &str, client: &Arc<ClientConfig>) -> Result<(StatusCode, http:
         .map_err(|_| format!("{url}: timed out"))?
 }
 
+/// Asks the CA for its renewal window when the directory offers ARI and `last` says it is
+/// time; keeps the answer in `last` with when to ask again.
+pub async fn refresh(
+    last: &mut Option<(Window, tokio::time::Instant)>,
+    directory: &str,
+    client: &Arc<ClientConfig>,
+    leaf: &[u8],
+) {
+    if last.is_some_and(|(_, next)| tokio::time::Instant::now() < next) {
+        return;
+    }
+    let url = match renewal_info_url(directory, client).await {
+        Ok(Some(u)) => u,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!("ACME directory: {e}");
+            return;
+        }
+    };
+    match fetch(&url, leaf, client).await {
+        Ok(info) => {
+            let again = info.retry_after.unwrap_or(Duration::from_secs(6 * 3600));
+            *last = Some((info.window, tokio::time::Instant::now() + again));
+        }
+        Err(e) => tracing::debug!("ACME renewal info: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

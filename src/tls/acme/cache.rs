@@ -52,12 +52,12 @@ impl AcmeCache {
             .join(format!("cert-{}.pem", key(&domains.join(","), directory)))
     }
 
-    fn account_path(&self, contact: &[String], directory: &str) -> PathBuf {
+    pub(super) fn account_path(&self, contact: &[String], directory: &str) -> PathBuf {
         self.dir
             .join(format!("account-{}.key", key(&contact.join(","), directory)))
     }
 
-    async fn read(path: PathBuf) -> std::io::Result<Option<Vec<u8>>> {
+    pub(super) async fn read(path: PathBuf) -> std::io::Result<Option<Vec<u8>>> {
         tokio::task::spawn_blocking(move || match std::fs::read(&path) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -67,7 +67,7 @@ impl AcmeCache {
         .map_err(std::io::Error::other)?
     }
 
-    async fn write(path: PathBuf, data: Vec<u8>) -> std::io::Result<()> {
+    pub(super) async fn write(path: PathBuf, data: Vec<u8>) -> std::io::Result<()> {
         tokio::task::spawn_blocking(move || fs_atomic::write(&path, &data, 0o600))
             .await
             .map_err(std::io::Error::other)?
@@ -75,7 +75,7 @@ impl AcmeCache {
 }
 
 /// A stable file-name key for a domain set (or contact list) and directory.
-fn key(what: &str, directory: &str) -> String {
+pub(super) fn key(what: &str, directory: &str) -> String {
     let h = format!("{what}|{directory}")
         .bytes()
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {

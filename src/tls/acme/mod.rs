@@ -4,83 +4,51 @@
 //! publishes each new certificate to the listener's certificate store (new handshakes get it at
 //! once, open connections keep theirs), serves a temporary self-signed certificate until the
 //! first one arrives, and renews by our policy (`policy`, with ARI from `ari`) where it says
-//! earlier than rustls-acme would.
+//! earlier than rustls-acme would. With `[cluster]`, the nodes share one order through Redis
+//! instead (`shared`, running its own `order` and publishing challenge answers on a `challenge`
+//! board every node reads).
 
 pub mod ari;
 pub mod cache;
+mod challenge;
+mod order;
 pub(crate) mod policy;
+pub mod shared;
+mod state;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use rustls::sign::CertifiedKey;
-use rustls::{ClientConfig, RootCertStore, ServerConfig};
-use rustls_acme::{AcmeConfig, EventError, EventOk, ResolvesServerCertAcme, UseChallenge};
+use rustls::{ClientConfig, RootCertStore};
+use rustls_acme::{AcmeConfig, EventError, EventOk, UseChallenge};
 
-use arc_swap::ArcSwapOption;
-
-use super::store::CertStore;
+use crate::cluster::Cluster;
 use crate::config::{AcmeChallenge, AcmeSettings};
-use crate::telemetry::metrics::Metrics;
 use cache::{AcmeCache, CacheHandle};
-use policy::{Reason, Window};
-
-/// What a tls-alpn-01 or http-01 validation needs from the running order.
-pub struct Challenges {
-    pub resolver: Arc<ResolvesServerCertAcme>,
-    /// The TLS config for `acme-tls/1` handshakes.
-    pub tls: Arc<ServerConfig>,
-}
-
-/// The manager's state as `/status` and the log show it.
-#[derive(Debug, Clone, Default)]
-pub struct AcmeStatus {
-    pub domains: Vec<String>,
-    /// Why no CA-issued certificate is served yet.
-    pub pending: Option<String>,
-    pub last_error: Option<String>,
-    /// Unix seconds, and why then.
-    pub next_renewal: Option<(i64, Reason)>,
-}
-
-/// What the ACME manager shares with the rest of the gateway, long-lived across reloads: the
-/// store it installs certificates in, the running order's challenge answers (read by the TLS
-/// handshake and the http-01 path), its status for `/status`, and the metrics it counts
-/// renewals in.
-pub struct Shared {
-    pub certs: Arc<CertStore>,
-    pub challenges: ArcSwapOption<Challenges>,
-    status: Mutex<Option<AcmeStatus>>,
-    metrics: Arc<Metrics>,
-}
-
-impl Shared {
-    pub fn new(certs: Arc<CertStore>, metrics: Arc<Metrics>) -> Self {
-        Self {
-            certs,
-            challenges: ArcSwapOption::empty(),
-            status: Mutex::new(None),
-            metrics,
-        }
-    }
-
-    /// ACME is off: no challenge to answer, no status to report.
-    pub fn clear(&self) {
-        self.challenges.store(None);
-        *self.status() = None;
-    }
-
-    /// The manager's status (`None` without ACME).
-    pub fn status(&self) -> std::sync::MutexGuard<'_, Option<AcmeStatus>> {
-        self.status.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
+pub use challenge::Challenges;
+use policy::Window;
+pub use state::{AcmeStatus, Shared};
 
 /// A running manager; stops when dropped.
 pub struct AcmeHandle {
     pub settings: AcmeSettings,
+    /// The cluster orders are shared through, if any.
+    cluster: Option<Arc<Cluster>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl AcmeHandle {
+    /// Whether this manager is the one `settings` with `cluster` asks for.
+    pub fn serves(&self, settings: &AcmeSettings, cluster: Option<&Arc<Cluster>>) -> bool {
+        self.settings == *settings
+            && match (&self.cluster, cluster) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            }
+    }
 }
 
 impl Drop for AcmeHandle {
@@ -110,24 +78,27 @@ pub fn client_config(settings: &AcmeSettings) -> Result<Arc<ClientConfig>, Strin
 
 /// Starts managing `settings`: the store serves the cached certificate if there is one, else
 /// a temporary self-signed one, until the CA's arrives.
-pub fn start(settings: AcmeSettings, state: Arc<Shared>) -> Result<AcmeHandle, String> {
-    Ok(prepare(settings)?.start(state))
+pub fn start(settings: AcmeSettings, cluster: Option<Arc<Cluster>>, state: Arc<Shared>) -> Result<AcmeHandle, String> {
+    Ok(prepare(settings, cluster)?.start(state))
 }
 
 /// An ACME manager ready to start: what can fail (the CA's TLS settings, the temporary
 /// certificate in the cache directory) is done, nothing is visible yet.
 pub struct Prepared {
     settings: AcmeSettings,
+    cluster: Option<Arc<Cluster>>,
     client: Arc<ClientConfig>,
     temporary: Arc<CertifiedKey>,
 }
 
-/// Prepares a manager for `settings`; [`Prepared::start`] cannot fail.
-pub fn prepare(settings: AcmeSettings) -> Result<Prepared, String> {
+/// Prepares a manager for `settings` (sharing orders through `cluster` when given);
+/// [`Prepared::start`] cannot fail.
+pub fn prepare(settings: AcmeSettings, cluster: Option<Arc<Cluster>>) -> Result<Prepared, String> {
     let client = client_config(&settings)?;
     let temporary = super::selfsigned::ensure(&settings.cache_dir.join("temporary"), &settings.domains)?;
     Ok(Prepared {
         settings,
+        cluster,
         client,
         temporary,
     })
@@ -138,15 +109,17 @@ impl Prepared {
     pub fn start(self, state: Arc<Shared>) -> AcmeHandle {
         let Prepared {
             settings,
+            cluster,
             client,
             temporary,
         } = self;
-        run(settings, client, temporary, state)
+        run(settings, cluster, client, temporary, state)
     }
 }
 
 fn run(
     settings: AcmeSettings,
+    cluster: Option<Arc<Cluster>>,
     client: Arc<ClientConfig>,
     temporary: Arc<CertifiedKey>,
     state: Arc<Shared>,
@@ -160,18 +133,43 @@ fn run(
     let current: Arc<Mutex<Option<Vec<u8>>>> = Arc::default();
     let publish = {
         let (state, current) = (state.clone(), current.clone());
-        move |pem: &[u8]| match parse_pem(pem) {
+        move |pem: &[u8]| match crate::pem::certified_key(pem) {
             Ok((ck, leaf)) => {
                 state.certs.replace(vec![Arc::new(ck)]);
                 *current.lock().unwrap_or_else(|e| e.into_inner()) = Some(leaf);
                 if let Some(s) = state.status().as_mut() {
                     s.pending = None;
                 }
+                true
             }
-            Err(e) => tracing::error!("ACME certificate unusable: {e}"),
+            Err(e) => {
+                tracing::error!("ACME certificate unusable: {e}");
+                false
+            }
         }
     };
-    let cache = AcmeCache::new(&settings.cache_dir, Box::new(publish));
+    if let Some(cluster) = cluster {
+        let cache = AcmeCache::new(&settings.cache_dir, Box::new(|_| {}));
+        let manager = shared::ClusterManager::new(
+            settings.clone(),
+            state,
+            cluster.clone(),
+            client,
+            cache,
+            Box::new(publish),
+        );
+        return AcmeHandle {
+            settings,
+            cluster: Some(cluster),
+            task: tokio::spawn(manager.run()),
+        };
+    }
+    let cache = AcmeCache::new(
+        &settings.cache_dir,
+        Box::new(move |pem| {
+            publish(pem);
+        }),
+    );
     let manager = Manager {
         settings: settings.clone(),
         state,
@@ -183,16 +181,9 @@ fn run(
     };
     AcmeHandle {
         settings,
+        cluster: None,
         task: tokio::spawn(manager.run()),
     }
-}
-
-/// A cached or new certificate: private key PEM, then the chain.
-fn parse_pem(pem: &[u8]) -> Result<(CertifiedKey, Vec<u8>), String> {
-    let key = crate::pem::parse_key(pem).map_err(|e| format!("private key: {e}"))?;
-    let chain = crate::pem::parse_chain(pem).map_err(|e| format!("certificate chain: {e}"))?;
-    let leaf = chain[0].to_vec();
-    Ok((CertifiedKey::new(chain, key), leaf))
 }
 
 struct Manager {
@@ -231,7 +222,7 @@ impl Manager {
                 })
                 .cache(CacheHandle(self.cache.clone()))
                 .state();
-            self.state.challenges.store(Some(Arc::new(Challenges {
+            self.state.challenges.store(Some(Arc::new(Challenges::Library {
                 resolver: acme.resolver(),
                 tls: acme.challenge_rustls_config_with_provider(crate::pem::provider()),
             })));
@@ -314,7 +305,7 @@ impl Manager {
             return false;
         };
         if self.settings.renew_before == crate::config::RenewBefore::Auto {
-            self.refresh_ari(&leaf).await;
+            ari::refresh(&mut self.ari, &self.settings.directory, &self.client, &leaf).await;
         }
         let ari = self.ari.map(|(w, _)| w);
         let (at, reason) = policy::plan(
@@ -335,27 +326,5 @@ impl Manager {
             return true;
         }
         false
-    }
-
-    /// Asks the CA for its renewal window when the directory offers ARI (and it is time).
-    async fn refresh_ari(&mut self, leaf: &[u8]) {
-        if self.ari.is_some_and(|(_, next)| tokio::time::Instant::now() < next) {
-            return;
-        }
-        let url = match ari::renewal_info_url(&self.settings.directory, &self.client).await {
-            Ok(Some(u)) => u,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::debug!("ACME directory: {e}");
-                return;
-            }
-        };
-        match ari::fetch(&url, leaf, &self.client).await {
-            Ok(info) => {
-                let again = info.retry_after.unwrap_or(Duration::from_secs(6 * 3600));
-                self.ari = Some((info.window, tokio::time::Instant::now() + again));
-            }
-            Err(e) => tracing::debug!("ACME renewal info: {e}"),
-        }
     }
 }
