@@ -318,10 +318,14 @@ async fn check_and_startup_say_what_is_wrong_with_the_cluster() {
         .unwrap();
     let said = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success() && said.contains("refused"), "{said}");
-    // nothing listening: check says so; run serves on its local state anyway
+    // nothing listening: check warns (the config is right; the gateway would serve on its
+    // local state), and run does serve
     let nobody = good.replace(&format!(":{}/0", redis.port), &format!(":{}/0", free_port()));
     let (ok, out) = check(&nobody);
-    assert!(!ok && out.contains("is unreachable"), "{out}");
+    assert!(
+        ok && out.contains("gateway.toml:7:9: warning: [cluster] redis") && out.contains("is unreachable"),
+        "{out}"
+    );
     let g = BinGateway::start_with(&nobody, write_secret);
     assert!(g.log_text().contains("is unreachable"), "{}", g.log_text());
     let r = plain_client()
@@ -534,6 +538,157 @@ async fn a_holder_killed_mid_order_is_replaced_once_its_lease_expires() {
         b.log_text().contains("this node holds the order lock"),
         "{}",
         b.log_text()
+    );
+    assert_eq!(pebble.issued(), 1);
+}
+
+/// Rewrites the gateway's config and reloads it (SIGHUP); waits until the reload is decided:
+/// returns whether it was taken.
+async fn reload(g: &BinGateway, c: &reqwest::Client, admin: u16, toml: &str) -> bool {
+    let before = status_json(c, format!("127.0.0.1:{admin}")).await;
+    let path = g.dir.path().join("gateway.toml");
+    std::fs::write(&path, toml.replace("{dir}", g.dir.path().to_str().unwrap())).unwrap();
+    g.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = status_json(c, format!("127.0.0.1:{admin}")).await;
+        if s["generation"] != before["generation"] {
+            return true;
+        }
+        if s["last_reload_error"] != before["last_reload_error"] && !s["last_reload_error"].is_null() {
+            return false;
+        }
+        assert!(Instant::now() < deadline, "the reload was not decided: {s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_reload_adds_changes_and_removes_the_cluster() {
+    let redis = RedisServer::start();
+    let other = RedisServer::start();
+    let up = TestUpstream::start("app").await;
+    let c = plain_client();
+    let admin = free_port();
+    let clustered = limit_toml(&redis.url(), "n1", admin, up.addr, "10/s", 5);
+    // the same without [cluster] and with a local zone
+    let local: String = clustered
+        .lines()
+        .filter(|l| !l.starts_with("redis =") && !l.starts_with("node_name") && !l.starts_with("secret_file"))
+        .filter(|l| *l != "[cluster]")
+        .map(|l| {
+            if l.starts_with("scope") {
+                "scope = \"local\"\n".to_string()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    let g = BinGateway::start_with(&local, write_secret);
+    let url = format!("http://{}/", g.http.unwrap());
+    assert!(status_json(&c, format!("127.0.0.1:{admin}")).await["cluster"].is_null());
+    let bucket = "orta-gateway:rl:z:127.0.0.1";
+    let has_bucket = |r: &RedisServer| -> bool { redis::cmd("EXISTS").arg(bucket).query(&mut r.conn()).unwrap() };
+    // added
+    assert!(reload(&g, &c, admin, &clustered).await);
+    wait_reachable(&c, admin).await;
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    assert!(has_bucket(&redis), "the zone counts in Redis once [cluster] is added");
+    // a wrong password is refused; the old config keeps serving
+    assert!(!reload(&g, &c, admin, &clustered.replace(&redis.password, "wrong")).await);
+    let s = status_json(&c, format!("127.0.0.1:{admin}")).await;
+    assert!(s["last_reload_error"].as_str().unwrap().contains("refused"), "{s}");
+    assert_eq!(s["cluster"]["reachable"], true);
+    // changed: another Redis
+    let moved = clustered.replace(&format!(":{}/0", redis.port), &format!(":{}/0", other.port));
+    assert!(reload(&g, &c, admin, &moved.replace(&redis.password, &other.password)).await);
+    wait_reachable(&c, admin).await;
+    assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
+    assert!(has_bucket(&other), "the zone counts in the new Redis");
+    // removed: local again, nothing more in Redis
+    redis::cmd("FLUSHALL").query::<()>(&mut other.conn()).unwrap();
+    assert!(reload(&g, &c, admin, &local).await);
+    assert!(status_json(&c, format!("127.0.0.1:{admin}")).await["cluster"].is_null());
+    let mut refused = 0;
+    for _ in 0..30 {
+        let s = c.get(&url).send().await.unwrap().status();
+        refused += usize::from(s == 429);
+    }
+    assert!(refused > 0, "the local zone limits");
+    assert!(!has_bucket(&other), "no bucket in Redis after [cluster] is removed");
+}
+
+#[tokio::test]
+async fn one_node_renews_and_every_node_swaps() {
+    let redis = RedisServer::start();
+    let (http, https) = (free_port(), free_port());
+    // 60 s certificates renewed with 50 s left: the renewal is due 10 s after issuance
+    let pebble = Pebble::start(http, https, Some(60));
+    pebble.ready().await;
+    for d in DOMAINS {
+        pebble.set_a(d, "127.0.0.2").await;
+    }
+    let renew = "renew_before = \"50s\"";
+    let nodes = [
+        acme_node("127.0.0.2", (http, https), &pebble, &redis, "a", renew),
+        acme_node("127.0.0.3", (http, https), &pebble, &redis, "b", renew),
+        acme_node("127.0.0.4", (http, https), &pebble, &redis, "c", renew),
+    ];
+    let addrs = [2u8, 3, 4].map(|last| SocketAddr::from(([127, 0, 0, last], https)));
+    let first = pebble_serial(addrs[0], Duration::from_secs(30)).await;
+    let started = Instant::now();
+    for addr in addrs {
+        let first = &first;
+        wait_until(
+            Duration::from_secs(40),
+            "every node serves the renewed certificate",
+            || async move {
+                served_serial(addr, DOMAINS[0])
+                    .await
+                    .is_some_and(|(serial, issuer)| issuer.contains("Pebble") && serial != *first)
+            },
+        )
+        .await;
+    }
+    let renewed = served_serial(addrs[0], DOMAINS[0]).await.unwrap().0;
+    for addr in &addrs[1..] {
+        assert_eq!(
+            served_serial(*addr, DOMAINS[0]).await.unwrap().0,
+            renewed,
+            "one certificate"
+        );
+    }
+    assert!(started.elapsed() < Duration::from_secs(40));
+    assert_eq!(pebble.issued(), 2, "one issuance and one renewal for the three nodes");
+    let orders: usize = nodes
+        .iter()
+        .map(|(g, _)| g.log_text().matches("this node holds the order lock").count())
+        .sum();
+    assert_eq!(orders, 2, "one node ordered each time");
+}
+
+#[tokio::test]
+async fn without_redis_a_node_orders_alone_after_a_while() {
+    let (http, https) = (free_port(), free_port());
+    let pebble = Pebble::start(http, https, None);
+    pebble.ready().await;
+    // nothing listens at this Redis; lock_ttl is 2 s, so the node waits 4 s before ordering alone
+    let nowhere = format!("redis://127.0.0.1:{}/0", free_port());
+    let admin = free_port();
+    let toml = acme_toml("127.0.0.1", (http, https, admin), &pebble, &nowhere, "alone", "");
+    let started = Instant::now();
+    let g = BinGateway::start_with(&toml, write_secret);
+    let serial = pebble_serial(SocketAddr::from(([127, 0, 0, 1], https)), Duration::from_secs(30)).await;
+    assert!(!serial.is_empty());
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "it waited for Redis first: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        g.log_text().contains("ordering without the cluster"),
+        "{}",
+        g.log_text()
     );
     assert_eq!(pebble.issued(), 1);
 }

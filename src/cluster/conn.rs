@@ -103,14 +103,15 @@ pub enum ProbeError {
 }
 
 impl ProbeError {
-    /// The message, positioned at `redis` in the config file.
+    /// The message, positioned at `redis` in the config file (`FILE:LINE:COL: `, then
+    /// `warning: ` for an unreachable Redis, which does not stop the gateway).
     pub fn describe(&self, settings: &ClusterSettings) -> String {
-        let (what, why) = match self {
-            ProbeError::Refused(e) => ("refused the connection", e),
-            ProbeError::Unreachable(e) => ("is unreachable", e),
+        let (level, what, why) = match self {
+            ProbeError::Refused(e) => ("", "refused the connection", e),
+            ProbeError::Unreachable(e) => ("warning: ", "is unreachable", e),
         };
         format!(
-            "{}: [cluster] redis {} {what}: {why}",
+            "{}: {level}[cluster] redis {} {what}: {why}",
             settings.redis_at,
             settings.redis_redacted()
         )
@@ -270,6 +271,16 @@ impl Cluster {
         self.call(BACKGROUND_TIMEOUT, cmd.query_async(&mut conn)).await
     }
 
+    /// A command on the request path: bounded by `timeout`, and not sent while Redis is known
+    /// to be down.
+    pub async fn query_now<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Fallback> {
+        if !self.is_up() {
+            return Err(self.down_reason());
+        }
+        let mut conn = self.conn.clone();
+        self.call(self.settings.timeout, cmd.query_async(&mut conn)).await
+    }
+
     /// Counts a request that used local state instead of Redis.
     pub fn count_fallback(&self, why: Fallback) {
         match why {
@@ -295,10 +306,15 @@ impl Cluster {
             .map(drop)
     }
 
-    /// A value sealed with the cluster secret (`None`: absent, or no secret configured).
-    pub async fn get_sealed(&self, key: &str) -> Result<Option<Vec<u8>>, Fallback> {
+    /// A value sealed with the cluster secret (`None`: absent, or no secret configured); `now`
+    /// for the request path (see [`Cluster::query_now`]).
+    pub async fn get_sealed_with(&self, key: &str, now: bool) -> Result<Option<Vec<u8>>, Fallback> {
         let Some(sealer) = &self.sealer else { return Ok(None) };
-        let raw: Option<Vec<u8>> = self.query(redis::cmd("GET").arg(key)).await?;
+        let cmd = redis::cmd("GET").arg(key).clone();
+        let raw: Option<Vec<u8>> = match now {
+            true => self.query_now(&cmd).await?,
+            false => self.query(&cmd).await?,
+        };
         Ok(raw.and_then(|r| match sealer.open(key, &r) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -306,6 +322,11 @@ impl Cluster {
                 None
             }
         }))
+    }
+
+    /// A value sealed with the cluster secret, off the request path.
+    pub async fn get_sealed(&self, key: &str) -> Result<Option<Vec<u8>>, Fallback> {
+        self.get_sealed_with(key, false).await
     }
 
     /// Stores `value` sealed with the cluster secret, for `ttl` when given.

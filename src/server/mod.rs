@@ -381,7 +381,7 @@ pub async fn run(path: PathBuf, loaded: config::Loaded, embedded: Option<Arc<dyn
     let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
 
-    probe_cluster(&loaded.config, false).await?;
+    probe_cluster(&loaded.config).await?;
     let gateway = Gateway::start(loaded.config.clone(), embedded).await?;
     for (name, addr) in [
         ("http", gateway.http_addr()),
@@ -430,19 +430,20 @@ pub async fn run(path: PathBuf, loaded: config::Loaded, embedded: Option<Arc<dyn
 }
 
 /// Asks `[cluster]`'s Redis once. Redis refusing (a wrong password, an unknown user) is an
-/// error; no answer is one too when `strict` (`check`), else it is logged and the gateway serves
-/// on its local state until Redis answers.
-pub async fn probe_cluster(config: &Config, strict: bool) -> Result<(), String> {
-    let Some(c) = &config.cluster else { return Ok(()) };
+/// error. No answer is not (the gateway serves on its local state until Redis answers): it is
+/// logged, and returned as `Ok(Some(warning))` for `check` to print.
+pub async fn probe_cluster(config: &Config) -> Result<Option<String>, String> {
+    let Some(c) = &config.cluster else { return Ok(None) };
     match crate::cluster::probe(c).await {
-        Ok(()) => Ok(()),
-        Err(e) if strict || matches!(e, crate::cluster::ProbeError::Refused(_)) => Err(e.describe(c)),
+        Ok(()) => Ok(None),
+        Err(e @ crate::cluster::ProbeError::Refused(_)) => Err(e.describe(c)),
         Err(e) => {
-            tracing::error!(
-                "{}; serving with this gateway's local state (certificates, rate limits) until it answers",
+            let warning = format!(
+                "{}; the gateway serves with its local state (certificates, rate limits) until it answers",
                 e.describe(c)
             );
-            Ok(())
+            tracing::error!("{warning}");
+            Ok(Some(warning))
         }
     }
 }

@@ -272,13 +272,13 @@ impl Gateway {
                 let old = self.state.cluster().map(|c| c.settings.clone());
                 // a new `[cluster]` whose Redis refuses the credentials is refused
                 let probed = match loaded.config.cluster != old {
-                    true => super::probe_cluster(&loaded.config, false).await,
-                    false => Ok(()),
+                    true => super::probe_cluster(&loaded.config).await,
+                    false => Ok(None),
                 };
                 if let Err(e) = &probed {
                     tracing::error!("{e}");
                 }
-                probed.and_then(|()| self.reload(loaded.config))
+                probed.and_then(|_| self.reload(loaded.config))
             }
             Err(diags) => {
                 for line in diags.error_lines() {

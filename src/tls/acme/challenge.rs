@@ -73,8 +73,8 @@ impl Board {
         self.cluster.key(&["acme", "alpn", &domain.to_ascii_lowercase()])
     }
 
-    /// Publishes an http-01 answer; the order triggers validation only once it is in Redis.
-    pub async fn publish_http01(&self, token: &str, key_auth: &str) -> Result<(), String> {
+    /// Publishes an http-01 answer (the order triggers validation after this).
+    pub async fn publish_http01(&self, token: &str, key_auth: &str) {
         self.http
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -85,22 +85,31 @@ impl Board {
             .arg("PX")
             .arg(ANSWER_TTL.as_millis() as u64)
             .clone();
-        self.cluster
-            .query::<()>(&cmd)
-            .await
-            .map_err(|why| format!("publishing the http-01 answer in Redis: {}", why.as_str()))
+        // without Redis only this node answers: the order goes on (the CA may still reach it)
+        if let Err(why) = self.cluster.query::<()>(&cmd).await {
+            tracing::warn!(
+                "ACME: the http-01 answer is not in Redis ({}): only this node answers it",
+                why.as_str()
+            );
+        }
     }
 
     /// Publishes a tls-alpn-01 certificate (`pem`: key, then certificate; sealed in Redis).
-    pub async fn publish_alpn(&self, domain: &str, pem: &[u8], ck: Arc<CertifiedKey>) -> Result<(), String> {
+    pub async fn publish_alpn(&self, domain: &str, pem: &[u8], ck: Arc<CertifiedKey>) {
         self.alpn
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(domain.to_ascii_lowercase(), ck);
-        self.cluster
+        if let Err(why) = self
+            .cluster
             .set_sealed(&self.alpn_key(domain), pem, Some(ANSWER_TTL))
             .await
-            .map_err(|why| format!("publishing the tls-alpn-01 certificate in Redis: {}", why.as_str()))
+        {
+            tracing::warn!(
+                "ACME: the tls-alpn-01 certificate is not in Redis ({}): only this node answers it",
+                why.as_str()
+            );
+        }
     }
 
     /// The order is over: forget this node's answers.
@@ -123,7 +132,7 @@ impl Board {
             return Some(v.clone());
         }
         self.cluster
-            .query::<Option<String>>(redis::cmd("GET").arg(self.http_key(token)))
+            .query_now::<Option<String>>(redis::cmd("GET").arg(self.http_key(token)))
             .await
             .ok()
             .flatten()
@@ -141,7 +150,11 @@ impl Board {
         {
             return Some(ck.clone());
         }
-        let pem = self.cluster.get_sealed(&self.alpn_key(domain)).await.ok()??;
+        let pem = self
+            .cluster
+            .get_sealed_with(&self.alpn_key(domain), true)
+            .await
+            .ok()??;
         crate::pem::certified_key(&pem).ok().map(|(ck, _)| Arc::new(ck))
     }
 }

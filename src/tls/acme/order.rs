@@ -93,7 +93,7 @@ async fn authorize(
     let challenge_url = match kind {
         AcmeChallenge::Http01 => {
             let (ch, key_auth) = account.http_01(&auth.challenges).map_err(fail("http-01"))?;
-            board.publish_http01(&ch.token, &key_auth).await?;
+            board.publish_http01(&ch.token, &key_auth).await;
             ch.url.clone()
         }
         AcmeChallenge::TlsAlpn01 => {
@@ -103,7 +103,7 @@ async fn authorize(
                 .find(|c| c.typ == ChallengeType::TlsAlpn01)
                 .ok_or("the CA offers no tls-alpn-01 challenge")?;
             let (pem, ck) = alpn_certificate(account, &domain, &ch.token)?;
-            board.publish_alpn(&domain, &pem, Arc::new(ck)).await?;
+            board.publish_alpn(&domain, &pem, Arc::new(ck)).await;
             ch.url.clone()
         }
     };

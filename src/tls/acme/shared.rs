@@ -74,8 +74,12 @@ pub(super) struct ClusterManager {
     /// The PEM served now.
     current: Option<Vec<u8>>,
     ari: Option<(Window, tokio::time::Instant)>,
+    /// When the CA was last asked for ARI (at most once per `check_interval`).
+    ari_asked: Option<tokio::time::Instant>,
     retry_at: Option<tokio::time::Instant>,
     backoff: Duration,
+    /// Since when Redis has not answered (ordering alone after a while).
+    redis_down_since: Option<tokio::time::Instant>,
 }
 
 impl ClusterManager {
@@ -100,8 +104,10 @@ impl ClusterManager {
             keys,
             current: None,
             ari: None,
+            ari_asked: None,
             retry_at: None,
             backoff: FIRST_BACKOFF,
+            redis_down_since: None,
         }
     }
 
@@ -136,6 +142,7 @@ impl ClusterManager {
             return;
         }
         self.ari = None;
+        self.ari_asked = None;
         let path = self.cache.cert_path(&self.settings.domains, &self.settings.directory);
         let copy = pem.clone();
         tokio::task::spawn_blocking(move || {
@@ -154,8 +161,12 @@ impl ClusterManager {
 
     /// One look at the shared state; returns how long to wait before the next.
     async fn step(&mut self) -> Duration {
-        match self.shared_cert().await {
-            Err(()) => return POLL,
+        let shared = self.shared_cert().await;
+        let answered = shared.is_ok();
+        match shared {
+            Err(()) => {
+                self.redis_down_since.get_or_insert_with(tokio::time::Instant::now);
+            }
             Ok(Some(pem)) => self.serve(pem),
             Ok(None) => {
                 if let Some(pem) = &self.current {
@@ -164,6 +175,9 @@ impl ClusterManager {
                     let _ = self.cluster.set_sealed(&self.keys.cert, &value, None).await;
                 }
             }
+        }
+        if answered {
+            self.redis_down_since = None;
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let due = self.renewal_at().await;
@@ -174,6 +188,22 @@ impl ClusterManager {
             && tokio::time::Instant::now() < at
         {
             return POLL.min(at - tokio::time::Instant::now());
+        }
+        if let Some(since) = self.redis_down_since {
+            // no Redis, and the certificate missing or due: wait a while for Redis, then order
+            // alone rather than serve a temporary certificate, or let one expire, indefinitely
+            let alone_after = self.cluster.settings.lock_ttl * 2;
+            if since.elapsed() < alone_after {
+                return POLL.min(alone_after - since.elapsed());
+            }
+            tracing::warn!(
+                domains = ?self.settings.domains,
+                "ACME: Redis unreachable for {:?} and the certificate is due: ordering without the cluster",
+                since.elapsed()
+            );
+            let result = self.order().await;
+            self.finish(result).await;
+            return POLL;
         }
         match self.cluster.try_lock(&self.keys.lock).await {
             Ok(Some(lease)) => {
@@ -199,7 +229,12 @@ impl ClusterManager {
         let Some(info) = crate::pem::describe(&leaf) else {
             return 0;
         };
-        if self.settings.renew_before == crate::config::RenewBefore::Auto {
+        // the CA is asked at most once per check_interval (each step is seconds apart)
+        let ask = self
+            .ari_asked
+            .is_none_or(|at| at.elapsed() >= self.settings.check_interval);
+        if self.settings.renew_before == crate::config::RenewBefore::Auto && ask {
+            self.ari_asked = Some(tokio::time::Instant::now());
             super::ari::refresh(&mut self.ari, &self.settings.directory, &self.client, &leaf).await;
         }
         let (at, reason) = super::policy::plan(
@@ -231,6 +266,13 @@ impl ClusterManager {
             r = self.order() => r,
             lost = keep_lease(&self.cluster, &lease) => Err(lost),
         };
+        self.finish(result).await;
+        self.cluster.release(lease).await;
+    }
+
+    /// After an order: the certificate stored in Redis (when it answers), announced and served;
+    /// or the failure counted and retried with backoff.
+    async fn finish(&mut self, result: Result<Vec<u8>, String>) {
         self.board.clear();
         match result {
             Ok(pem) => {
@@ -265,7 +307,6 @@ impl ClusterManager {
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
             }
         }
-        self.cluster.release(lease).await;
     }
 
     async fn order(&self) -> Result<Vec<u8>, String> {
@@ -277,7 +318,9 @@ impl ClusterManager {
     /// lock holder gets here, so two nodes never make two).
     async fn account_key(&self) -> Result<Vec<u8>, String> {
         let unreachable = |_| "Redis did not answer for the account key".to_string();
-        if let Some(k) = self.cluster.get_sealed(&self.keys.account).await.map_err(unreachable)? {
+        // ordering alone (Redis down): this node's copy, or a new key kept here only
+        let alone = self.redis_down_since.is_some();
+        if !alone && let Some(k) = self.cluster.get_sealed(&self.keys.account).await.map_err(unreachable)? {
             return Ok(k);
         }
         let path = self
@@ -287,10 +330,12 @@ impl ClusterManager {
             Some(k) => k,
             None => rustls_acme::acme::Account::generate_key_pair(),
         };
-        self.cluster
-            .set_sealed(&self.keys.account, &key, None)
-            .await
-            .map_err(unreachable)?;
+        if !alone {
+            self.cluster
+                .set_sealed(&self.keys.account, &key, None)
+                .await
+                .map_err(unreachable)?;
+        }
         AcmeCache::write(path, key.clone())
             .await
             .map_err(|e| format!("account key copy: {e}"))?;
