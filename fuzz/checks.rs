@@ -35,6 +35,7 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("request_differential", request_differential),
     ("nginx_conf", nginx_conf),
     ("cache_policy", cache_policy),
+    ("cluster_values", cluster_values),
 ];
 
 fn limits(underscores: bool) -> Limits {
@@ -590,4 +591,26 @@ pub fn cache_policy(data: &[u8]) {
     let credentials = h.contains_key(header::AUTHORIZATION);
     let cacheable = policy::request_cacheable(&http::Method::GET, &h, false, &["csrftoken".to_string()]);
     assert!(!(credentials && cacheable));
+}
+
+/// What a value read from the cluster's Redis can make of the gateway (Redis is shared, so a
+/// value may have been written by anyone who reaches it): `KEY\nVALUE`. A value the gateway did
+/// not seal never opens; a stored certificate is read as its directory line and a PEM without
+/// a panic; and what is sealed opens under its own key only, as it was.
+pub fn cluster_values(data: &[u8]) {
+    use orta_gateway::cluster::seal::Sealer;
+    let (key, value) = match data.iter().position(|&b| b == b'\n') {
+        Some(i) => (String::from_utf8_lossy(&data[..i]).into_owned(), &data[i + 1..]),
+        None => (String::new(), data),
+    };
+    let sealer = Sealer::new(b"the fuzzer's cluster secret");
+    assert!(sealer.open(&key, value).is_err(), "a value nobody sealed opened");
+    if let Some(pem) = orta_gateway::tls::acme::shared::from_store("https://ca.test/dir", value) {
+        let _ = orta_gateway::pem::certified_key(&pem);
+    }
+    let _ = orta_gateway::pem::certified_key(value);
+    let sealed = sealer.seal(&key, value);
+    assert_eq!(sealer.open(&key, &sealed).as_deref(), Ok(value));
+    assert!(sealer.open(&format!("{key}x"), &sealed).is_err(), "bound to its key");
+    assert!(Sealer::new(b"another secret, long enough").open(&key, &sealed).is_err());
 }
