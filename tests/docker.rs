@@ -31,6 +31,7 @@ fn both_compose_files_validate() {
             .args(["-f", file, "config", "--quiet"])
             .current_dir(repo())
             .env("POSTGRES_PASSWORD", "test-only")
+            .env("ORTA_CLUSTER_SECRET", "test-only-cluster-secret")
             .output()
             .unwrap();
         assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
@@ -39,6 +40,7 @@ fn both_compose_files_validate() {
         .args(["-f", "docker/docker-compose.production.yml", "config"])
         .current_dir(repo())
         .env("POSTGRES_PASSWORD", "test-only")
+        .env("ORTA_CLUSTER_SECRET", "test-only-cluster-secret")
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -61,6 +63,19 @@ fn both_compose_files_validate() {
     // 80/443 bound by the unprivileged user through the namespaced sysctl, not a capability
     assert!(text.contains("net.ipv4.ip_unprivileged_port_start"));
     assert!(text.contains("read_only: true"));
+    // cluster mode on the stack's redis: the secret comes from the environment
+    assert!(text.contains("ORTA_CLUSTER_SECRET: test-only-cluster-secret"), "{text}");
+    let without = Command::new("docker-compose")
+        .args(["-f", "docker/docker-compose.production.yml", "config", "--quiet"])
+        .current_dir(repo())
+        .env("POSTGRES_PASSWORD", "test-only")
+        .env_remove("ORTA_CLUSTER_SECRET")
+        .output()
+        .unwrap();
+    assert!(
+        !without.status.success() && String::from_utf8_lossy(&without.stderr).contains("ORTA_CLUSTER_SECRET"),
+        "the stack refuses to start without the cluster secret"
+    );
 }
 
 #[test]
@@ -153,6 +168,7 @@ fn the_production_config_passes_check_offline() {
         .current_dir(dir.path())
         // no network: an unreachable proxy and no DNS would not matter
         .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("ORTA_CLUSTER_SECRET", "test-only-cluster-secret")
         .output()
         .unwrap();
     assert!(
@@ -162,10 +178,13 @@ fn the_production_config_passes_check_offline() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    // the one warning: the stack's redis is not there offline (the gateway would serve on its
+    // local state until it is)
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warnings: Vec<&str> = stderr.lines().collect();
     assert!(
-        out.stderr.is_empty(),
-        "no warnings: {}",
-        String::from_utf8_lossy(&out.stderr)
+        warnings.len() == 1 && warnings[0].contains("warning: [cluster] redis redis://redis:6379/1 is unreachable"),
+        "no other warnings: {stderr}"
     );
 }
 

@@ -188,6 +188,66 @@ fn build_image() -> Result<(), String> {
     Ok(())
 }
 
+/// The stack's `redis` service for the tests, as no image can be pulled: the base image with
+/// Debian's redis-server and redis-cli of this machine and the libraries they link, made once
+/// per test process (after [`engine`]).
+pub const REDIS_IMAGE: &str = "orta-test-redis:latest";
+
+pub fn redis_image() -> &'static str {
+    static READY: OnceLock<Result<(), String>> = OnceLock::new();
+    if let Err(e) = READY.get_or_init(build_redis_image) {
+        panic!("{e}");
+    }
+    REDIS_IMAGE
+}
+
+fn build_redis_image() -> Result<(), String> {
+    super::need("redis-server", "redis-server");
+    let ctx = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let root = ctx.path().join("rootfs");
+    for bin in ["redis-server", "redis-cli"] {
+        let path = must(
+            "sh",
+            &["-c", &format!("command -v {bin}")],
+            &[],
+            Duration::from_secs(10),
+        )
+        .trim()
+        .to_string();
+        let to = root.join("usr/bin").join(bin);
+        std::fs::create_dir_all(to.parent().unwrap()).map_err(|e| e.to_string())?;
+        std::fs::copy(&path, &to).map_err(|e| format!("{path}: {e}"))?;
+        // each library at its merged-/usr path (the base image's /lib is a link to /usr/lib)
+        for line in must("ldd", &[&path], &[], Duration::from_secs(10)).lines() {
+            let Some(lib) = line.split("=> ").nth(1).and_then(|r| r.split_whitespace().next()) else {
+                continue;
+            };
+            let name = Path::new(lib).file_name().unwrap();
+            let to = root.join("usr/lib/x86_64-linux-gnu").join(name);
+            std::fs::create_dir_all(to.parent().unwrap()).map_err(|e| e.to_string())?;
+            std::fs::copy(lib, &to).map_err(|e| format!("{lib}: {e}"))?;
+        }
+    }
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM debian:bookworm-slim\nCOPY rootfs/ /\nWORKDIR /data\nCMD [\"redis-server\"]\n",
+    )
+    .map_err(|e| e.to_string())?;
+    let out = run_for(
+        &docker(),
+        &["build", "--quiet", "-t", REDIS_IMAGE, ctx.path().to_str().unwrap()],
+        &[("DOCKER_BUILDKIT", "1")],
+        Duration::from_secs(300),
+    )?;
+    if !out.status.success() {
+        return Err(format!(
+            "docker build of the test redis image failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
 /// A name for this run: `orta-t<pid>-<n>-<what>`.
 pub fn run_name(what: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
