@@ -692,3 +692,33 @@ async fn without_redis_a_node_orders_alone_after_a_while() {
     );
     assert_eq!(pebble.issued(), 1);
 }
+
+#[tokio::test]
+async fn concurrent_requests_of_one_client_are_each_counted() {
+    let redis = RedisServer::start();
+    let up = TestUpstream::start("app").await;
+    let admin = free_port();
+    // one request per 6 s after the first 15: no refill during the test
+    let g = BinGateway::start_with(&limit_toml(&redis.url(), "n1", admin, up.addr, "10/m", 5), write_secret);
+    let c = plain_client();
+    wait_reachable(&c, admin).await;
+    let url = format!("http://{}/", g.http.unwrap());
+    // 60 at once from one address: they reach Redis together, in batches holding the same key
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..60 {
+        let (c, url) = (c.clone(), url.clone());
+        tasks.spawn(async move { c.get(url).send().await.unwrap().status().as_u16() });
+    }
+    let mut statuses = Vec::new();
+    while let Some(s) = tasks.join_next().await {
+        statuses.push(s.unwrap());
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(
+        (ok, limited),
+        (15, 45),
+        "rate 10 + burst 5, each request counted once: {statuses:?}"
+    );
+    assert_eq!(fallbacks(&c, admin).await, 0, "all decided by Redis");
+}

@@ -3,14 +3,20 @@
 # gateways pinned to core 1 (one worker each), the same proxied route (`/api/ping` of a
 # single-process nginx origin, 200 B) behind a zone that never trips, `scope = "local"` in one
 # and `scope = "cluster"` in the other (one EVALSHA per request to redis-server); wrk, the
-# origin and redis-server pinned to core 0; ROUNDS interleaved rounds of SECS seconds (the
+# origin and redis-server pinned to core 0 (REDIS_CPUS=1: redis-server on the gateways' core);
+# ROUNDS interleaved rounds of SECS seconds (the
 # order flips each round), medians.
 #   cargo build --release && bash benches/wrk/cluster.sh
-#   ROUNDS=5 SECS=5 CONNS=32 bash benches/wrk/cluster.sh
+#   ROUNDS=5 SECS=5 CONNS=64 bash benches/wrk/cluster.sh   (64 connections, as the referee)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bin="${ORTA_BIN:-$PWD/target/release/orta-gateway}"
-rounds="${ROUNDS:-3}" secs="${SECS:-5}" conns="${CONNS:-32}"
+rounds="${ROUNDS:-3}" secs="${SECS:-5}" conns="${CONNS:-64}"
+# CLIENTS=N: requests from N client addresses (X-Forwarded-For, the gateways trusting
+# loopback) instead of one, so every bucket is a different key
+clients="${CLIENTS:-1}"
+# REDIS_CPUS=1 puts redis-server beside the gateway instead of on the load generator's core
+redis_cpus="${REDIS_CPUS:-0}"
 origin=18890 redis=18891 local_port=18892 cluster_port=18893
 [ -x "$bin" ] || { echo "no gateway binary at $bin: cargo build --release" >&2; exit 1; }
 for tool in taskset wrk nginx redis-server; do
@@ -45,8 +51,12 @@ http {
 CONF
 taskset -c 0 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
 pids+=($!)
-taskset -c 0 redis-server --port "$redis" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null &
+taskset -c "$redis_cpus" redis-server --port "$redis" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null &
 pids+=($!)
+for _ in $(seq 100); do
+  [ "$(redis-cli -p "$redis" ping 2>/dev/null)" = PONG ] && break
+  sleep 0.05
+done
 # the same gateway config but for the zone's scope
 config() {
   local port=$1 scope=$2 cluster=""
@@ -56,6 +66,7 @@ config() {
 http = "127.0.0.1:$port"
 https = ""
 workers = 1
+trusted_proxies = ["127.0.0.1/32"]
 max_connections = 100000
 max_connections_per_ip = 100000
 [headers]
@@ -85,10 +96,18 @@ CONF
 }
 config "$local_port" local >"$work/local.toml"
 config "$cluster_port" cluster >"$work/cluster.toml"
+declare -A gw
 for scope in local cluster; do
   TOKIO_WORKER_THREADS=1 taskset -c 1 "$bin" run --config "$work/$scope.toml" 2>"$work/$scope.log" &
   pids+=($!)
+  gw[$scope]=$!
 done
+redis_pid=${pids[1]}
+# CPU time (user + system, clock ticks) of a process, from /proc
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
+# busy clock ticks of core 0 (the load generator's), all processes
+core0_busy() { awk '$1 == "cpu0" {print $2 + $3 + $4 + $7 + $8}' /proc/stat; }
 for port in $local_port $cluster_port; do
   for _ in $(seq 100); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/api/ping")" = 200 ] && break
@@ -96,27 +115,47 @@ for port in $local_port $cluster_port; do
   done
 done
 port_of() { [ "$1" = local ] && echo "$local_port" || echo "$cluster_port"; }
-run() { taskset -c 0 wrk -t1 -c"$conns" -d"$2"s --latency "http://127.0.0.1:$(port_of "$1")/api/ping"; }
-echo "cluster zone vs local zone: /api/ping via the gateway, $conns connections, ${secs}s x $rounds rounds" >&2
+script=()
+if [ "$clients" -gt 1 ]; then
+  cat >"$work/clients.lua" <<LUA
+local n = $clients
+request = function()
+  local i = math.random(0, n - 1)
+  return wrk.format(nil, nil, { ["X-Forwarded-For"] = "10." .. math.floor(i / 65536) % 256 .. "." .. math.floor(i / 256) % 256 .. "." .. i % 256 })
+end
+LUA
+  script=(-s "$work/clients.lua")
+fi
+run() { taskset -c 0 wrk -t1 -c"$conns" -d"$2"s --latency "${script[@]}" "http://127.0.0.1:$(port_of "$1")/api/ping"; }
+echo "cluster zone vs local zone: /api/ping via the gateway, $conns connections, $clients client address(es), ${secs}s x $rounds rounds" >&2
 run local 2 >/dev/null
 run cluster 2 >/dev/null
 results="$work/results"
 for r in $(seq "$rounds"); do
   order="local cluster"; [ $((r % 2)) = 0 ] && order="cluster local"
   for scope in $order; do
+    g0=$(cpu_ticks "${gw[$scope]}") r0=$(cpu_ticks "$redis_pid") c0=$(core0_busy)
     out=$(run "$scope" "$secs")
+    g=$(( $(cpu_ticks "${gw[$scope]}") - g0 )) rd=$(( $(cpu_ticks "$redis_pid") - r0 )) c0=$(( $(core0_busy) - c0 ))
     rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
     # wrk's 99% line: a number and a unit (us, ms, s)
     p99=$(echo "$out" | awk '$1 == "99%" {v=$2; if (v ~ /us$/) {sub("us","",v); v/=1000} else if (v ~ /ms$/) {sub("ms","",v)} else {sub("s","",v); v*=1000}; print v}')
     non2xx=$(echo "$out" | awk '/Non-2xx/ {print $5}')
-    echo "round $r: $scope req/s $rps p99_ms $p99 non2xx ${non2xx:-0}" >&2
-    echo "$scope $rps $p99" >>"$results"
+    # requests per second of the gateway's own CPU: what it costs the gateway, whatever the
+    # shared load-generator core allowed
+    per_cpu=$(awk -v n="$rps" -v s="$secs" -v t="$g" -v hz="$hz" 'BEGIN {printf "%.0f", n * s / (t / hz)}')
+    cpu=$(awk -v t="$g" -v hz="$hz" -v s="$secs" 'BEGIN {printf "%.0f", 100 * t / hz / s}')
+    rcpu=$(awk -v t="$rd" -v hz="$hz" -v s="$secs" 'BEGIN {printf "%.0f", 100 * t / hz / s}')
+    core0=$(awk -v t="$c0" -v hz="$hz" -v s="$secs" 'BEGIN {printf "%.0f", 100 * t / hz / s}')
+    echo "round $r: $scope req/s $rps p99_ms $p99 gateway_cpu% $cpu req_per_gateway_cpu_s $per_cpu redis_cpu% $rcpu core0_busy% $core0 non2xx ${non2xx:-0}" >&2
+    echo "$scope $rps $p99 $per_cpu $cpu" >>"$results"
   done
 done
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 for scope in local cluster; do
-  echo "$scope median: req/s $(grep "^$scope " "$results" | awk '{print $2}' | median) p99_ms $(grep "^$scope " "$results" | awk '{print $3}' | median)"
+  col() { grep "^$scope " "$results" | awk -v c="$1" '{print $c}' | median; }
+  echo "$scope median: req/s $(col 2) p99_ms $(col 3) req_per_gateway_cpu_s $(col 4) gateway_cpu% $(col 5)"
 done | tee "$work/summary"
-awk '/^local/ {r1=$4; p1=$6} /^cluster/ {r2=$4; p2=$6}
-     END {printf "cluster/local: req/s %.2fx, p99 added %.3f ms\n", r2/r1, p2-p1}' "$work/summary"
+awk '/^local/ {r1=$4; p1=$6; c1=$8} /^cluster/ {r2=$4; p2=$6; c2=$8}
+     END {printf "cluster/local: req/s %.2fx, p99 added %.3f ms, requests per gateway CPU-second %.2fx\n", r2/r1, p2-p1, c2/c1}' "$work/summary"
 grep -h "cluster_fallback\|not answering" "$work/cluster.log" >&2 || true

@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use prometheus_client::metrics::counter::Counter;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::fallback::{Fallback, FallbackCounters};
+use super::limit::{self, Ask};
 use super::seal;
 use crate::config::ClusterSettings;
 
@@ -19,47 +20,11 @@ use crate::config::ClusterSettings;
 const HEARTBEAT: Duration = Duration::from_secs(1);
 /// A node not heard from for this long is no longer listed.
 const NODE_TTL: Duration = Duration::from_secs(10);
+/// Rate-limit questions waiting for the batcher at most; past that, Redis is not keeping up and
+/// requests are decided locally.
+const ASKS_QUEUED: usize = 4096;
 /// The bound on calls off the request path (heartbeat, ACME state).
 pub(super) const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// Why a call did not use Redis (the `reason` of `cluster_fallback_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fallback {
-    /// Redis did not answer within the timeout.
-    Timeout,
-    /// No connection (refused, dropped, not yet made).
-    Unreachable,
-    /// Redis answered with an error.
-    Error,
-}
-
-impl Fallback {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Fallback::Timeout => "timeout",
-            Fallback::Unreachable => "unreachable",
-            Fallback::Error => "error",
-        }
-    }
-
-    fn of(e: &redis::RedisError) -> Self {
-        if e.is_timeout() {
-            Fallback::Timeout
-        } else if e.is_io_error() || e.is_connection_refusal() || e.is_connection_dropped() {
-            Fallback::Unreachable
-        } else {
-            Fallback::Error
-        }
-    }
-}
-
-/// The `cluster_fallback_total` counters, one per reason.
-#[derive(Clone, Default)]
-pub struct FallbackCounters {
-    pub timeout: Counter,
-    pub unreachable: Counter,
-    pub error: Counter,
-}
 
 /// What `/status` shows of the cluster.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +46,8 @@ pub struct Cluster {
     view: Mutex<ClusterView>,
     sealer: Option<seal::Sealer>,
     fallbacks: FallbackCounters,
+    /// Rate-limit questions for the batcher (`limit`).
+    asks: mpsc::Sender<Ask>,
     events: broadcast::Sender<String>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -148,12 +115,14 @@ impl Cluster {
         let client = redis::Client::open(settings.redis.as_str()).map_err(|e| format!("[cluster] redis: {e}"))?;
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(BACKGROUND_TIMEOUT))
-            .set_response_timeout(Some(BACKGROUND_TIMEOUT))
+            // every call has its own bound (`call`): no second timer per command
+            .set_response_timeout(None)
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(|e| format!("[cluster] redis: {e}"))?;
         let sealer = settings.secret.as_ref().map(|s| seal::Sealer::new(&s.bytes));
+        let (asks, questions) = mpsc::channel(ASKS_QUEUED);
         let cluster = Arc::new(Self {
             settings,
             client,
@@ -165,17 +134,19 @@ impl Cluster {
             }),
             sealer,
             fallbacks,
+            asks,
             events: broadcast::channel(64).0,
             tasks: Mutex::default(),
         });
         let weak = Arc::downgrade(&cluster);
         let heartbeat = tokio::spawn(heartbeat(weak.clone()));
-        let listen = tokio::spawn(listen(weak));
+        let listen = tokio::spawn(listen(weak.clone()));
+        let batcher = tokio::spawn(decide(weak, questions));
         cluster
             .tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend([heartbeat, listen]);
+            .extend([heartbeat, listen, batcher]);
         Ok(cluster)
     }
 
@@ -219,10 +190,11 @@ impl Cluster {
 
     /// Redis answered: note it (and say so once when it comes back).
     fn mark_up(&self) {
-        if !self.up.swap(true, Relaxed) {
+        // (a load and no lock while it stays up: this runs on every answered request)
+        if !self.up.load(Relaxed) && !self.up.swap(true, Relaxed) {
+            self.view.lock().unwrap_or_else(|e| e.into_inner()).down = None;
             tracing::info!(redis = %self.settings.redis_redacted(), "cluster: Redis answers; cluster state is shared again");
         }
-        self.view.lock().unwrap_or_else(|e| e.into_inner()).down = None;
     }
 
     /// Redis failed: note why (and say so once when it goes).
@@ -279,6 +251,29 @@ impl Cluster {
         }
         let mut conn = self.conn.clone();
         self.call(self.settings.timeout, cmd.query_async(&mut conn)).await
+    }
+
+    /// One request of `key` against a bucket refilled every `interval_us` holding
+    /// `tolerance_us / interval_us + 1` requests: `Ok(0)` to go on, `Ok(wait_us)` when over
+    /// the limit, `Err` when Redis did not answer within `timeout` (or is known to be down):
+    /// the caller uses its local bucket. The batcher bounds each call to Redis by `timeout` and
+    /// answers the requests waiting behind a call that timed out at once, so a request waits
+    /// about `timeout` at most, with no timer of its own.
+    pub async fn gcra(&self, key: String, interval_us: u64, tolerance_us: u64) -> Result<u64, Fallback> {
+        if !self.is_up() {
+            return Err(self.down_reason());
+        }
+        let (reply, answer) = oneshot::channel();
+        let ask = Ask {
+            key,
+            interval_us,
+            tolerance_us,
+            reply,
+        };
+        if self.asks.try_send(ask).is_err() {
+            return Err(Fallback::Timeout);
+        }
+        answer.await.unwrap_or(Err(Fallback::Unreachable))
     }
 
     /// Counts a request that used local state instead of Redis.
@@ -414,5 +409,33 @@ async fn listen(weak: Weak<Cluster>) {
             }
         }
         tokio::time::sleep(HEARTBEAT).await;
+    }
+}
+
+/// The rate-limit batcher: takes every question waiting, asks Redis once for all of them, hands
+/// out the answers; the next batch gathers while a call is under way. One call at a time
+/// measured best (benches/RESULTS.md): the larger batches cost Redis less, on a loaded machine
+/// that matters more than the wait for the call in flight.
+async fn decide(weak: Weak<Cluster>, mut questions: mpsc::Receiver<Ask>) {
+    let mut batch = Vec::with_capacity(limit::MAX_BATCH);
+    loop {
+        if questions.recv_many(&mut batch, limit::MAX_BATCH).await == 0 {
+            return;
+        }
+        // a request that gave up is not asked about
+        batch.retain(|a| !a.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let Some(c) = weak.upgrade() else { return };
+        // Redis went down while these waited (the call before them timed out): local at once
+        if !c.is_up() {
+            limit::answer(&mut batch, Err(c.down_reason()));
+            continue;
+        }
+        let invocation = limit::invocation(&batch);
+        let mut conn = c.conn.clone();
+        let result = c.call(c.settings.timeout, invocation.invoke_async(&mut conn)).await;
+        limit::answer(&mut batch, result);
     }
 }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
 
-use super::conn::{BACKGROUND_TIMEOUT, Cluster, Fallback};
+use super::conn::{BACKGROUND_TIMEOUT, Cluster};
+use super::fallback::Fallback;
 
 const RENEW: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then

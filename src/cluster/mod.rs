@@ -8,8 +8,10 @@
 //! fall back to their local state.
 
 mod conn;
+mod fallback;
 mod limit;
 pub mod lock;
 pub mod seal;
 
-pub use conn::{Cluster, ClusterView, Fallback, FallbackCounters, ProbeError, probe};
+pub use conn::{Cluster, ClusterView, ProbeError, probe};
+pub use fallback::{Fallback, FallbackCounters};

@@ -11,6 +11,7 @@
 //! call); while Redis does not answer within `[cluster].timeout` it falls back to its own
 //! buckets at once, counted in `cluster_fallback_total`.
 
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -41,8 +42,10 @@ pub struct Zone<C: Clock = DefaultClock> {
     checks: AtomicU32,
     /// Requests refused (exported in `/metrics`).
     refused: Counter,
-    /// The cluster a `scope = "cluster"` zone shares its buckets through.
+    /// The cluster a `scope = "cluster"` zone shares its buckets through, and the start of
+    /// its keys there (`{key_prefix}rl:{zone}:`).
     shared: Option<Arc<Cluster>>,
+    shared_prefix: String,
 }
 
 impl Zone<DefaultClock> {
@@ -50,8 +53,11 @@ impl Zone<DefaultClock> {
     pub fn start(spec: ZoneSpec, refused: Counter, cluster: Option<&Arc<Cluster>>) -> Arc<Self> {
         let mut zone = Self::with_clock(spec, DefaultClock::default());
         zone.refused = refused;
-        if zone.spec.scope == ZoneScope::Cluster {
-            zone.shared = cluster.cloned();
+        if zone.spec.scope == ZoneScope::Cluster
+            && let Some(c) = cluster
+        {
+            zone.shared_prefix = c.key(&["rl", &zone.spec.name, ""]);
+            zone.shared = Some(c.clone());
         }
         let zone = Arc::new(zone);
         let weak = Arc::downgrade(&zone);
@@ -85,6 +91,7 @@ impl<C: Clock + Clone> Zone<C> {
             checks: AtomicU32::new(0),
             refused: Counter::default(),
             shared: None,
+            shared_prefix: String::new(),
         }
     }
 
@@ -113,8 +120,11 @@ impl<C: Clock + Clone> Zone<C> {
         let per_request = self.spec.period / self.spec.count.max(1);
         let interval = per_request.as_micros() as u64;
         let capacity = u64::from(self.spec.count.saturating_add(self.spec.burst).max(1));
-        let key = cluster.key(&["rl", &self.spec.name, &zone_key(ip).to_string()]);
-        match cluster.gcra(&key, interval, interval * (capacity - 1)).await {
+        // one allocation: the zone's prefix, then the address
+        let mut key = String::with_capacity(self.shared_prefix.len() + 39);
+        key.push_str(&self.shared_prefix);
+        let _ = write!(key, "{}", zone_key(ip));
+        match cluster.gcra(key, interval, interval * (capacity - 1)).await {
             Ok(0) => Ok(()),
             Ok(wait) => {
                 self.refused.inc();
