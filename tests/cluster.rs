@@ -357,6 +357,19 @@ async fn check_and_startup_say_what_is_wrong_with_the_cluster() {
     assert!(!ok && out.contains("needs secret_env or secret_file"), "{out}");
 }
 
+/// Redis, and pebble (certificates valid `validity` seconds) whose DNS answers DOMAINS with
+/// `ip`; the ports validations go to (http-01, tls-alpn-01).
+async fn redis_and_ca(ip: &str, validity: Option<u64>) -> (RedisServer, Pebble, u16, u16) {
+    let redis = RedisServer::start();
+    let (http, https) = (free_port(), free_port());
+    let pebble = Pebble::start(http, https, validity);
+    pebble.ready().await;
+    for d in DOMAINS {
+        pebble.set_a(d, ip).await;
+    }
+    (redis, pebble, http, https)
+}
+
 /// Starts a gateway of the ACME cluster on `ip`.
 fn acme_node(
     ip: &str,
@@ -433,14 +446,8 @@ async fn wait_lock_watched(c: &reqwest::Client, admin: u16) {
 
 #[tokio::test]
 async fn three_gateways_order_once_and_the_ca_may_reach_any_of_them() {
-    let redis = RedisServer::start();
-    let (http, https) = (free_port(), free_port());
-    let pebble = Pebble::start(http, https, None);
-    pebble.ready().await;
     // the CA resolves both names to node b, which will not be the one ordering
-    for d in DOMAINS {
-        pebble.set_a(d, "127.0.0.3").await;
-    }
+    let (redis, pebble, http, https) = redis_and_ca("127.0.0.3", None).await;
     block_orders(&redis);
     let (b, b_admin) = acme_node("127.0.0.3", (http, https), &pebble, &redis, "b", "");
     let (c_gw, c_admin) = acme_node("127.0.0.4", (http, https), &pebble, &redis, "c", "");
@@ -503,13 +510,7 @@ async fn three_gateways_order_once_and_the_ca_may_reach_any_of_them() {
 
 #[tokio::test]
 async fn a_holder_killed_mid_order_is_replaced_once_its_lease_expires() {
-    let redis = RedisServer::start();
-    let (http, https) = (free_port(), free_port());
-    let pebble = Pebble::start(http, https, None);
-    pebble.ready().await;
-    for d in DOMAINS {
-        pebble.set_a(d, "127.0.0.3").await;
-    }
+    let (redis, pebble, http, https) = redis_and_ca("127.0.0.3", None).await;
     block_orders(&redis);
     let http01 = "challenge = \"http-01\"";
     let (b, b_admin) = acme_node("127.0.0.3", (http, https), &pebble, &redis, "b", http01);
@@ -620,14 +621,8 @@ async fn a_reload_adds_changes_and_removes_the_cluster() {
 
 #[tokio::test]
 async fn one_node_renews_and_every_node_swaps() {
-    let redis = RedisServer::start();
-    let (http, https) = (free_port(), free_port());
     // 60 s certificates renewed with 50 s left: the renewal is due 10 s after issuance
-    let pebble = Pebble::start(http, https, Some(60));
-    pebble.ready().await;
-    for d in DOMAINS {
-        pebble.set_a(d, "127.0.0.2").await;
-    }
+    let (redis, pebble, http, https) = redis_and_ca("127.0.0.2", Some(60)).await;
     let renew = "renew_before = \"50s\"";
     let nodes = [
         acme_node("127.0.0.2", (http, https), &pebble, &redis, "a", renew),

@@ -3,7 +3,7 @@
 //! log line per change), the heartbeat that lists the nodes seen, and the pub/sub listener that
 //! turns the cluster's announcements into local events.
 
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,11 +26,18 @@ const ASKS_QUEUED: usize = 4096;
 /// The bound on calls off the request path (heartbeat, ACME state).
 pub(super) const BACKGROUND_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Whether Redis answers, in one atomic the request path reads: `UP`, `CONNECTING` (nothing
+/// answered yet), or why it went down (`TIMEOUT`, `UNREACHABLE`).
+const UP: u8 = 0;
+const CONNECTING: u8 = 1;
+const TIMEOUT: u8 = 2;
+const UNREACHABLE: u8 = 3;
+
 /// What `/status` shows of the cluster.
 #[derive(Debug, Clone, Default)]
 pub struct ClusterView {
     pub reachable: bool,
-    /// Why Redis is not used, while it is not.
+    /// Why Redis is not used, while it is not (`connecting`, `timeout`, `unreachable`).
     pub down: Option<&'static str>,
     /// Nodes seen within `NODE_TTL`, with seconds since each was last heard from.
     pub nodes: Vec<(String, f64)>,
@@ -42,7 +49,8 @@ pub struct Cluster {
     pub settings: ClusterSettings,
     client: redis::Client,
     pub(super) conn: ConnectionManager,
-    up: AtomicBool,
+    health: AtomicU8,
+    /// The nodes seen and the watched lock (the heartbeat's findings).
     view: Mutex<ClusterView>,
     sealer: Option<seal::Sealer>,
     fallbacks: FallbackCounters,
@@ -127,11 +135,8 @@ impl Cluster {
             settings,
             client,
             conn,
-            up: AtomicBool::new(false),
-            view: Mutex::new(ClusterView {
-                down: Some("connecting"),
-                ..ClusterView::default()
-            }),
+            health: AtomicU8::new(CONNECTING),
+            view: Mutex::default(),
             sealer,
             fallbacks,
             asks,
@@ -168,12 +173,18 @@ impl Cluster {
 
     /// Whether the last call to Redis was answered.
     pub fn is_up(&self) -> bool {
-        self.up.load(Relaxed)
+        self.health.load(Relaxed) == UP
     }
 
     pub fn view(&self) -> ClusterView {
         let mut v = self.view.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        v.reachable = self.is_up();
+        let health = self.health.load(Relaxed);
+        v.reachable = health == UP;
+        v.down = match health {
+            UP => None,
+            CONNECTING => Some("connecting"),
+            _ => Some(self.down_reason().as_str()),
+        };
         v
     }
 
@@ -190,23 +201,22 @@ impl Cluster {
 
     /// Redis answered: note it (and say so once when it comes back).
     fn mark_up(&self) {
-        // (a load and no lock while it stays up: this runs on every answered request)
-        if !self.up.load(Relaxed) && !self.up.swap(true, Relaxed) {
-            self.view.lock().unwrap_or_else(|e| e.into_inner()).down = None;
+        // a load only while it stays up: this runs on every answer
+        if self.health.load(Relaxed) != UP && self.health.swap(UP, Relaxed) != UP {
             tracing::info!(redis = %self.settings.redis_redacted(), "cluster: Redis answers; cluster state is shared again");
         }
     }
 
     /// Redis failed: note why (and say so once when it goes).
     fn mark_down(&self, why: Fallback, detail: &str) {
-        if self.up.swap(false, Relaxed) {
+        let state = if why == Fallback::Timeout { TIMEOUT } else { UNREACHABLE };
+        if self.health.swap(state, Relaxed) == UP {
             tracing::warn!(
                 redis = %self.settings.redis_redacted(),
                 "cluster: Redis is not answering ({}: {detail}); cluster rate limits use this gateway's own buckets until it does",
                 why.as_str()
             );
         }
-        self.view.lock().unwrap_or_else(|e| e.into_inner()).down = Some(why.as_str());
     }
 
     /// Runs one call with `limit`, noting whether Redis answered.
@@ -246,9 +256,7 @@ impl Cluster {
     /// A command on the request path: bounded by `timeout`, and not sent while Redis is known
     /// to be down.
     pub async fn query_now<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, Fallback> {
-        if !self.is_up() {
-            return Err(self.down_reason());
-        }
+        self.answering()?;
         let mut conn = self.conn.clone();
         self.call(self.settings.timeout, cmd.query_async(&mut conn)).await
     }
@@ -260,9 +268,7 @@ impl Cluster {
     /// answers the requests waiting behind a call that timed out at once, so a request waits
     /// about `timeout` at most, with no timer of its own.
     pub async fn gcra(&self, key: String, interval_us: u64, tolerance_us: u64) -> Result<u64, Fallback> {
-        if !self.is_up() {
-            return Err(self.down_reason());
-        }
+        self.answering()?;
         let (reply, answer) = oneshot::channel();
         let ask = Ask {
             key,
@@ -285,10 +291,18 @@ impl Cluster {
         };
     }
 
+    /// `Err(why)` while Redis is known to be down: the request path does not wait for it then.
+    fn answering(&self) -> Result<(), Fallback> {
+        match self.health.load(Relaxed) {
+            UP => Ok(()),
+            _ => Err(self.down_reason()),
+        }
+    }
+
     /// The reason calls are not made now, while Redis is known to be down.
     pub(super) fn down_reason(&self) -> Fallback {
-        match self.view.lock().unwrap_or_else(|e| e.into_inner()).down {
-            Some("timeout") => Fallback::Timeout,
+        match self.health.load(Relaxed) {
+            TIMEOUT => Fallback::Timeout,
             _ => Fallback::Unreachable,
         }
     }
@@ -429,8 +443,8 @@ async fn decide(weak: Weak<Cluster>, mut questions: mpsc::Receiver<Ask>) {
         }
         let Some(c) = weak.upgrade() else { return };
         // Redis went down while these waited (the call before them timed out): local at once
-        if !c.is_up() {
-            limit::answer(&mut batch, Err(c.down_reason()));
+        if let Err(why) = c.answering() {
+            limit::answer(&mut batch, Err(why));
             continue;
         }
         let invocation = limit::invocation(&batch);

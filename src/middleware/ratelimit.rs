@@ -42,10 +42,29 @@ pub struct Zone<C: Clock = DefaultClock> {
     checks: AtomicU32,
     /// Requests refused (exported in `/metrics`).
     refused: Counter,
-    /// The cluster a `scope = "cluster"` zone shares its buckets through, and the start of
-    /// its keys there (`{key_prefix}rl:{zone}:`).
-    shared: Option<Arc<Cluster>>,
-    shared_prefix: String,
+    /// Where a `scope = "cluster"` zone keeps its buckets.
+    shared: Option<Shared>,
+}
+
+/// A cluster zone's buckets in Redis: the cluster, the start of their keys
+/// (`{key_prefix}rl:{zone}:`), and the GCRA's interval and tolerance (the same bucket as the
+/// local one).
+struct Shared {
+    cluster: Arc<Cluster>,
+    prefix: String,
+    interval_us: u64,
+    tolerance_us: u64,
+}
+
+/// A zone's bucket: one request back every `interval`, `capacity` requests at once. `count`
+/// per `period` replenishes one request every period/count; the bucket holds the rate's worth
+/// plus the burst, so `count + burst` pass at once. (nginx lets `burst + 1` through in a rush,
+/// 21 for rate=10r/s burst=20, as the differential test in tests/import_nginx.rs measures; the
+/// gateway's zones allow a second's worth more.)
+fn bucket(spec: &ZoneSpec) -> (Duration, NonZeroU32) {
+    let interval = spec.period / spec.count.max(1);
+    let capacity = NonZeroU32::new(spec.count.saturating_add(spec.burst)).unwrap_or(NonZeroU32::MIN);
+    (interval, capacity)
 }
 
 impl Zone<DefaultClock> {
@@ -56,8 +75,14 @@ impl Zone<DefaultClock> {
         if zone.spec.scope == ZoneScope::Cluster
             && let Some(c) = cluster
         {
-            zone.shared_prefix = c.key(&["rl", &zone.spec.name, ""]);
-            zone.shared = Some(c.clone());
+            let (interval, capacity) = bucket(&zone.spec);
+            let interval_us = (interval.as_micros() as u64).max(1);
+            zone.shared = Some(Shared {
+                cluster: c.clone(),
+                prefix: c.key(&["rl", &zone.spec.name, ""]),
+                interval_us,
+                tolerance_us: interval_us * u64::from(capacity.get() - 1),
+            });
         }
         let zone = Arc::new(zone);
         let weak = Arc::downgrade(&zone);
@@ -75,12 +100,7 @@ impl Zone<DefaultClock> {
 
 impl<C: Clock + Clone> Zone<C> {
     pub fn with_clock(spec: ZoneSpec, clock: C) -> Self {
-        // `count` per `period` replenishes one request every period/count; the bucket holds
-        // the rate's worth plus the burst, so `count + burst` pass at once. (nginx lets
-        // `burst + 1` through in a rush, 21 for rate=10r/s burst=20, as the differential test
-        // in tests/import_nginx.rs measures; the gateway's zones allow a second's worth more.)
-        let per_request = spec.period / spec.count.max(1);
-        let capacity = NonZeroU32::new(spec.count.saturating_add(spec.burst)).unwrap_or(NonZeroU32::MIN);
+        let (per_request, capacity) = bucket(&spec);
         let quota = Quota::with_period(per_request)
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(capacity);
@@ -91,7 +111,6 @@ impl<C: Clock + Clone> Zone<C> {
             checks: AtomicU32::new(0),
             refused: Counter::default(),
             shared: None,
-            shared_prefix: String::new(),
         }
     }
 
@@ -106,7 +125,7 @@ impl<C: Clock + Clone> Zone<C> {
         self.spec == *spec
             && match (&self.shared, wanted) {
                 (None, None) => true,
-                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (Some(a), Some(b)) => Arc::ptr_eq(&a.cluster, b),
                 _ => false,
             }
     }
@@ -114,17 +133,15 @@ impl<C: Clock + Clone> Zone<C> {
     /// [`Zone::check`] through the cluster's Redis; this gateway's own bucket when Redis does
     /// not answer in time.
     pub async fn check_shared(&self, ip: IpAddr) -> Result<(), Duration> {
-        let Some(cluster) = &self.shared else {
+        let Some(shared) = &self.shared else {
             return self.check(ip);
         };
-        let per_request = self.spec.period / self.spec.count.max(1);
-        let interval = per_request.as_micros() as u64;
-        let capacity = u64::from(self.spec.count.saturating_add(self.spec.burst).max(1));
+        let cluster = &shared.cluster;
         // one allocation: the zone's prefix, then the address
-        let mut key = String::with_capacity(self.shared_prefix.len() + 39);
-        key.push_str(&self.shared_prefix);
+        let mut key = String::with_capacity(shared.prefix.len() + 39);
+        key.push_str(&shared.prefix);
         let _ = write!(key, "{}", zone_key(ip));
-        match cluster.gcra(key, interval, interval * (capacity - 1)).await {
+        match cluster.gcra(key, shared.interval_us, shared.tolerance_us).await {
             Ok(0) => Ok(()),
             Ok(wait) => {
                 self.refused.inc();

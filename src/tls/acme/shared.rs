@@ -73,6 +73,8 @@ pub(super) struct ClusterManager {
     board: Arc<Board>,
     /// The PEM served now.
     current: Option<Vec<u8>>,
+    /// Its leaf (DER) and what it says, read once when it is served.
+    leaf: Option<(Vec<u8>, crate::pem::CertInfo)>,
     ari: Option<(Window, tokio::time::Instant)>,
     /// When the CA was last asked for ARI (at most once per `check_interval`).
     ari_asked: Option<tokio::time::Instant>,
@@ -103,6 +105,7 @@ impl ClusterManager {
             publish,
             keys,
             current: None,
+            leaf: None,
             ari: None,
             ari_asked: None,
             retry_at: None,
@@ -143,6 +146,11 @@ impl ClusterManager {
         }
         self.ari = None;
         self.ari_asked = None;
+        self.leaf = crate::pem::parse_chain(&pem).ok().and_then(|chain| {
+            let leaf = chain.first()?.to_vec();
+            let info = crate::pem::describe(&leaf)?;
+            Some((leaf, info))
+        });
         let path = self.cache.cert_path(&self.settings.domains, &self.settings.directory);
         let copy = pem.clone();
         tokio::task::spawn_blocking(move || {
@@ -218,24 +226,14 @@ impl ClusterManager {
 
     /// When the served certificate is due for renewal (unix seconds; 0 when there is none).
     async fn renewal_at(&mut self) -> i64 {
-        let Some(leaf) = self
-            .current
-            .as_ref()
-            .and_then(|p| crate::pem::certified_key(p).ok())
-            .map(|(_, l)| l)
-        else {
-            return 0;
-        };
-        let Some(info) = crate::pem::describe(&leaf) else {
-            return 0;
-        };
+        let Some((leaf, info)) = &self.leaf else { return 0 };
         // the CA is asked at most once per check_interval (each step is seconds apart)
         let ask = self
             .ari_asked
             .is_none_or(|at| at.elapsed() >= self.settings.check_interval);
         if self.settings.renew_before == crate::config::RenewBefore::Auto && ask {
             self.ari_asked = Some(tokio::time::Instant::now());
-            super::ari::refresh(&mut self.ari, &self.settings.directory, &self.client, &leaf).await;
+            super::ari::refresh(&mut self.ari, &self.settings.directory, &self.client, leaf).await;
         }
         let (at, reason) = super::policy::plan(
             info.not_before,
