@@ -182,6 +182,72 @@ async fn a_cluster_zone_is_one_limit_across_three_gateways() {
     .await;
 }
 
+#[tokio::test]
+async fn a_burst_from_one_client_is_decided_as_a_local_zone_would() {
+    let redis = RedisServer::start();
+    let up = TestUpstream::start("app").await;
+    let c = plain_client();
+    // one zone of 1/m + burst 5 on two gateways, and the same zone local on a third: nothing
+    // refills while the test runs
+    let mut gateways = Vec::new();
+    for node in ["n1", "n2", "local"] {
+        let admin = free_port();
+        let mut toml = limit_toml(&redis.url(), node, admin, up.addr, "1/m", 5);
+        if node == "local" {
+            toml = toml.replace("scope = \"cluster\"", "scope = \"local\"");
+        }
+        gateways.push((BinGateway::start_with(&toml, write_secret), admin));
+    }
+    for (_, admin) in &gateways {
+        wait_reachable(&c, *admin).await;
+    }
+    let urls: Vec<String> = gateways
+        .iter()
+        .map(|(g, _)| format!("http://{}/", g.http.unwrap()))
+        .collect();
+    // requests at once, each (status, Retry-After)
+    let burst = |urls: Vec<String>, n: usize| {
+        let sent = (0..n).map(|i| {
+            let c = c.clone();
+            let url = urls[i % urls.len()].clone();
+            async move {
+                let r = c.get(&url).send().await.unwrap();
+                let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
+                (r.status().as_u16(), retry)
+            }
+        });
+        futures_util::future::join_all(sent)
+    };
+    let local = burst(urls[2..].to_vec(), 30).await;
+    // 60 on the cluster zone, half on each gateway: they reach Redis many to a call, one key
+    let shared = burst(urls[..2].to_vec(), 60).await;
+    let passed = |got: &[(u16, Option<String>)]| got.iter().filter(|(s, _)| *s == 200).count();
+    // 1 + 5 at once
+    assert_eq!(passed(&local), 6, "{local:?}");
+    assert_eq!(passed(&shared), passed(&local), "the burst and no more: {shared:?}");
+    for (status, retry) in local.iter().chain(&shared).filter(|(s, _)| *s != 200) {
+        assert_eq!(*status, 429);
+        // the next request fits one interval after the last that went
+        let secs: u64 = retry.as_deref().expect("Retry-After").parse().unwrap();
+        assert!((55..=60).contains(&secs), "Retry-After {secs}");
+    }
+    for (_, admin) in &gateways[..2] {
+        assert_eq!(fallbacks(&c, *admin).await, 0, "Redis decided every request");
+    }
+    // fewer calls than requests: calls held several requests of the one key
+    let stats: String = redis::cmd("INFO").arg("commandstats").query(&mut redis.conn()).unwrap();
+    let calls: usize = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|l| l.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .expect("EVALSHA calls in INFO");
+    assert!(calls < 60, "{calls} calls for 60 requests");
+    // one bucket in Redis for one client, however many of its requests each call held
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*rl:*").query(&mut redis.conn()).unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+}
+
 /// Requests one after another until told to stop: (sent at, status, latency).
 type Record = Arc<Mutex<Vec<(Instant, u16, Duration)>>>;
 

@@ -5,14 +5,15 @@
 
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use super::direct::Direct;
 use super::fallback::{Fallback, FallbackCounters};
-use super::limit::{self, Ask};
+use super::limit::{self, Ask, Batch};
 use super::seal;
 use crate::config::ClusterSettings;
 
@@ -429,27 +430,62 @@ async fn listen(weak: Weak<Cluster>) {
 /// The rate-limit batcher: takes every question waiting, asks Redis once for all of them, hands
 /// out the answers; the next batch gathers while a call is under way. One call at a time
 /// measured best (benches/RESULTS.md): the larger batches cost Redis less, on a loaded machine
-/// that matters more than the wait for the call in flight.
+/// that matters more than the wait for the call in flight. The calls go on the batcher's own
+/// connection ([`Direct`]) when it has one.
 async fn decide(weak: Weak<Cluster>, mut questions: mpsc::Receiver<Ask>) {
-    let mut batch = Vec::with_capacity(limit::MAX_BATCH);
+    let mut batch = Batch::with_capacity(limit::MAX_BATCH);
+    let mut direct: Option<Direct> = None;
+    // `direct` being opened beside the batcher (no batch waits for it), and when to try again
+    let mut opening: Option<tokio::task::JoinHandle<Option<Direct>>> = None;
+    let mut open_after = Instant::now();
     loop {
-        if questions.recv_many(&mut batch, limit::MAX_BATCH).await == 0 {
+        if direct.is_none() {
+            match opening.take() {
+                Some(task) if task.is_finished() => direct = task.now_or_never().and_then(Result::ok).flatten(),
+                Some(task) => opening = Some(task),
+                None if Instant::now() >= open_after => {
+                    let Some(c) = weak.upgrade() else { return };
+                    if c.answering().is_ok() {
+                        open_after = Instant::now() + HEARTBEAT;
+                        let client = c.client.clone();
+                        opening = Some(tokio::spawn(async move {
+                            let open = tokio::time::timeout(BACKGROUND_TIMEOUT, Direct::open(&client));
+                            open.await.ok()?.ok()?
+                        }));
+                    }
+                }
+                None => {}
+            }
+        }
+        if questions.recv_many(&mut batch.asks, limit::MAX_BATCH).await == 0 {
             return;
         }
         // a request that gave up is not asked about
-        batch.retain(|a| !a.reply.is_closed());
-        if batch.is_empty() {
+        batch.asks.retain(|a| !a.reply.is_closed());
+        if batch.asks.is_empty() {
             continue;
         }
         let Some(c) = weak.upgrade() else { return };
         // Redis went down while these waited (the call before them timed out): local at once
         if let Err(why) = c.answering() {
-            limit::answer(&mut batch, Err(why));
+            batch.fail(why);
             continue;
         }
-        let invocation = limit::invocation(&batch);
-        let mut conn = c.conn.clone();
-        let result = c.call(c.settings.timeout, invocation.invoke_async(&mut conn)).await;
-        limit::answer(&mut batch, result);
+        let invocation = batch.invocation();
+        let result = match &mut direct {
+            Some(d) => {
+                let result = c.call(c.settings.timeout, d.invoke(&invocation)).await;
+                if result.is_err() {
+                    // closed, or slow: opened again later, once Redis answers
+                    direct = None;
+                }
+                result
+            }
+            None => {
+                let mut conn = c.conn.clone();
+                c.call(c.settings.timeout, invocation.invoke_async(&mut conn)).await
+            }
+        };
+        batch.answer(result);
     }
 }

@@ -8,6 +8,7 @@
 //! fall back to their local state.
 
 mod conn;
+mod direct;
 mod fallback;
 mod limit;
 pub mod lock;
