@@ -2,14 +2,16 @@
 # What a cluster rate-limit zone costs against a local one, as the referee measures: two
 # gateways pinned to core 1 (one worker each), the same proxied route (`/api/ping` of a
 # single-process nginx origin, 200 B) behind a zone that never trips, `scope = "local"` in one
-# and `scope = "cluster"` in the other (one EVALSHA per request to redis-server); wrk, the
-# origin and redis-server pinned to core 0 (REDIS_CPUS=1: redis-server on the gateways' core);
-# ROUNDS interleaved rounds of SECS seconds (the
-# order flips each round), medians.
+# and `scope = "cluster"` in the other (every request decided by redis-server, the requests
+# waiting together in one EVALSHA); wrk, the origin and redis-server pinned to core 0
+# (REDIS_CPUS=1: redis-server on the gateways' core); every process at nice -15 in a session
+# of its own, as the referee runs them (NICE=0 to turn off); ROUNDS interleaved rounds of SECS
+# seconds (the order flips each round); medians, and the median of each round's own ratio.
 #   cargo build --release && bash benches/wrk/cluster.sh
 #   ROUNDS=5 SECS=5 CONNS=64 bash benches/wrk/cluster.sh   (64 connections, as the referee)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+. benches/wrk/lib.sh
 bin="${ORTA_BIN:-$PWD/target/release/orta-gateway}"
 rounds="${ROUNDS:-3}" secs="${SECS:-5}" conns="${CONNS:-64}"
 # CLIENTS=N: requests from N client addresses (X-Forwarded-For, the gateways trusting
@@ -49,9 +51,9 @@ http {
   }
 }
 CONF
-taskset -c 0 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
+pinned 0 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" &
 pids+=($!)
-taskset -c "$redis_cpus" redis-server --port "$redis" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null &
+pinned "$redis_cpus" redis-server --port "$redis" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null &
 pids+=($!)
 for _ in $(seq 100); do
   [ "$(redis-cli -p "$redis" ping 2>/dev/null)" = PONG ] && break
@@ -98,7 +100,7 @@ config "$local_port" local >"$work/local.toml"
 config "$cluster_port" cluster >"$work/cluster.toml"
 declare -A gw
 for scope in local cluster; do
-  TOKIO_WORKER_THREADS=1 taskset -c 1 "$bin" run --config "$work/$scope.toml" 2>"$work/$scope.log" &
+  TOKIO_WORKER_THREADS=1 pinned 1 "$bin" run --config "$work/$scope.toml" 2>"$work/$scope.log" &
   pids+=($!)
   gw[$scope]=$!
 done
@@ -126,7 +128,7 @@ end
 LUA
   script=(-s "$work/clients.lua")
 fi
-run() { taskset -c 0 wrk -t1 -c"$conns" -d"$2"s --latency "${script[@]}" "http://127.0.0.1:$(port_of "$1")/api/ping"; }
+run() { (pinned 0 wrk -t1 -c"$conns" -d"$2"s --latency "${script[@]}" "http://127.0.0.1:$(port_of "$1")/api/ping"); }
 echo "cluster zone vs local zone: /api/ping via the gateway, $conns connections, $clients client address(es), ${secs}s x $rounds rounds" >&2
 run local 2 >/dev/null
 run cluster 2 >/dev/null
@@ -148,7 +150,7 @@ for r in $(seq "$rounds"); do
     rcpu=$(awk -v t="$rd" -v hz="$hz" -v s="$secs" 'BEGIN {printf "%.0f", 100 * t / hz / s}')
     core0=$(awk -v t="$c0" -v hz="$hz" -v s="$secs" 'BEGIN {printf "%.0f", 100 * t / hz / s}')
     echo "round $r: $scope req/s $rps p99_ms $p99 gateway_cpu% $cpu req_per_gateway_cpu_s $per_cpu redis_cpu% $rcpu core0_busy% $core0 non2xx ${non2xx:-0}" >&2
-    echo "$scope $rps $p99 $per_cpu $cpu" >>"$results"
+    echo "$scope $rps $p99 $per_cpu $cpu $r" >>"$results"
   done
 done
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -158,4 +160,8 @@ for scope in local cluster; do
 done | tee "$work/summary"
 awk '/^local/ {r1=$4; p1=$6; c1=$8} /^cluster/ {r2=$4; p2=$6; c2=$8}
      END {printf "cluster/local: req/s %.2fx, p99 added %.3f ms, requests per gateway CPU-second %.2fx\n", r2/r1, p2-p1, c2/c1}' "$work/summary"
+# the same within each round (local and cluster ran back to back), then the median over
+# rounds: steadier on a shared machine than the ratio of two medians
+awk '{v[$6, $1] = $0} END {for (k in v) {split(k, p, SUBSEP); if (p[2] == "local") {split(v[k], l, " "); split(v[p[1], "cluster"], c, " "); print c[2] / l[2], c[3] - l[3]}}}' "$results" >"$work/paired"
+echo "paired by round (median of the rounds): req/s $(awk '{print $1}' "$work/paired" | median | awk '{printf "%.2fx", $1}'), p99 added $(awk '{print $2}' "$work/paired" | median | awk '{printf "%.3f ms", $1}')"
 grep -h "cluster_fallback\|not answering" "$work/cluster.log" >&2 || true

@@ -9,3 +9,14 @@ self_signed_cert() {
     -addext subjectAltName=DNS:localhost -keyout "$1/key.pem" -out "$1/cert.pem" 2>/dev/null
   chmod 600 "$1/key.pem"
 }
+
+# pinned CPUS CMD...: runs CMD on CPUS in a session of its own at nice $NICE (default -15 as
+# root, as the referee does), keeping its PID (so `pinned ... &` gives CMD's PID in $!). With
+# sched_autogroup on, a nice level only ranks processes inside one session, so the session's
+# autogroup gets it too: the measured processes then win their cores from anything else on the
+# machine, and each is its own group on its core.
+pinned() {
+  local nice=${NICE:--15}
+  [ "$(id -u)" = 0 ] || nice=0
+  exec setsid "$(dirname "${BASH_SOURCE[0]}")/prio" "$nice" "$@"
+}
