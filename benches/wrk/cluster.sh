@@ -19,6 +19,10 @@ rounds="${ROUNDS:-3}" secs="${SECS:-5}" conns="${CONNS:-64}"
 clients="${CLIENTS:-1}"
 # REDIS_CPUS=1 puts redis-server beside the gateway instead of on the load generator's core
 redis_cpus="${REDIS_CPUS:-0}"
+# AA=1: the "cluster" gateway gets a local zone too (an A/A run): what the method reads when
+# nothing differs, the noise floor of the numbers below
+second_scope=cluster
+[ "${AA:-0}" = 1 ] && second_scope=local
 origin=18890 redis=18891 local_port=18892 cluster_port=18893
 [ -x "$bin" ] || { echo "no gateway binary at $bin: cargo build --release" >&2; exit 1; }
 for tool in taskset wrk nginx redis-server; do
@@ -97,7 +101,7 @@ rate_limit = "bench"
 CONF
 }
 config "$local_port" local >"$work/local.toml"
-config "$cluster_port" cluster >"$work/cluster.toml"
+config "$cluster_port" "$second_scope" >"$work/cluster.toml"
 declare -A gw
 for scope in local cluster; do
   TOKIO_WORKER_THREADS=1 pinned 1 "$bin" run --config "$work/$scope.toml" 2>"$work/$scope.log" &
@@ -129,7 +133,7 @@ LUA
   script=(-s "$work/clients.lua")
 fi
 run() { (pinned 0 wrk -t1 -c"$conns" -d"$2"s --latency "${script[@]}" "http://127.0.0.1:$(port_of "$1")/api/ping"); }
-echo "cluster zone vs local zone: /api/ping via the gateway, $conns connections, $clients client address(es), ${secs}s x $rounds rounds" >&2
+echo "$second_scope zone (as \"cluster\") vs local zone: /api/ping via the gateway, $conns connections, $clients client address(es), ${secs}s x $rounds rounds" >&2
 run local 2 >/dev/null
 run cluster 2 >/dev/null
 results="$work/results"
