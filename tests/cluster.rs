@@ -115,25 +115,41 @@ async fn fallbacks(c: &reqwest::Client, admin: u16) -> u64 {
         .sum()
 }
 
+/// Gateways on one zone of `rate` + `burst` (`limit_toml`), a (name, scope) each, started and
+/// with Redis answering: each with its admin port, and their URLs.
+async fn limit_gateways(
+    c: &reqwest::Client,
+    redis: &RedisServer,
+    up: SocketAddr,
+    nodes: &[(&str, &str)],
+    rate: &str,
+    burst: u32,
+) -> (Vec<(BinGateway, u16)>, Vec<String>) {
+    let mut gateways = Vec::new();
+    for (node, scope) in nodes {
+        let admin = free_port();
+        let toml = limit_toml(&redis.url(), node, admin, up, rate, burst)
+            .replace("scope = \"cluster\"", &format!("scope = \"{scope}\""));
+        gateways.push((BinGateway::start_with(&toml, write_secret), admin));
+    }
+    for (_, admin) in &gateways {
+        wait_reachable(c, *admin).await;
+    }
+    let urls = gateways
+        .iter()
+        .map(|(g, _)| format!("http://{}/", g.http.unwrap()))
+        .collect();
+    (gateways, urls)
+}
+
 #[tokio::test]
 async fn a_cluster_zone_is_one_limit_across_three_gateways() {
     let redis = RedisServer::start();
     let up = TestUpstream::start("app").await;
     let c = plain_client();
-    let mut gateways = Vec::new();
-    for node in ["n1", "n2", "n3"] {
-        let admin = free_port();
-        let toml = limit_toml(&redis.url(), node, admin, up.addr, "10/s", 5);
-        gateways.push((BinGateway::start_with(&toml, write_secret), admin));
-    }
-    for (_, admin) in &gateways {
-        wait_reachable(&c, *admin).await;
-    }
+    let nodes = [("n1", "cluster"), ("n2", "cluster"), ("n3", "cluster")];
+    let (gateways, urls) = limit_gateways(&c, &redis, up.addr, &nodes, "10/s", 5).await;
     // one client alternating between the three
-    let urls: Vec<String> = gateways
-        .iter()
-        .map(|(g, _)| format!("http://{}/", g.http.unwrap()))
-        .collect();
     let started = Instant::now();
     let (mut ok, mut refused_by) = (0usize, [0usize; 3]);
     for i in 0..90 {
@@ -189,22 +205,8 @@ async fn a_burst_from_one_client_is_decided_as_a_local_zone_would() {
     let c = plain_client();
     // one zone of 1/m + burst 5 on two gateways, and the same zone local on a third: nothing
     // refills while the test runs
-    let mut gateways = Vec::new();
-    for node in ["n1", "n2", "local"] {
-        let admin = free_port();
-        let mut toml = limit_toml(&redis.url(), node, admin, up.addr, "1/m", 5);
-        if node == "local" {
-            toml = toml.replace("scope = \"cluster\"", "scope = \"local\"");
-        }
-        gateways.push((BinGateway::start_with(&toml, write_secret), admin));
-    }
-    for (_, admin) in &gateways {
-        wait_reachable(&c, *admin).await;
-    }
-    let urls: Vec<String> = gateways
-        .iter()
-        .map(|(g, _)| format!("http://{}/", g.http.unwrap()))
-        .collect();
+    let nodes = [("n1", "cluster"), ("n2", "cluster"), ("local", "local")];
+    let (gateways, urls) = limit_gateways(&c, &redis, up.addr, &nodes, "1/m", 5).await;
     // requests at once, each (status, Retry-After)
     let burst = |urls: Vec<String>, n: usize| {
         let sent = (0..n).map(|i| {

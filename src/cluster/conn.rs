@@ -5,13 +5,13 @@
 
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_util::{FutureExt, StreamExt};
+use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::direct::Direct;
+use super::direct::Slot;
 use super::fallback::{Fallback, FallbackCounters};
 use super::limit::{self, Ask, Batch};
 use super::seal;
@@ -320,7 +320,8 @@ impl Cluster {
     /// for the request path (see [`Cluster::query_now`]).
     pub async fn get_sealed_with(&self, key: &str, now: bool) -> Result<Option<Vec<u8>>, Fallback> {
         let Some(sealer) = &self.sealer else { return Ok(None) };
-        let cmd = redis::cmd("GET").arg(key).clone();
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
         let raw: Option<Vec<u8>> = match now {
             true => self.query_now(&cmd).await?,
             false => self.query(&cmd).await?,
@@ -431,32 +432,11 @@ async fn listen(weak: Weak<Cluster>) {
 /// out the answers; the next batch gathers while a call is under way. One call at a time
 /// measured best (benches/RESULTS.md): the larger batches cost Redis less, on a loaded machine
 /// that matters more than the wait for the call in flight. The calls go on the batcher's own
-/// connection ([`Direct`]) when it has one.
+/// connection ([`Slot`]) when it has one.
 async fn decide(weak: Weak<Cluster>, mut questions: mpsc::Receiver<Ask>) {
     let mut batch = Batch::with_capacity(limit::MAX_BATCH);
-    let mut direct: Option<Direct> = None;
-    // `direct` being opened beside the batcher (no batch waits for it), and when to try again
-    let mut opening: Option<tokio::task::JoinHandle<Option<Direct>>> = None;
-    let mut open_after = Instant::now();
+    let mut direct = Slot::new();
     loop {
-        if direct.is_none() {
-            match opening.take() {
-                Some(task) if task.is_finished() => direct = task.now_or_never().and_then(Result::ok).flatten(),
-                Some(task) => opening = Some(task),
-                None if Instant::now() >= open_after => {
-                    let Some(c) = weak.upgrade() else { return };
-                    if c.answering().is_ok() {
-                        open_after = Instant::now() + HEARTBEAT;
-                        let client = c.client.clone();
-                        opening = Some(tokio::spawn(async move {
-                            let open = tokio::time::timeout(BACKGROUND_TIMEOUT, Direct::open(&client));
-                            open.await.ok()?.ok()?
-                        }));
-                    }
-                }
-                None => {}
-            }
-        }
         if questions.recv_many(&mut batch.asks, limit::MAX_BATCH).await == 0 {
             return;
         }
@@ -472,12 +452,11 @@ async fn decide(weak: Weak<Cluster>, mut questions: mpsc::Receiver<Ask>) {
             continue;
         }
         let invocation = batch.invocation();
-        let result = match &mut direct {
+        let result = match direct.get(&c.client, HEARTBEAT, BACKGROUND_TIMEOUT) {
             Some(d) => {
                 let result = c.call(c.settings.timeout, d.invoke(&invocation)).await;
                 if result.is_err() {
-                    // closed, or slow: opened again later, once Redis answers
-                    direct = None;
+                    direct.close();
                 }
                 result
             }

@@ -7,10 +7,14 @@
 use std::future::Future;
 use std::pin::{Pin, pin};
 use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
 
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, ConnectionAddr, FromRedisValue, RedisResult, ScriptInvocation};
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
 pub(super) struct Direct {
     conn: MultiplexedConnection,
@@ -55,5 +59,50 @@ impl Direct {
             call.as_mut().poll(cx)
         })
         .await
+    }
+}
+
+/// The batcher's [`Direct`] connection: open, being opened beside the batcher (no batch waits
+/// for it), or to be tried again after a pause.
+pub(super) struct Slot {
+    open: Option<Direct>,
+    opening: Option<JoinHandle<Option<Direct>>>,
+    retry_at: Instant,
+}
+
+impl Slot {
+    pub fn new() -> Self {
+        Slot {
+            open: None,
+            opening: None,
+            retry_at: Instant::now(),
+        }
+    }
+
+    /// The connection when it is open; else starts opening one to `client` (bounded by
+    /// `bound`) unless an attempt is under way or was made less than `pause` ago.
+    pub fn get(&mut self, client: &redis::Client, pause: Duration, bound: Duration) -> Option<&mut Direct> {
+        if self.open.is_none() {
+            match self.opening.take() {
+                Some(task) if task.is_finished() => {
+                    self.open = task.now_or_never().and_then(Result::ok).flatten();
+                }
+                Some(task) => self.opening = Some(task),
+                None if Instant::now() >= self.retry_at => {
+                    self.retry_at = Instant::now() + pause;
+                    let client = client.clone();
+                    self.opening = Some(tokio::spawn(async move {
+                        tokio::time::timeout(bound, Direct::open(&client)).await.ok()?.ok()?
+                    }));
+                }
+                None => {}
+            }
+        }
+        self.open.as_mut()
+    }
+
+    /// A call on it failed (closed, or slow): opened again later.
+    pub fn close(&mut self) {
+        self.open = None;
     }
 }

@@ -170,7 +170,9 @@ impl ClusterManager {
     /// One look at the shared state; returns how long to wait before the next.
     async fn step(&mut self) -> Duration {
         let shared = self.shared_cert().await;
-        let answered = shared.is_ok();
+        if shared.is_ok() {
+            self.redis_down_since = None;
+        }
         match shared {
             Err(()) => {
                 self.redis_down_since.get_or_insert_with(tokio::time::Instant::now);
@@ -183,9 +185,6 @@ impl ClusterManager {
                     let _ = self.cluster.set_sealed(&self.keys.cert, &value, None).await;
                 }
             }
-        }
-        if answered {
-            self.redis_down_since = None;
         }
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         let due = self.renewal_at().await;
